@@ -1,0 +1,100 @@
+"""Reads a NUT configuration directory into one validated Configuration object."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .nutconf import UpsdSettings, UpsSection, parse_ups_conf, parse_upsd_conf
+from .problems import ConfigError, ConfigProblem
+from .users import UserTable, parse_users
+
+DEFAULT_CONFPATH = "/etc/nutups"
+
+__all__ = [
+    "ConfigError", "ConfigProblem", "Configuration", "default_confpath", "load_configuration",
+]
+
+
+def default_confpath() -> Path:
+    return Path(os.environ.get("NUT_CONFPATH") or DEFAULT_CONFPATH)
+
+
+@dataclass
+class Configuration:
+    confpath: Path
+    ups: list[UpsSection] = field(default_factory=list)
+    ups_globals: dict[str, str] = field(default_factory=dict)
+    upsd: UpsdSettings = field(default_factory=UpsdSettings)
+    users: UserTable = field(default_factory=UserTable)
+    extra: dict = field(default_factory=dict)  # nutups.yaml
+    problems: list[ConfigProblem] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[ConfigProblem]:
+        return [p for p in self.problems if not p.warning]
+
+
+def _load_yaml(path: Path, problems: list[ConfigProblem]) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(ConfigProblem(str(path), None, f"cannot read: {exc}"))
+        return {}
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        reason = getattr(exc, "problem", None) or str(exc)
+        problems.append(ConfigProblem(str(path), line, f"YAML error: {reason}"))
+        return {}
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        problems.append(ConfigProblem(str(path), 1, "must be a mapping of settings"))
+        return {}
+    return data
+
+
+def load_configuration(confpath: Path, require_ups_conf: bool = True) -> Configuration:
+    """Read ups.conf, upsd.conf, upsd.users and nutups.yaml; collect every problem."""
+    from ..drivers import DRIVERS  # late: drivers import config types
+
+    cfg = Configuration(confpath)
+    problems = cfg.problems
+    if not confpath.is_dir():
+        problems.append(ConfigProblem(str(confpath), None, "configuration directory not found"))
+        return cfg
+    ups_conf = confpath / "ups.conf"
+    if require_ups_conf or ups_conf.exists():
+        cfg.ups, cfg.ups_globals, p = parse_ups_conf(ups_conf)
+        problems.extend(p)
+    for section in cfg.ups:
+        if section.driver and section.driver not in DRIVERS:
+            problems.append(ConfigProblem(
+                str(ups_conf), section.line,
+                f"[{section.name}]: unknown driver {section.driver!r} (nutups has: {', '.join(sorted(DRIVERS))})",
+            ))
+        if section.driver == "dummy-ups" and section.port:
+            dev = Path(section.port) if os.path.isabs(section.port) else confpath / section.port
+            if not dev.exists():
+                problems.append(ConfigProblem(str(ups_conf), section.line,
+                                              f"[{section.name}]: port file {dev} not found"))
+    cfg.upsd, p = parse_upsd_conf(confpath / "upsd.conf")
+    problems.extend(p)
+    cfg.users, p = parse_users(confpath / "upsd.users")
+    problems.extend(p)
+    cfg.extra = _load_yaml(confpath / "nutups.yaml", problems)
+    if cfg.upsd.certfile:
+        cert = Path(cfg.upsd.certfile)
+        if not cert.is_absolute():
+            cert = confpath / cert
+        if not cert.exists():
+            problems.append(ConfigProblem(str(confpath / "upsd.conf"), None, f"CERTFILE {cert} not found"))
+    return cfg

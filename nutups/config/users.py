@@ -1,0 +1,134 @@
+"""upsd.users: who may log in, set variables, force shutdown and run commands (NUT semantics)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..nut.tokenizer import read_config_lines
+from .problems import ConfigProblem
+
+
+@dataclass(slots=True)
+class User:
+    name: str
+    password: str | None = None
+    actions: set[str] = field(default_factory=set)  # upper case: SET, FSD, LOGIN, PRIMARY, MASTER
+    instcmds: set[str] = field(default_factory=set)  # lower case, or "all"
+
+
+class UserTable:
+    """The users of upsd.users and NUT's checks on them (server/user.c)."""
+
+    def __init__(self, users: dict[str, User] | None = None) -> None:
+        self.users = users or {}
+
+    def _find(self, username: str | None, password: str | None) -> User | None:
+        # upsd compares the user name and then the password, both case-sensitively.
+        if username is None or password is None:
+            return None
+        user = self.users.get(username)
+        if user is None or user.password is None or user.password != password:
+            return None
+        return user
+
+    def check_action(self, username: str | None, password: str | None, action: str) -> bool:
+        user = self._find(username, password)
+        return user is not None and action.upper() in user.actions
+
+    def check_instcmd(self, username: str | None, password: str | None, command: str) -> bool:
+        user = self._find(username, password)
+        return user is not None and ("all" in user.instcmds or command.lower() in user.instcmds)
+
+
+_UPSMON_ROLES = {
+    "primary": {"LOGIN", "MASTER", "PRIMARY", "FSD"},
+    "master": {"LOGIN", "MASTER", "PRIMARY", "FSD"},
+    "secondary": {"LOGIN"},
+    "slave": {"LOGIN"},
+}
+_KNOWN_ACTIONS = {"SET", "FSD"}
+
+
+def parse_users(path: Path) -> tuple[UserTable, list[ConfigProblem]]:
+    """Read upsd.users; a missing file means no users (every privileged command is denied)."""
+    problems: list[ConfigProblem] = []
+    fn = str(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return UserTable(), []
+    except OSError as exc:
+        return UserTable(), [ConfigProblem(fn, None, f"cannot read: {exc.strerror}")]
+    try:
+        mode = path.stat().st_mode
+        if mode & stat.S_IROTH and os.name == "posix":
+            problems.append(
+                ConfigProblem(fn, None, "readable by others: it holds passwords (chmod 640)", warning=True)
+            )
+    except OSError:
+        pass
+
+    users: dict[str, User] = {}
+    current: User | None = None
+
+    def setting(lineno: int, key: str, value: str) -> None:
+        k = key.lower()
+        assert current is not None
+        if k == "password":
+            if current.password is not None:
+                problems.append(ConfigProblem(fn, lineno, f"user {current.name}: duplicate password ignored", True))
+            else:
+                current.password = value
+        elif k == "actions":
+            if value.upper() not in _KNOWN_ACTIONS:
+                problems.append(ConfigProblem(fn, lineno, f"unknown action {value!r} (known: SET, FSD)", True))
+            current.actions.add(value.upper())
+        elif k == "instcmds":
+            current.instcmds.add(value.lower())
+        elif k == "upsmon":
+            role(lineno, value)
+        elif k == "allowfrom":
+            problems.append(ConfigProblem(fn, lineno, "allowfrom is no longer used; use a firewall", True))
+        else:
+            problems.append(ConfigProblem(fn, lineno, f"unknown setting {key!r}"))
+
+    def role(lineno: int, value: str) -> None:
+        assert current is not None
+        granted = _UPSMON_ROLES.get(value.lower())
+        if granted is None:
+            problems.append(
+                ConfigProblem(fn, lineno, f"unknown upsmon role {value!r} (primary or secondary)")
+            )
+        else:
+            current.actions |= granted
+
+    for lineno, line in read_config_lines(data):
+        if line.error:
+            problems.append(ConfigProblem(fn, lineno, line.error))
+            continue
+        words = line.words
+        if words[0].startswith("["):
+            name = words[0][1:-1] if words[0].endswith("]") else ""
+            if not name:
+                problems.append(ConfigProblem(fn, lineno, f"bad section header {words[0]!r}"))
+                current = None
+                continue
+            current = users.setdefault(name, User(name))
+            continue
+        if current is None:
+            problems.append(ConfigProblem(fn, lineno, f"{words[0]!r} outside a [user] section"))
+            continue
+        if len(words) >= 3 and words[1] == "=":
+            for value in words[2:]:
+                setting(lineno, words[0], value)
+        elif len(words) == 2 and words[0].lower() == "upsmon":
+            role(lineno, words[1])
+        else:
+            problems.append(ConfigProblem(fn, lineno, f"cannot understand {' '.join(words)!r}"))
+    for user in users.values():
+        if user.password is None:
+            problems.append(ConfigProblem(fn, None, f"user {user.name} has no password: it can do nothing", True))
+    return UserTable(users), problems

@@ -1,0 +1,127 @@
+"""Runs the whole daemon: one driver per UPS, the NUT server in front of them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import resource
+import signal
+from pathlib import Path
+
+from .config import Configuration
+from .drivers import DRIVERS, Driver, DriverError
+from .nut.descriptions import Descriptions
+from .nut.protocol import ServerCore
+from .nut.server import NutServer
+from .state import UpsState
+
+log = logging.getLogger("nutups")
+
+RESTART_DELAY = 5.0  # seconds before a crashed driver is started again
+
+
+def default_statepath() -> Path:
+    """Where sockets and persisted settings go when nothing says otherwise."""
+    env = os.environ.get("NUT_STATEPATH")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/run/nutups")
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return Path(runtime) / "nutups"
+    return Path(f"/tmp/nutups-{os.getuid()}")
+
+
+def raise_fd_limit(wanted: int) -> None:
+    """MAXCONN connections need as many descriptors; raise the soft limit if we may."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted + 64
+    if soft < target:
+        new = target if hard == resource.RLIM_INFINITY else min(target, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        except (ValueError, OSError):
+            pass
+
+
+class Daemon:
+    """Builds the states, drivers and server from a Configuration and runs them."""
+
+    def __init__(self, config: Configuration, listen: list[tuple[str, int]] | None = None,
+                 statepath: Path | None = None) -> None:
+        self.config = config
+        self.listen = listen or config.upsd.listen_addresses()
+        self.statepath = statepath or (Path(config.upsd.statepath) if config.upsd.statepath
+                                       else default_statepath())
+        self.states: list[UpsState] = []
+        self.drivers: dict[str, Driver] = {}
+        for section in config.ups:
+            state = UpsState(section.name, section.desc, maxage=config.upsd.maxage)
+            self.states.append(state)
+            cls = DRIVERS.get(section.driver or "")
+            if cls is None:
+                log.error("[%s]: unknown driver %r: the UPS is listed but reports DRIVER-NOT-CONNECTED",
+                          section.name, section.driver)
+                continue
+            self.drivers[section.name] = cls(state, section, config.confpath, statepath=self.statepath)
+        certfile = config.upsd.certfile
+        if certfile and not os.path.isabs(certfile):
+            certfile = str(config.confpath / certfile)
+        self.core = ServerCore.for_states(
+            self.states, config.users, descriptions=Descriptions.load(config.confpath),
+            log=logging.getLogger("nutups.upsd").info,
+        )
+        self.server = NutServer(self.core, self.listen, maxconn=config.upsd.maxconn,
+                                client_timeout=config.upsd.client_timeout, certfile=certfile)
+        self._tasks: list[asyncio.Task] = []
+        self.bound: list[tuple[str, int]] = []
+
+    async def _supervise(self, name: str, driver: Driver) -> None:
+        """Run a driver; restart it after a crash; give up only on a configuration error."""
+        while True:
+            try:
+                await driver.run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except DriverError as exc:
+                log.error("%s", exc)
+                driver.state.connected = False
+                return
+            except Exception:
+                log.exception("driver for [%s] crashed; restarting in %.0f s", name, RESTART_DELAY)
+                driver.state.connected = False
+                await asyncio.sleep(RESTART_DELAY)
+
+    async def start(self) -> None:
+        try:
+            self.statepath.mkdir(parents=True, exist_ok=True, mode=0o750)
+        except OSError as exc:
+            log.warning("cannot create STATEPATH %s: %s", self.statepath, exc.strerror)
+        raise_fd_limit(self.config.upsd.maxconn)
+        loop = asyncio.get_running_loop()
+        for name, driver in self.drivers.items():
+            self._tasks.append(loop.create_task(self._supervise(name, driver), name=f"driver-{name}"))
+        self.bound = await self.server.start()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.server.close()
+
+    async def run_forever(self) -> None:
+        await self.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError):
+                pass
+        log.info("nutups serving %d UPS: %s", len(self.states), ", ".join(s.name for s in self.states))
+        await stop.wait()
+        log.info("stopping")
+        await self.stop()

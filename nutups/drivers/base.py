@@ -1,0 +1,71 @@
+"""The driver interface: readings into a UpsState, commands out to the device."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from ..config.nutconf import UpsSection
+from ..state import CommandResult, UpsState
+
+
+class DriverError(Exception):
+    """A driver cannot start with this configuration; the message says why and how to fix it."""
+
+
+class Driver:
+    """Base class of all drivers.
+
+    A driver owns exactly one :class:`UpsState`.  ``run()`` is its whole life:
+    it marks the UPS connected, delivers readings with ``state.set(...)``
+    followed by ``state.data_ok()`` (or ``state.data_stale(reason)`` when the
+    device cannot be read), and marks it disconnected when it ends.  Commands
+    arrive through :meth:`instcmd` and :meth:`set_var`, which return a
+    :class:`CommandResult` or an awaitable giving one.
+    """
+
+    name = "driver"
+
+    def __init__(
+        self,
+        state: UpsState,
+        section: UpsSection,
+        confpath: Path,
+        clock: Callable[[], float] = time.monotonic,
+        statepath: Path | None = None,
+    ) -> None:
+        self.state = state
+        self.section = section
+        self.confpath = confpath
+        self.clock = clock
+        self.statepath = statepath
+        self.log = logging.getLogger(f"nutups.driver.{section.name}")
+        state.instcmd_handler = self.instcmd
+        state.setvar_handler = self.set_var
+
+    async def run(self) -> None:
+        raise NotImplementedError
+
+    def instcmd(self, command: str, param: str | None) -> CommandResult | Awaitable[CommandResult]:
+        return CommandResult.UNKNOWN
+
+    def set_var(self, name: str, value: str) -> CommandResult | Awaitable[CommandResult]:
+        return CommandResult.UNKNOWN
+
+    def option(self, key: str, default: str | None = None) -> str | None:
+        return self.section.options.get(key, default)
+
+    def float_option(self, key: str, default: float, minimum: float | None = None,
+                     maximum: float | None = None) -> float:
+        raw = self.section.options.get(key)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise DriverError(f"[{self.section.name}] {key} = {raw!r}: not a number") from None
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            raise DriverError(f"[{self.section.name}] {key} = {raw}: must be within {minimum}..{maximum}")
+        return value

@@ -1,0 +1,630 @@
+"""The NUT network protocol (NETVER 1.3) as upsd 2.8 speaks it: bytes in, bytes out, no I/O.
+
+One table maps each command to its handler and to whether it needs
+USERNAME and PASSWORD first (server/netcmds.h).  Each handler checks its
+arguments in upsd's own order, so that every error a client can provoke is
+the error upsd would send.  Rules that surprise are cited from upsd's
+sources (server/net*.c) or from what Debian's upsd 2.8.0 does.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from ..config.users import UserTable
+from ..state import CommandResult, UpsState
+from .descriptions import Descriptions
+from .tokenizer import Line, LineTokenizer, quote
+
+NUT_VERSION = "2.8.0"  # the upsd release whose behaviour we reproduce
+SERVER_INFO = f"Network UPS Tools upsd {NUT_VERSION} - http://www.networkupstools.org/"
+HELP_TEXT = b"Commands: HELP VER GET LIST SET INSTCMD LOGIN LOGOUT USERNAME PASSWORD STARTTLS\n"
+READ_CHUNK = 512  # upsd reads at most this much at a time; a parse error drops the rest
+TRACKING_KEEP = 60.0  # seconds a tracking result is kept (upsd's default)
+
+
+def _err(code: str) -> bytes:
+    return b"ERR " + code.encode() + b"\n"
+
+
+ERR_ACCESS_DENIED = _err("ACCESS-DENIED")
+ERR_UNKNOWN_UPS = _err("UNKNOWN-UPS")
+ERR_INVALID_ARGUMENT = _err("INVALID-ARGUMENT")
+ERR_UNKNOWN_COMMAND = _err("UNKNOWN-COMMAND")
+ERR_VAR_NOT_SUPPORTED = _err("VAR-NOT-SUPPORTED")
+ERR_CMD_NOT_SUPPORTED = _err("CMD-NOT-SUPPORTED")
+ERR_DATA_STALE = _err("DATA-STALE")
+ERR_DRIVER_NOT_CONNECTED = _err("DRIVER-NOT-CONNECTED")
+ERR_USERNAME_REQUIRED = _err("USERNAME-REQUIRED")
+ERR_PASSWORD_REQUIRED = _err("PASSWORD-REQUIRED")
+ERR_ALREADY_LOGGED_IN = _err("ALREADY-LOGGED-IN")
+ERR_ALREADY_SET_USERNAME = _err("ALREADY-SET-USERNAME")
+ERR_ALREADY_SET_PASSWORD = _err("ALREADY-SET-PASSWORD")
+ERR_READONLY = _err("READONLY")
+ERR_TOO_LONG = _err("TOO-LONG")
+ERR_INVALID_VALUE = _err("INVALID-VALUE")
+ERR_SET_FAILED = _err("SET-FAILED")
+ERR_INSTCMD_FAILED = _err("INSTCMD-FAILED")
+ERR_FEATURE_NOT_CONFIGURED = _err("FEATURE-NOT-CONFIGURED")
+ERR_ALREADY_SSL_MODE = _err("ALREADY-SSL-MODE")
+OK = b"OK\n"
+
+
+class Tracker:
+    """Results of SET and INSTCMD requests sent with TRACKING on (shared by all clients)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._entries: dict[str, tuple[float, str]] = {}
+        self._clock = clock
+
+    def add(self) -> str:
+        now = self._clock()
+        if len(self._entries) > 64:
+            self._entries = {k: v for k, v in self._entries.items() if now - v[0] < TRACKING_KEEP}
+        tid = str(uuid.uuid4()).upper()
+        self._entries[tid] = (now, "PENDING")
+        return tid
+
+    def complete(self, tid: str, result: CommandResult | str) -> None:
+        if tid in self._entries:
+            self._entries[tid] = (self._entries[tid][0], str(getattr(result, "value", result)))
+
+    def get(self, tid: str) -> str:
+        entry = self._entries.get(tid)
+        if entry is None or self._clock() - entry[0] >= TRACKING_KEEP:
+            return "ERR UNKNOWN"
+        return entry[1]
+
+
+@dataclass
+class ServerCore:
+    """What all sessions share: the UPSes, the users, tracking, and the connected sessions."""
+
+    upses: dict[str, UpsState]  # keyed by lower-case name, in ups.conf order
+    users: UserTable
+    descriptions: Descriptions
+    tls_available: bool = False
+    clock: Callable[[], float] = time.monotonic
+    # Runs a driver's awaitable command result in the background (set by the server).
+    spawn: Callable[[Awaitable[None]], None] | None = None
+    log: Callable[[str], None] = lambda message: None
+    tracker: Tracker = field(init=False)
+    sessions: list[Session] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.tracker = Tracker(self.clock)
+
+    @classmethod
+    def for_states(cls, states: list[UpsState], users: UserTable | None = None, **kw) -> ServerCore:
+        return cls({s.name.lower(): s for s in states}, users or UserTable(), kw.pop("descriptions", None)
+                   or Descriptions.load(), **kw)
+
+    def session(self, addr: str) -> Session:
+        s = Session(self, addr)
+        self.sessions.append(s)
+        return s
+
+
+class Session:
+    """One client connection's protocol state.
+
+    ``receive(data)`` returns the bytes to send back.  Afterwards the caller
+    looks at ``close_requested`` (LOGOUT) and ``starttls_requested``
+    (``OK STARTTLS`` was sent: start the TLS handshake now; everything that
+    came after the STARTTLS line has already been discarded).
+    """
+
+    __slots__ = (
+        "core", "addr", "username", "password", "login_ups", "tracking", "tls",
+        "close_requested", "starttls_requested", "last_heard", "_tok", "_out", "closed",
+    )
+
+    def __init__(self, core: ServerCore, addr: str) -> None:
+        self.core = core
+        self.addr = addr
+        self.username: str | None = None
+        self.password: str | None = None
+        self.login_ups: UpsState | None = None
+        self.tracking = False
+        self.tls = False
+        self.close_requested = False
+        self.starttls_requested = False
+        self.last_heard = core.clock()
+        self.closed = False
+        self._tok = LineTokenizer()
+        self._out: list[bytes] = []
+
+    # --- I/O boundary ----------------------------------------------------
+
+    def receive(self, data: bytes) -> bytes:
+        out = self._out
+        for start in range(0, len(data), READ_CHUNK):
+            chunk = data[start : start + READ_CHUNK]
+            # upsd: a parse error drops the rest of the read chunk (server/upsd.c).
+            lines, _used = self._tok.feed(chunk, stop_on_error=True)
+            for line in lines:
+                if line.error is not None:
+                    self.core.log(f"Parse error on sock: {line.error}")
+                    break
+                self.last_heard = self.core.clock()
+                self._dispatch(line)
+                if self.starttls_requested:
+                    # Never process plaintext that was pipelined behind STARTTLS
+                    # as if it had come over TLS (CVE-2011-0411). upsd 2.8.0 would.
+                    self._tok = LineTokenizer()
+                    reply = b"".join(out)
+                    out.clear()
+                    return reply
+            if self.starttls_requested or self.close_requested:
+                break
+        reply = b"".join(out)
+        out.clear()
+        return reply
+
+    def close(self) -> None:
+        """The connection is gone: give back its login (NUMLOGINS)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.login_ups is not None:
+            self.login_ups.numlogins -= 1
+            self.login_ups = None
+        try:
+            self.core.sessions.remove(self)
+        except ValueError:
+            pass
+
+    # --- dispatch (server/upsd.c parse_net) ------------------------------
+
+    def _dispatch(self, line: Line) -> None:
+        words = line.words
+        if not words:
+            self._out.append(ERR_UNKNOWN_COMMAND)
+            return
+        entry = _COMMANDS.get(words[0].upper())
+        if entry is None:
+            self._out.append(ERR_UNKNOWN_COMMAND)
+            return
+        handler, needs_user = entry
+        if needs_user:
+            if self.username is None:
+                self._out.append(ERR_USERNAME_REQUIRED)
+                return
+            if self.password is None:
+                self._out.append(ERR_PASSWORD_REQUIRED)
+                return
+        handler(self, words[1:])
+
+    def _ups(self, name: str) -> UpsState | None:
+        ups = self.core.upses.get(name.lower())
+        if ups is None:
+            self._out.append(ERR_UNKNOWN_UPS)
+        return ups
+
+    def _available(self, ups: UpsState) -> bool:
+        # server/sstate.c ups_available(): driver first, then freshness.
+        if not ups.connected:
+            self._out.append(ERR_DRIVER_NOT_CONNECTED)
+            return False
+        if ups.stale:
+            self._out.append(ERR_DATA_STALE)
+            return False
+        return True
+
+    # --- simple commands ----------------------------------------------------
+
+    def cmd_ver(self, args: list[str]) -> None:
+        if args:
+            self._out.append(ERR_INVALID_ARGUMENT)
+        else:
+            self._out.append(SERVER_INFO.encode() + b"\n")
+
+    def cmd_netver(self, args: list[str]) -> None:
+        self._out.append(ERR_INVALID_ARGUMENT if args else b"1.3\n")
+
+    def cmd_help(self, args: list[str]) -> None:
+        self._out.append(ERR_INVALID_ARGUMENT if args else HELP_TEXT)
+
+    def cmd_starttls(self, args: list[str]) -> None:
+        if self.tls:
+            self._out.append(ERR_ALREADY_SSL_MODE)
+        elif not self.core.tls_available:
+            self._out.append(ERR_FEATURE_NOT_CONFIGURED)
+        else:
+            self._out.append(b"OK STARTTLS\n")
+            self.starttls_requested = True
+
+    def cmd_username(self, args: list[str]) -> None:
+        if len(args) != 1:
+            self._out.append(ERR_INVALID_ARGUMENT)
+        elif self.username is not None:
+            self.core.log(f"Client {self.addr} tried to set a username twice")
+            self._out.append(ERR_ALREADY_SET_USERNAME)
+        else:
+            self.username = args[0]
+            self._out.append(OK)
+
+    def cmd_password(self, args: list[str]) -> None:
+        if len(args) != 1:
+            self._out.append(ERR_INVALID_ARGUMENT)
+        elif self.password is not None:
+            self.core.log(f"Client {self.username}@{self.addr} tried to set a password twice")
+            self._out.append(ERR_ALREADY_SET_PASSWORD)
+        else:
+            self.password = args[0]
+            self._out.append(OK)
+
+    def cmd_login(self, args: list[str]) -> None:
+        if len(args) != 1:
+            self._out.append(ERR_INVALID_ARGUMENT)
+            return
+        if self.login_ups is not None:
+            self._out.append(ERR_ALREADY_LOGGED_IN)
+            return
+        ups = self._ups(args[0])
+        if ups is None:
+            return
+        if not self.core.users.check_action(self.username, self.password, "LOGIN"):
+            self.core.log(f"Login denied for {self.username}@{self.addr} on UPS [{ups.name}]")
+            self._out.append(ERR_ACCESS_DENIED)
+            return
+        ups.numlogins += 1
+        self.login_ups = ups
+        self.core.log(f"User {self.username}@{self.addr} logged into UPS [{ups.name}]")
+        self._out.append(OK)
+
+    def cmd_logout(self, args: list[str]) -> None:
+        if args:
+            self._out.append(ERR_INVALID_ARGUMENT)
+            return
+        if self.login_ups is not None:
+            self.core.log(f"User {self.username}@{self.addr} logged out from UPS [{self.login_ups.name}]")
+        self._out.append(b"OK Goodbye\n")
+        # upsd closes the connection only after the rest of this read: a
+        # command pipelined behind LOGOUT in the same segment is still answered.
+        self.close_requested = True
+
+    def _primary(self, args: list[str], action: str, reply: bytes) -> None:
+        if len(args) != 1:
+            self._out.append(ERR_INVALID_ARGUMENT)
+            return
+        ups = self._ups(args[0])
+        if ups is None:
+            return
+        if not self.core.users.check_action(self.username, self.password, action):
+            self._out.append(ERR_ACCESS_DENIED)
+            return
+        self._out.append(reply)
+
+    def cmd_primary(self, args: list[str]) -> None:
+        self._primary(args, "PRIMARY", b"OK PRIMARY-GRANTED\n")
+
+    def cmd_master(self, args: list[str]) -> None:
+        self._primary(args, "MASTER", b"OK MASTER-GRANTED\n")
+
+    def cmd_fsd(self, args: list[str]) -> None:
+        if len(args) != 1:
+            self._out.append(ERR_INVALID_ARGUMENT)
+            return
+        ups = self._ups(args[0])
+        if ups is None:
+            return
+        if not self.core.users.check_action(self.username, self.password, "FSD"):
+            self._out.append(ERR_ACCESS_DENIED)
+            return
+        self.core.log(f"Client {self.username}@{self.addr} set FSD on UPS [{ups.name}]")
+        ups.fsd = True
+        self._out.append(b"OK FSD-SET\n")
+
+    # --- GET (server/netget.c) ---------------------------------------------
+
+    def cmd_get(self, args: list[str]) -> None:
+        n = len(args)
+        out = self._out
+        if n < 1:
+            out.append(ERR_INVALID_ARGUMENT)
+            return
+        sub = args[0].upper()
+        if sub == "TRACKING":
+            if n < 2:
+                out.append(b"ON\n" if self.tracking else b"OFF\n")
+            elif self.tracking:
+                out.append(self.core.tracker.get(args[1]).encode() + b"\n")
+            else:
+                out.append(ERR_FEATURE_NOT_CONFIGURED)
+            return
+        if n < 2:
+            out.append(ERR_INVALID_ARGUMENT)
+            return
+        if sub == "NUMLOGINS":
+            ups = self._ups(args[1])
+            if ups is not None and self._available(ups):
+                out.append(f"NUMLOGINS {args[1]} {ups.numlogins}\n".encode())
+            return
+        if sub == "UPSDESC":
+            ups = self._ups(args[1])
+            if ups is not None:
+                desc = quote(ups.desc) if ups.desc else "Unavailable"
+                out.append(f'UPSDESC {args[1]} "{desc}"\n'.encode())
+            return
+        if n < 3:
+            out.append(ERR_INVALID_ARGUMENT)
+            return
+        upsname, name = args[1], args[2]
+        if sub == "VAR":
+            if name[:7].lower() == "server.":
+                # upsd answers these without looking at the UPS name.
+                low = name.lower()
+                if low == "server.info":
+                    out.append(f'VAR {upsname} {name} "{SERVER_INFO}"\n'.encode())
+                elif low == "server.version":
+                    out.append(f'VAR {upsname} {name} "{NUT_VERSION}"\n'.encode())
+                else:
+                    out.append(ERR_VAR_NOT_SUPPORTED)
+                return
+            ups = self._ups(upsname)
+            if ups is None or not self._available(ups):
+                return
+            var = ups.variables.get(name.lower())
+            if var is None:
+                out.append(ERR_VAR_NOT_SUPPORTED)
+            elif ups.fsd and name.lower() == "ups.status":
+                out.append(f'VAR {upsname} {name} "FSD {var.value}"\n'.encode())
+            else:
+                out.append(f'VAR {upsname} {name} "{quote(var.value)}"\n'.encode())
+            return
+        if sub == "TYPE":
+            ups = self._ups(upsname)
+            if ups is None or not self._available(ups):
+                return
+            var = ups.variables.get(name.lower())
+            if var is None:
+                out.append(ERR_VAR_NOT_SUPPORTED)
+                return
+            text = f"TYPE {upsname} {name}"
+            if var.rw:
+                text += " RW"
+            if var.enums:
+                text += " ENUM"
+            if var.ranges:
+                text += " RANGE"
+            text += f" STRING:{var.string_len}\n" if var.string_len > 0 else " NUMBER\n"
+            out.append(text.encode())
+            return
+        if sub == "DESC":
+            ups = self._ups(upsname)
+            if ups is not None and self._available(ups):
+                out.append(f'DESC {upsname} {name} "{self.core.descriptions.variable(name)}"\n'.encode())
+            return
+        if sub == "CMDDESC":
+            ups = self._ups(upsname)
+            if ups is not None and self._available(ups):
+                out.append(f'CMDDESC {upsname} {name} "{self.core.descriptions.command(name)}"\n'.encode())
+            return
+        out.append(ERR_INVALID_ARGUMENT)
+
+    # --- LIST (server/netlist.c) -------------------------------------------
+
+    def cmd_list(self, args: list[str]) -> None:
+        n = len(args)
+        out = self._out
+        if n < 1:
+            out.append(ERR_INVALID_ARGUMENT)
+            return
+        sub = args[0].upper()
+        if sub == "UPS":
+            parts = [b"BEGIN LIST UPS\n"]
+            for ups in self.core.upses.values():
+                desc = quote(ups.desc) if ups.desc else "Description unavailable"
+                parts.append(f'UPS {ups.name} "{desc}"\n'.encode())
+            parts.append(b"END LIST UPS\n")
+            out.append(b"".join(parts))
+            return
+        if n < 2:
+            out.append(ERR_INVALID_ARGUMENT)
+            return
+        upsname = args[1]
+        if sub in ("VAR", "RW"):
+            ups = self._ups(upsname)
+            if ups is None or not self._available(ups):
+                return
+            parts = [f"BEGIN LIST {sub} {upsname}\n".encode()]
+            only_rw = sub == "RW"
+            for var in ups.sorted_variables():
+                if only_rw and not var.rw:
+                    continue
+                if ups.fsd and var.name.lower() == "ups.status":
+                    value = "FSD " + var.value
+                else:
+                    value = quote(var.value)
+                parts.append(f'{sub} {upsname} {var.name} "{value}"\n'.encode())
+            parts.append(f"END LIST {sub} {upsname}\n".encode())
+            out.append(b"".join(parts))
+            return
+        if sub == "CMD":
+            ups = self._ups(upsname)
+            if ups is None or not self._available(ups):
+                return
+            parts = [f"BEGIN LIST CMD {upsname}\n".encode()]
+            parts.extend(f"CMD {upsname} {c}\n".encode() for c in ups.sorted_commands())
+            parts.append(f"END LIST CMD {upsname}\n".encode())
+            out.append(b"".join(parts))
+            return
+        if sub == "CLIENT":
+            ups = self._ups(upsname)
+            if ups is None:
+                return
+            parts = [f"BEGIN LIST CLIENT {upsname}\n".encode()]
+            # upsd keeps its clients newest first.
+            for s in reversed(self.core.sessions):
+                if s.login_ups is ups:
+                    parts.append(f"CLIENT {upsname} {s.addr}\n".encode())
+            parts.append(f"END LIST CLIENT {upsname}\n".encode())
+            out.append(b"".join(parts))
+            return
+        if n < 3:
+            out.append(ERR_INVALID_ARGUMENT)
+            return
+        if sub in ("ENUM", "RANGE"):
+            name = args[2]
+            ups = self._ups(upsname)
+            if ups is None or not self._available(ups):
+                return
+            var = ups.variables.get(name.lower())
+            if var is None:
+                out.append(ERR_VAR_NOT_SUPPORTED)
+                return
+            parts = [f"BEGIN LIST {sub} {upsname} {name}\n".encode()]
+            if sub == "ENUM":
+                parts.extend(f'ENUM {upsname} {name} "{quote(e)}"\n'.encode() for e in var.enums)
+            else:
+                parts.extend(f'RANGE {upsname} {name} "{lo}" "{hi}"\n'.encode() for lo, hi in var.ranges)
+            parts.append(f"END LIST {sub} {upsname} {name}\n".encode())
+            out.append(b"".join(parts))
+            return
+        out.append(ERR_INVALID_ARGUMENT)
+
+    # --- SET (server/netset.c) ---------------------------------------------
+
+    def cmd_set(self, args: list[str]) -> None:
+        n = len(args)
+        out = self._out
+        if n < 1:
+            out.append(ERR_INVALID_ARGUMENT)
+            return
+        sub = args[0].upper()
+        if sub == "TRACKING":
+            mode = args[1].upper() if n == 2 else ""
+            if mode == "ON":
+                self.tracking = True
+            elif mode == "OFF":
+                self.tracking = False
+            else:
+                out.append(ERR_INVALID_ARGUMENT)
+                return
+            out.append(OK)
+            return
+        if n < 4 or sub != "VAR":
+            out.append(ERR_INVALID_ARGUMENT)
+            return
+        upsname, name, value = args[1], args[2], args[3]
+        ups = self._ups(upsname)
+        if ups is None or not self._available(ups):
+            return
+        if not self.core.users.check_action(self.username, self.password, "SET"):
+            out.append(ERR_ACCESS_DENIED)
+            return
+        var = ups.variables.get(name.lower())
+        if var is None:
+            out.append(ERR_VAR_NOT_SUPPORTED)
+            return
+        if not var.rw:
+            out.append(ERR_READONLY)
+            return
+        if var.string_len > 0 and len(value) > var.string_len:
+            out.append(ERR_TOO_LONG)
+            return
+        if var.enums and value not in var.enums:
+            out.append(ERR_INVALID_VALUE)
+            return
+        if var.ranges:
+            number = _atoi(value)
+            if not any(lo <= number <= hi for lo, hi in var.ranges):
+                out.append(ERR_INVALID_VALUE)
+                return
+        if ups.setvar_handler is None:
+            out.append(ERR_SET_FAILED)
+            return
+        self.core.log(f"Set variable: {self.username}@{self.addr} set {var.name} on {ups.name} to {value}")
+        self._run(ups.setvar_handler, (var.name, value), ERR_SET_FAILED)
+
+    # --- INSTCMD (server/netinstcmd.c) --------------------------------------
+
+    def cmd_instcmd(self, args: list[str]) -> None:
+        n = len(args)
+        if n < 2:
+            self._out.append(ERR_INVALID_ARGUMENT)
+            return
+        ups = self._ups(args[0])
+        if ups is None or not self._available(ups):
+            return
+        command = ups.commands.get(args[1].lower())
+        if command is None:
+            self._out.append(ERR_CMD_NOT_SUPPORTED)
+            return
+        if not self.core.users.check_instcmd(self.username, self.password, args[1]):
+            self._out.append(ERR_ACCESS_DENIED)
+            return
+        if ups.instcmd_handler is None:
+            self._out.append(ERR_INSTCMD_FAILED)
+            return
+        param = args[2] if n >= 3 else None
+        self.core.log(
+            f"Instant command: {self.username}@{self.addr} did {command}"
+            + (f" with value {param}" if param is not None else "")
+            + f" on {ups.name}"
+        )
+        self._run(ups.instcmd_handler, (command, param), ERR_INSTCMD_FAILED)
+
+    def _run(self, handler: Callable, handler_args: tuple, failed: bytes) -> None:
+        """Hand a request to the driver; answer OK (or OK TRACKING id) once it is accepted."""
+        try:
+            result = handler(*handler_args)
+        except Exception as exc:  # a driver bug must not take the connection down
+            self.core.log(f"driver refused request {handler_args!r}: {exc}")
+            self._out.append(failed)
+            return
+        tid = self.core.tracker.add() if self.tracking else None
+        if inspect.isawaitable(result):
+            tracker = self.core.tracker
+
+            async def finish(awaitable=result) -> None:
+                try:
+                    outcome = await awaitable
+                except Exception:
+                    outcome = CommandResult.FAILED
+                if tid is not None:
+                    tracker.complete(tid, outcome)
+
+            if self.core.spawn is not None:
+                self.core.spawn(finish())
+            else:
+                result.close() if hasattr(result, "close") else None
+        elif tid is not None:
+            self.core.tracker.complete(tid, result)
+        self._out.append(b"OK TRACKING " + tid.encode() + b"\n" if tid else OK)
+
+
+def _atoi(text: str) -> int:
+    """C atoi(): optional sign and leading digits, 0 when there are none."""
+    text = text.lstrip(" \t\n\v\f\r")
+    i = 1 if text[:1] in ("+", "-") else 0
+    j = i
+    while j < len(text) and text[j].isdigit():
+        j += 1
+    return int(text[:j]) if j > i else 0
+
+
+_COMMANDS: dict[str, tuple[Callable[[Session, list[str]], None], bool]] = {
+    # name: (handler, needs USERNAME and PASSWORD first)
+    "VER": (Session.cmd_ver, False),
+    "NETVER": (Session.cmd_netver, False),
+    "PROTVER": (Session.cmd_netver, False),
+    "HELP": (Session.cmd_help, False),
+    "STARTTLS": (Session.cmd_starttls, False),
+    "GET": (Session.cmd_get, False),
+    "LIST": (Session.cmd_list, False),
+    "USERNAME": (Session.cmd_username, False),
+    "PASSWORD": (Session.cmd_password, False),
+    "LOGIN": (Session.cmd_login, True),
+    "LOGOUT": (Session.cmd_logout, False),
+    "PRIMARY": (Session.cmd_primary, True),
+    "MASTER": (Session.cmd_master, True),
+    "FSD": (Session.cmd_fsd, True),
+    "SET": (Session.cmd_set, True),
+    "INSTCMD": (Session.cmd_instcmd, True),
+}

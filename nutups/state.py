@@ -1,0 +1,161 @@
+"""The state of one UPS as the server sees it: variables, commands, freshness, FSD latch."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class CommandResult(str, Enum):
+    """What a driver reports for an instant command or a SET (NUT's TRACKING results)."""
+
+    SUCCESS = "SUCCESS"
+    UNKNOWN = "ERR UNKNOWN"
+    INVALID_ARGUMENT = "ERR INVALID-ARGUMENT"
+    FAILED = "ERR FAILED"
+
+
+# A driver's handler returns a result at once, or an awaitable that gives one.
+CommandHandler = Callable[..., "CommandResult | Awaitable[CommandResult]"]
+
+
+@dataclass(slots=True)
+class Variable:
+    """One NUT variable with the flags upsd reports for it (GET TYPE)."""
+
+    name: str
+    value: str
+    rw: bool = False
+    string_len: int = 0  # > 0: STRING:n, else NUMBER
+    enums: list[str] = field(default_factory=list)
+    ranges: list[tuple[int, int]] = field(default_factory=list)
+
+
+class UpsState:
+    """Everything upsd knows about one UPS, fed by exactly one driver.
+
+    Names are case-insensitive (upsd compares them with strcasecmp) and keep
+    the spelling under which the driver first set them.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        desc: str | None = None,
+        maxage: float = 15.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.desc = desc
+        self.maxage = maxage
+        self.clock = clock
+        self.variables: dict[str, Variable] = {}
+        self.commands: dict[str, str] = {}
+        self.fsd = False
+        self.numlogins = 0
+        self.connected = False  # a driver is attached and running
+        self._last_ok: float | None = None  # clock time of the last full reading
+        self._stale_reason: str | None = "no reading yet"
+        self._sorted: list[Variable] | None = None
+        self._sorted_cmds: list[str] | None = None
+        self.instcmd_handler: CommandHandler | None = None
+        self.setvar_handler: CommandHandler | None = None
+        self._listeners: list[Callable[[UpsState, str, str | None], None]] = []
+
+    # --- freshness (upsd: DATAOK / DATASTALE / MAXAGE) -----------------
+
+    def data_ok(self) -> None:
+        """The driver has just delivered a full, valid reading."""
+        self._last_ok = self.clock()
+        self._stale_reason = None
+
+    def data_stale(self, reason: str) -> None:
+        """The driver cannot read the device (upsd's DATASTALE)."""
+        self._stale_reason = reason
+
+    @property
+    def stale(self) -> bool:
+        if self._stale_reason is not None or self._last_ok is None:
+            return True
+        return self.clock() - self._last_ok > self.maxage
+
+    @property
+    def stale_reason(self) -> str | None:
+        if self._stale_reason is not None:
+            return self._stale_reason
+        if self._last_ok is None:
+            return "no reading yet"
+        if self.clock() - self._last_ok > self.maxage:
+            return f"no reading for more than {self.maxage:g} s"
+        return None
+
+    # --- variables -------------------------------------------------------
+
+    def get(self, name: str) -> Variable | None:
+        return self.variables.get(name.lower())
+
+    def value(self, name: str) -> str | None:
+        var = self.variables.get(name.lower())
+        return None if var is None else var.value
+
+    def set(
+        self,
+        name: str,
+        value: str,
+        *,
+        rw: bool | None = None,
+        string_len: int | None = None,
+        enums: list[str] | None = None,
+        ranges: list[tuple[int, int]] | None = None,
+    ) -> None:
+        """Create or update a variable; flags given as None keep what they were."""
+        key = name.lower()
+        var = self.variables.get(key)
+        old = None
+        if var is None:
+            var = Variable(name, value)
+            self.variables[key] = var
+            self._sorted = None
+        else:
+            old = var.value
+            var.value = value
+        if rw is not None:
+            var.rw = rw
+        if string_len is not None:
+            var.string_len = string_len
+        if enums is not None:
+            var.enums = list(enums)
+        if ranges is not None:
+            var.ranges = list(ranges)
+        if old != value:
+            for listener in self._listeners:
+                listener(self, var.name, old)
+
+    def delete(self, name: str) -> None:
+        if self.variables.pop(name.lower(), None) is not None:
+            self._sorted = None
+
+    def sorted_variables(self) -> list[Variable]:
+        """Variables in upsd's order: case-insensitive by name."""
+        if self._sorted is None:
+            self._sorted = sorted(self.variables.values(), key=lambda v: v.name.lower())
+        return self._sorted
+
+    def add_command(self, name: str) -> None:
+        if name.lower() not in self.commands:
+            self.commands[name.lower()] = name
+            self._sorted_cmds = None
+
+    def sorted_commands(self) -> list[str]:
+        if self._sorted_cmds is None:
+            self._sorted_cmds = sorted(self.commands.values(), key=str.lower)
+        return self._sorted_cmds
+
+    def status_tokens(self) -> list[str]:
+        return (self.value("ups.status") or "").split()
+
+    def on_change(self, listener: Callable[[UpsState, str, str | None], None]) -> None:
+        """Call ``listener(state, name, old_value)`` whenever a value changes."""
+        self._listeners.append(listener)
