@@ -18,7 +18,7 @@ DUMMY_INTERNAL_VERSION = "0.15"  # what dummy-ups 2.8.0 reports; ours follows it
 # file sets them.  Numbers are plain (NUMBER); strings carry their maximum length.
 # Any other variable becomes RW STRING:32.
 _KNOWN_STRINGS = {
-    "ups.mfr": 32, "ups.model": 32, "ups.status": 32, "ups.serial": 16, "ups.alarm": 32,
+    "ups.mfr": 32, "ups.model": 32, "ups.status": 32, "ups.serial": 32, "ups.alarm": 32,
     "ups.time": 16, "ups.date": 16, "ups.mfr.date": 16, "ups.firmware": 16,
     "ups.firmware.aux": 16, "ups.id": 16, "ups.test.result": 16,
     "input.transfer.reason": 1, "input.sensitivity": 1, "input.quality": 6,
@@ -87,8 +87,8 @@ class DummyDriver(Driver):
         self.mode = mode
         self.pollinterval = self.float_option("pollinterval", 2.0, minimum=0.1)
         self._init_variables()
+        self._complained = False
         state = self.state
-        state.connected = True
         try:
             if mode == "dummy-once":
                 await self._run_once()
@@ -116,22 +116,30 @@ class DummyDriver(Driver):
         self._mirror_device()
 
     def _mirror_device(self) -> None:
-        # NUT drivers publish device.mfr/device.model from ups.mfr/ups.model.
+        # NUT drivers publish device.mfr/model/serial from ups.mfr/model/serial.
         st = self.state
-        for src, dst in (("ups.mfr", "device.mfr"), ("ups.model", "device.model")):
-            value = st.value(src)
-            var = st.get(dst)
-            if value is not None and (var is None or not var.rw):
-                st.set(dst, value)
+        for src in ("mfr", "model", "serial"):
+            value = st.value(f"ups.{src}")
+            if value is not None:
+                st.set(f"device.{src}", value)
 
     def _read_steps(self) -> list[Step] | None:
+        """Parse the file; while it cannot be read the UPS reports DRIVER-NOT-CONNECTED,
+        as it would with NUT, whose dummy-ups exits then."""
         try:
             data = self.path.read_bytes()
         except OSError as exc:
-            self.log.error("cannot read %s: %s; serving stale data until it is back", self.path,
-                           exc.strerror)
-            self.state.data_stale(f"cannot read {self.path}")
+            if self.state.connected or not self._complained:
+                self.log.error("cannot read %s: %s; the UPS is unavailable until it is back",
+                               self.path, exc.strerror)
+                self._complained = True
+            self.state.connected = False
             return None
+        if not self.state.connected:
+            if self._complained:
+                self.log.info("%s is readable again", self.path)
+            self._complained = False
+            self.state.connected = True
         return parse_dev(data)
 
     def _apply(self, step: Step) -> None:
@@ -182,7 +190,7 @@ class DummyDriver(Driver):
                 step = pending.pop(0)
                 self._apply(step)
                 wait_until = now + step.delay
-            if sig is not None and seen == sig:
+            if sig is not None and seen == sig and self.state.connected:
                 self.state.data_ok()
             await asyncio.sleep(min(self.pollinterval, 0.5))
 

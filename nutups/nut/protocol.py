@@ -15,13 +15,16 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from .. import __version__
 from ..config.users import UserTable
 from ..state import CommandResult, UpsState
 from .descriptions import Descriptions
 from .tokenizer import Line, LineTokenizer, quote
 
-NUT_VERSION = "2.8.0"  # the upsd release whose behaviour we reproduce
-SERVER_INFO = f"Network UPS Tools upsd {NUT_VERSION} - http://www.networkupstools.org/"
+NUT_VERSION = "2.8.0"  # the upsd release whose behaviour we reproduce (server.version)
+# Exporters parse VER with `upsd (?P<version>.+) -` (greedy, up to the last " -"),
+# so our own name goes after the URL, where it cannot change the version they read.
+SERVER_INFO = f"Network UPS Tools upsd {NUT_VERSION} - http://www.networkupstools.org/ (nutups {__version__})"
 HELP_TEXT = b"Commands: HELP VER GET LIST SET INSTCMD LOGIN LOGOUT USERNAME PASSWORD STARTTLS\n"
 READ_CHUNK = 512  # upsd reads at most this much at a time; a parse error drops the rest
 TRACKING_KEEP = 60.0  # seconds a tracking result is kept (upsd's default)
@@ -360,9 +363,9 @@ class Session:
                 # upsd answers these without looking at the UPS name.
                 low = name.lower()
                 if low == "server.info":
-                    out.append(f'VAR {upsname} {name} "{SERVER_INFO}"\n'.encode())
+                    out.append(f'VAR {upsname} server.info "{SERVER_INFO}"\n'.encode())
                 elif low == "server.version":
-                    out.append(f'VAR {upsname} {name} "{NUT_VERSION}"\n'.encode())
+                    out.append(f'VAR {upsname} server.version "{NUT_VERSION}"\n'.encode())
                 else:
                     out.append(ERR_VAR_NOT_SUPPORTED)
                 return
@@ -498,7 +501,7 @@ class Session:
             return
         sub = args[0].upper()
         if sub == "TRACKING":
-            mode = args[1].upper() if n == 2 else ""
+            mode = args[1].upper() if n >= 2 else ""  # upsd ignores extra words
             if mode == "ON":
                 self.tracking = True
             elif mode == "OFF":

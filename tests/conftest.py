@@ -1,0 +1,124 @@
+"""Shared fixtures: a NUT confpath served at once by the real upsd + dummy-ups and by nutups."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from nutprocs import HAVE_REAL_NUT, Nutups, RealNut, make_confdir, nut_tmpdir  # noqa: E402
+
+DDL = Path(__file__).resolve().parents[2] / "shared" / "data" / "nut-ddl"
+if not DDL.is_dir():
+    DDL = Path(os.environ.get("NUTUPS_DDL", "/work/shared/data/nut-ddl"))
+
+HAT_DEV = r"""# a crafted device: every quoting case dummy-ups accepts
+battery.charge: 90
+battery.charge.low: 20
+battery.voltage: 4.05
+battery.runtime: 3600
+ups.status: OL CHRG
+ups.mfr: Geekworm
+ups.serial: SN-0001
+ups.load: 12
+input.voltage: 5.1
+Ups.Weird: a "quoted part" and more
+experimental.escaped: back\\slash \"dq\" hash\# end
+experimental.spaces: "  padded  "
+experimental.empty.quoted: ""
+outlet.1.status: on
+"""
+
+UPS_CONF = """\
+maxretry = 3
+
+[hat]
+  driver = dummy-ups
+  port = hat.dev
+  desc = "Geekworm \\"X1202\\" HAT"
+
+[other]
+  driver = dummy-ups
+  port = other.dev
+
+[fsdups]
+  driver = dummy-ups
+  port = fsd.dev
+  desc = "for FSD tests"
+
+[setups]
+  driver = dummy-ups
+  port = set.dev
+
+[ghost]
+  driver = dummy-ups
+  port = ghost.dev
+"""
+
+USERS = """\
+[admin]
+  password = adminpass
+  actions = SET FSD
+  instcmds = ALL
+
+[monuser]
+  password = secret
+  upsmon primary
+
+[observer]
+  password = pw
+  upsmon secondary
+
+[cmduser]
+  password = cmdpass
+  instcmds = load.off
+  actions = set
+"""
+
+SIMPLE_DEV = "battery.charge: 50\nups.status: OB DISCHRG\n"
+
+
+@dataclass
+class ServerPair:
+    real: RealNut
+    ours: Nutups
+    confdir: Path
+
+
+def start_pair(confdir: Path, names: list[str]) -> ServerPair:
+    real = RealNut(confdir).start(names)
+    ours = Nutups(confdir)
+    try:
+        ours.start(wait=False)
+        from nutprocs import wait_fresh
+
+        wait_fresh(ours.port, names)
+    except Exception:
+        real.stop()
+        ours.stop()
+        raise
+    return ServerPair(real, ours, confdir)
+
+
+requires_nut = pytest.mark.skipif(not HAVE_REAL_NUT, reason="NUT binaries not installed (apt-get install nut-client nut-server)")
+
+
+@pytest.fixture(scope="session")
+def pair() -> ServerPair:
+    if not HAVE_REAL_NUT:
+        pytest.skip("NUT binaries not installed")
+    confdir = make_confdir(
+        nut_tmpdir(), UPS_CONF, "MAXAGE 15\n", USERS,
+        files={"hat.dev": HAT_DEV, "other.dev": SIMPLE_DEV, "fsd.dev": SIMPLE_DEV, "set.dev": HAT_DEV},
+    )
+    p = start_pair(confdir, ["hat", "other", "fsdups", "setups"])
+    yield p
+    p.real.stop()
+    p.ours.stop()
+    shutil.rmtree(confdir, ignore_errors=True)
