@@ -31,15 +31,18 @@ _KNOWN_NUMBERS = {
     "input.transfer.trim.high", "output.voltage", "output.frequency", "output.current",
     "battery.charge", "battery.charge.low", "battery.voltage", "battery.current",
     "battery.runtime", "battery.runtime.low", "battery.charge.restart", "battery.temperature",
-    "battery.voltage.nominal",
+    "battery.voltage.nominal", "ambient.temperature", "ambient.temperature.alarm",
+    "ambient.temperature.high", "ambient.temperature.low", "ambient.humidity",
+    "ambient.humidity.alarm", "ambient.humidity.high", "ambient.humidity.low",
 }
+MAX_VALUE = 127  # dummy-ups assembles values in a 128-byte buffer
 
 
 @dataclass(slots=True)
 class Step:
     """Assignments up to the next TIMER line, then how long to wait."""
 
-    assignments: list[tuple[str, str]]
+    assignments: list[tuple[str, str | None]]  # None: the line had no value
     delay: float = 0.0
 
 
@@ -61,9 +64,11 @@ def parse_dev(data: bytes) -> list[Step]:
         name = words[0].split(":", 1)[0]  # dummy-ups cuts the name at its first ':'
         if not name or name.startswith("driver."):
             continue  # the driver.* collection belongs to the serving driver
-        # Values are the remaining words joined by one space.  dummy-ups reuses
-        # a stale buffer when a line has no value; we use an empty value.
-        steps[-1].assignments.append((name, " ".join(words[1:])))
+        # Values are the remaining words joined by one space, cut to dummy-ups'
+        # buffer.  Deviation: for a line with no value dummy-ups reuses the
+        # previous line's value (a stale buffer); we keep the variable, empty.
+        value = " ".join(words[1:])[:MAX_VALUE]
+        steps[-1].assignments.append((name, value if len(words) > 1 else None))
     if len(steps) > 1 and not steps[-1].assignments:
         steps.pop()
     return steps
@@ -144,15 +149,17 @@ class DummyDriver(Driver):
 
     def _apply(self, step: Step) -> None:
         for name, value in step.assignments:
-            self._setvar(name, value)
+            self._setvar(name, value if value is not None else "", keep_empty=value is None)
         self._mirror_device()
 
-    def _setvar(self, name: str, value: str) -> None:
+    def _setvar(self, name: str, value: str, keep_empty: bool = False) -> None:
+        """dummy-ups' setvar(): known variables get their table flags, others RW STRING:32,
+        and an empty value removes the variable."""
         st = self.state
         if name.lower().startswith("ups.status"):
             st.set("ups.status", value)
             return
-        if value == "":
+        if value == "" and not keep_empty:
             st.delete(name)
             return
         low = name.lower()

@@ -1,0 +1,28 @@
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CONFPATH ?= nut-config
+
+.PHONY: setup run test bench lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+setup: $(PY)
+	$(PY) -m pip install -q -e '.[test]'
+
+run: setup
+	$(VENV)/bin/nutups serve --confpath $(CONFPATH) --listen 127.0.0.1:3493
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) bench/bench_server.py
+
+lint: setup
+	$(VENV)/bin/ruff check nutups tests bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
