@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,13 +77,13 @@ def parse_ups_conf(path: Path) -> tuple[list[UpsSection], dict[str, str], list[C
             name = head[1:-1] if head.endswith("]") and len(words) == 1 else ""
             if not name or any(c.isspace() for c in name):
                 problems.append(ConfigProblem(fn, lineno, f"bad section header {' '.join(words)!r}"))
-                current = None
+                current = UpsSection(name, lineno)  # its settings are read and dropped
                 continue
             if name.lower() in seen:
                 problems.append(
                     ConfigProblem(fn, lineno, f"UPS {name!r} already defined on line {seen[name.lower()]}")
                 )
-                current = None
+                current = UpsSection(name, lineno)
                 continue
             seen[name.lower()] = lineno
             current = UpsSection(name, lineno)
@@ -153,6 +154,10 @@ def parse_listen(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]
     return host, port
 
 
+# A host name has a letter in it; anything else must be an IP address.
+_HOSTNAME = re.compile(r"(?=.*[A-Za-z])[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
+
+
 def parse_upsd_conf(path: Path) -> tuple[UpsdSettings, list[ConfigProblem]]:
     problems: list[ConfigProblem] = []
     settings = UpsdSettings()
@@ -175,7 +180,7 @@ def parse_upsd_conf(path: Path) -> tuple[UpsdSettings, list[ConfigProblem]]:
                 continue
             host = args[0]
             try:
-                if host not in ("localhost", "*") and not host.replace(".", "").replace("-", "").isalnum():
+                if not _HOSTNAME.fullmatch(host):
                     ipaddress.ip_address(host)
                 port = int(args[1]) if len(args) == 2 else DEFAULT_PORT
                 if not 0 < port < 65536:

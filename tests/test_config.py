@@ -1,0 +1,141 @@
+"""NUT's configuration files: parsing, NUT semantics, and `nutups config check`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from nutups.cli import main
+from nutups.config import load_configuration
+from nutups.config.nutconf import parse_listen, parse_ups_conf, parse_upsd_conf
+from nutups.config.users import parse_users
+
+GOOD_USERS = """\
+[admin]
+  password = "pass word"
+  actions = SET
+  actions = fsd
+  instcmds = load.off
+  instcmds = beeper.mute
+[mon]
+  password = secret
+  upsmon primary
+[sec]
+  password = s2
+  upsmon = slave
+"""
+
+
+def write(tmp: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (tmp / name).write_text(text)
+    if (tmp / "upsd.users").exists():
+        os.chmod(tmp / "upsd.users", 0o640)
+    return tmp
+
+
+def test_users_semantics(tmp_path):
+    table, problems = parse_users(write(tmp_path, {"upsd.users": GOOD_USERS}) / "upsd.users")
+    assert not [p for p in problems if not p.warning]
+    assert table.check_action("admin", "pass word", "SET")
+    assert table.check_action("admin", "pass word", "FSD")
+    assert not table.check_action("admin", "pass word", "LOGIN")  # no upsmon role
+    assert not table.check_action("Admin", "pass word", "SET")  # user names are case-sensitive
+    assert not table.check_action("admin", "PASS WORD", "SET")
+    assert table.check_instcmd("admin", "pass word", "LOAD.OFF")
+    assert not table.check_instcmd("admin", "pass word", "load.on")
+    assert table.check_action("mon", "secret", "LOGIN") and table.check_action("mon", "secret", "PRIMARY")
+    assert table.check_action("mon", "secret", "MASTER") and table.check_action("mon", "secret", "FSD")
+    assert not table.check_action("mon", "secret", "SET")
+    assert not table.check_instcmd("mon", "secret", "load.off")
+    assert table.check_action("sec", "s2", "LOGIN") and not table.check_action("sec", "s2", "FSD")
+
+
+def test_users_readable_by_others_warns(tmp_path):
+    path = write(tmp_path, {"upsd.users": GOOD_USERS}) / "upsd.users"
+    os.chmod(path, 0o644)
+    _, problems = parse_users(path)
+    assert any("readable by others" in str(p) and p.warning for p in problems)
+
+
+def test_ups_conf_sections_and_errors(tmp_path):
+    path = tmp_path / "ups.conf"
+    path.write_text('maxretry = 3\n[a]\n driver = dummy-ups\n port = a.dev\n desc = "x \\"y\\""\n'
+                    " pollinterval = 1\n[b]\n driver = dummy-ups\n[a]\n driver = x\n[bad name]\n"
+                    ' desc = "oops # here"\n')
+    sections, globals_, problems = parse_ups_conf(path)
+    assert [s.name for s in sections] == ["a", "b"]
+    assert sections[0].desc == 'x "y"' and sections[0].options == {"pollinterval": "1"}
+    assert globals_ == {"maxretry": "3"}
+    text = "\n".join(str(p) for p in problems)
+    assert f"{path}:9: UPS 'a' already defined on line 2" in text
+    assert f"{path}:11: bad section header" in text
+    assert f"{path}:12: Unbalanced word due to unescaped # in quotes" in text
+    assert f"{path}:7: [b]: no port" in text
+
+
+def test_upsd_conf(tmp_path):
+    path = tmp_path / "upsd.conf"
+    path.write_text("LISTEN 0.0.0.0 3493\nLISTEN ::1\nMAXAGE 20\nMAXCONN 10\nCLIENT_TIMEOUT 300\n"
+                    "MAXAGE x\nLISTEN 300.1.1.1\nBOGUS 1\nCERTFILE /x.pem\n")
+    settings, problems = parse_upsd_conf(path)
+    assert settings.listen == [("0.0.0.0", 3493), ("::1", 3493)]
+    assert (settings.maxage, settings.maxconn, settings.client_timeout) == (20, 10, 300)
+    assert settings.certfile == "/x.pem"
+    text = "\n".join(str(p) for p in problems)
+    assert f"{path}:6: MAXAGE: 'x' is not a number" in text
+    assert f"{path}:7: LISTEN: bad address" in text
+    assert f"{path}:8: unknown directive 'BOGUS'" in text
+
+
+def test_parse_listen():
+    assert parse_listen("127.0.0.1:1234") == ("127.0.0.1", 1234)
+    assert parse_listen("[::1]:99") == ("::1", 99)
+    assert parse_listen("::1") == ("::1", 3493)
+    assert parse_listen("localhost") == ("localhost", 3493)
+
+
+def test_config_check_reports_file_and_line_without_traceback(tmp_path):
+    write(tmp_path, {
+        "ups.conf": "[hat]\n driver = nosuch\n port = x\n",
+        "upsd.conf": "MAXCONN -5\n",
+        "upsd.users": "[u]\n password = p\n upsmon boss\n",
+        "nutups.yaml": "events: [unclosed\n",
+    })
+    result = CliRunner().invoke(main, ["config", "check", "--confpath", str(tmp_path)])
+    assert result.exit_code == 1
+    out = result.output
+    assert "Traceback" not in out
+    assert f"{tmp_path}/ups.conf:1: [hat]: unknown driver 'nosuch'" in out
+    assert f"{tmp_path}/upsd.conf:1: MAXCONN: must be at least 1" in out
+    assert f"{tmp_path}/upsd.users:3: unknown upsmon role 'boss'" in out
+    assert f"{tmp_path}/nutups.yaml:2: YAML error" in out
+
+
+def test_config_check_ok_on_the_shipped_example():
+    example = Path(__file__).resolve().parents[1] / "nut-config"
+    result = CliRunner().invoke(main, ["config", "check", "--confpath", str(example)])
+    assert result.exit_code == 0, result.output
+    assert "OK (1 UPS: ups)" in result.output
+
+
+def test_config_check_missing_dir(tmp_path):
+    result = CliRunner().invoke(main, ["config", "check", "--confpath", str(tmp_path / "nope")])
+    assert result.exit_code == 1
+    assert "configuration directory not found" in result.output
+
+
+def test_binary_garbage_config_is_an_error_not_a_crash(tmp_path):
+    (tmp_path / "ups.conf").write_bytes(b"\x00\xff[\x80]\n\"#\n" + os.urandom(2000))
+    (tmp_path / "upsd.users").write_bytes(os.urandom(500))
+    cfg = load_configuration(tmp_path)
+    assert cfg.errors  # reported, not raised
+
+
+def test_version():
+    out = subprocess.run([sys.executable, "-m", "nutups.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("nutups, version ")
