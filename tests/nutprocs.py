@@ -97,6 +97,18 @@ def wait_fresh(port: int, names: list[str], timeout: float = START_TIMEOUT) -> N
         raise TimeoutError(f"UPS {pending} never got fresh data on port {port}")
 
 
+def poll_until(predicate, what: str, timeout: float = 20.0):
+    """Wait for a condition that another process brings about (not a fixed delay)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
 class RawClient:
     """A plain NUT connection for tests: request() reads exactly one reply."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import requires_nut
-from nutprocs import RawClient, normalize, session
+from nutprocs import RawClient, normalize, poll_until, session
 
 pytestmark = [requires_nut, pytest.mark.realnut]
 
@@ -134,11 +134,8 @@ def test_set_var_changes_value_like_dummy_ups(pair):
         # dummy-ups applies a SET asynchronously: wait for it (an event, not a delay).
         for port in (pair.real.port, pair.ours.port):
             with RawClient(port) as c:
-                for _ in range(200):
-                    if c.request(b"GET VAR setups battery.charge\n") == b'VAR setups battery.charge "42"\n':
-                        break
-                else:
-                    raise AssertionError(f"SET never took effect on port {port}")
+                poll_until(lambda: c.request(b"GET VAR setups battery.charge\n")
+                           == b'VAR setups battery.charge "42"\n', f"SET to take effect on {port}")
     assert_same(pair, b"GET VAR setups battery.charge\nGET VAR setups ups.serial\nLIST RW setups\n")
 
 
@@ -180,9 +177,6 @@ def test_numlogins_and_list_client_across_connections(pair):
                 b"BEGIN LIST CLIENT other\nCLIENT other 127.0.0.1\nCLIENT other 127.0.0.1\nEND LIST CLIENT other\n"
             )
             a.close()
-            for _ in range(500):
-                if q.request(b"GET NUMLOGINS other\n") == b"NUMLOGINS other 1\n":
-                    break
-            else:
-                raise AssertionError("NUMLOGINS did not drop after a client closed")
+            poll_until(lambda: q.request(b"GET NUMLOGINS other\n") == b"NUMLOGINS other 1\n",
+                       "NUMLOGINS to drop after a client closed")
             b.close()

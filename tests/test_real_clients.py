@@ -10,7 +10,7 @@ import subprocess
 import pytest
 from aionut import AIONUTClient
 from conftest import HAT_DEV, SIMPLE_DEV, USERS, requires_nut, start_pair
-from nutprocs import RawClient, make_confdir, nut_tmpdir
+from nutprocs import RawClient, make_confdir, nut_tmpdir, poll_until
 from PyNUTClient.PyNUT import PyNUTClient, PyNUTError
 
 pytestmark = [requires_nut, pytest.mark.realnut]
@@ -89,12 +89,9 @@ def test_upsrw_set(pair):
     for port in (pair.real.port, pair.ours.port):
         p = run("upsrw", "-s", "battery.charge.low=33", "-u", "admin", "-p", "adminpass", f"setups@127.0.0.1:{port}")
         assert p.returncode == 0, p.stderr
-        with RawClient(port) as c:
-            for _ in range(200):  # dummy-ups applies it asynchronously
-                if c.request(b"GET VAR setups battery.charge.low\n") == b'VAR setups battery.charge.low "33"\n':
-                    break
-            else:
-                raise AssertionError(f"upsrw -s did not take effect on {port}")
+        with RawClient(port) as c:  # dummy-ups applies it asynchronously
+            poll_until(lambda: c.request(b"GET VAR setups battery.charge.low\n")
+                       == b'VAR setups battery.charge.low "33"\n', f"upsrw -s to take effect on {port}")
     p = run("upsrw", "-s", "battery.charge.low=1", "-u", "monuser", "-p", "secret",
             f"setups@127.0.0.1:{pair.ours.port}")
     assert p.returncode != 0 and "ERR ACCESS-DENIED" in p.stderr
