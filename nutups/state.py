@@ -53,9 +53,11 @@ class UpsState:
         self.clock = clock
         self.variables: dict[str, Variable] = {}
         self.commands: dict[str, str] = {}
-        self.fsd = False
+        # Bumped on every change a client could see; lets the server reuse replies.
+        self.version = 0
+        self._fsd = False
         self.numlogins = 0
-        self.connected = False  # a driver is attached and running
+        self._connected = False
         self._last_ok: float | None = None  # clock time of the last full reading
         self._stale_reason: str | None = "no reading yet"
         self._sorted: list[Variable] | None = None
@@ -64,16 +66,48 @@ class UpsState:
         self.setvar_handler: CommandHandler | None = None
         self._listeners: list[Callable[[UpsState, str, str | None], None]] = []
 
+    @property
+    def connected(self) -> bool:
+        """A driver is attached and running (else: ERR DRIVER-NOT-CONNECTED)."""
+        return self._connected
+
+    @connected.setter
+    def connected(self, value: bool) -> None:
+        if value != self._connected:
+            self._connected = value
+            self.version += 1
+
+    @property
+    def fsd(self) -> bool:
+        """The forced-shutdown latch, set by a primary's FSD until restart."""
+        return self._fsd
+
+    @fsd.setter
+    def fsd(self, value: bool) -> None:
+        if value != self._fsd:
+            self._fsd = value
+            self.version += 1
+
     # --- freshness (upsd: DATAOK / DATASTALE / MAXAGE) -----------------
 
     def data_ok(self) -> None:
         """The driver has just delivered a full, valid reading."""
         self._last_ok = self.clock()
-        self._stale_reason = None
+        if self._stale_reason is not None:
+            self._stale_reason = None
+            self.version += 1
 
     def data_stale(self, reason: str) -> None:
         """The driver cannot read the device (upsd's DATASTALE)."""
+        if self._stale_reason is None:
+            self.version += 1
         self._stale_reason = reason
+
+    def fresh_until(self) -> float:
+        """Clock time until which the data counts as fresh (-inf when stale now)."""
+        if self._stale_reason is not None or self._last_ok is None or not self._connected:
+            return float("-inf")
+        return self._last_ok + self.maxage
 
     @property
     def stale(self) -> bool:
@@ -118,17 +152,24 @@ class UpsState:
             var = Variable(name, value)
             self.variables[key] = var
             self._sorted = None
+            self.version += 1
         else:
             old = var.value
-            var.value = value
-        if rw is not None:
+            if old != value:
+                var.value = value
+                self.version += 1
+        if rw is not None and var.rw != rw:
             var.rw = rw
-        if string_len is not None:
+            self.version += 1
+        if string_len is not None and var.string_len != string_len:
             var.string_len = string_len
-        if enums is not None:
+            self.version += 1
+        if enums is not None and var.enums != enums:
             var.enums = list(enums)
-        if ranges is not None:
+            self.version += 1
+        if ranges is not None and var.ranges != ranges:
             var.ranges = list(ranges)
+            self.version += 1
         if old != value:
             for listener in self._listeners:
                 listener(self, var.name, old)
@@ -136,6 +177,7 @@ class UpsState:
     def delete(self, name: str) -> None:
         if self.variables.pop(name.lower(), None) is not None:
             self._sorted = None
+            self.version += 1
 
     def sorted_variables(self) -> list[Variable]:
         """Variables in upsd's order: case-insensitive by name."""
@@ -147,6 +189,7 @@ class UpsState:
         if name.lower() not in self.commands:
             self.commands[name.lower()] = name
             self._sorted_cmds = None
+            self.version += 1
 
     def sorted_commands(self) -> list[str]:
         if self._sorted_cmds is None:

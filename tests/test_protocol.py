@@ -178,3 +178,29 @@ def test_memory_bounded_for_endless_line():
     assert len(tok._word) == 512
     tok.feed(b" " + b"z " * 100)
     assert len(tok._words) == 32
+
+
+def test_reply_cache_follows_state_and_time(core, clock):
+    """Cached replies are reused only while the UPS's state and freshness are unchanged."""
+    ups = core.upses["hat"]
+    s = core.session("x")
+    q = b"GET VAR hat ups.status\n"
+    assert s.receive(q) == b'VAR hat ups.status "OL"\n'
+    assert q in core.reply_cache
+    ups.set("ups.status", "OB")
+    assert s.receive(q) == b'VAR hat ups.status "OB"\n'
+    ups.fsd = True
+    assert s.receive(q) == b'VAR hat ups.status "FSD OB"\n'
+    clock.now += 16
+    assert s.receive(q) == b"ERR DATA-STALE\n"
+    ups.data_ok()
+    assert s.receive(q * 2) == b'VAR hat ups.status "FSD OB"\n' * 2
+    ups.connected = False
+    assert s.receive(q) == b"ERR DRIVER-NOT-CONNECTED\n"
+    ups.connected = True
+    ups.data_stale("I2C")
+    assert s.receive(q) == b"ERR DATA-STALE\n"
+    # session-dependent replies are never cached
+    assert s.receive(b"GET TRACKING\n") == b"OFF\n"
+    assert b"GET TRACKING\n" not in core.reply_cache
+    assert b"GET NUMLOGINS hat\n" not in core.reply_cache

@@ -27,6 +27,10 @@ NUT_VERSION = "2.8.0"  # the upsd release whose behaviour we reproduce (server.v
 SERVER_INFO = f"Network UPS Tools upsd {NUT_VERSION} - http://www.networkupstools.org/ (nutups {__version__})"
 HELP_TEXT = b"Commands: HELP VER GET LIST SET INSTCMD LOGIN LOGOUT USERNAME PASSWORD STARTTLS\n"
 READ_CHUNK = 512  # upsd reads at most this much at a time; a parse error drops the rest
+REPLY_CACHE_SIZE = 4096
+# A reply that depends on the request line alone (and on the UPS's state version,
+# while its data is fresh) is cached: pipelined GET VAR floods cost a dict lookup.
+_NOT_CACHEABLE = object()
 TRACKING_KEEP = 60.0  # seconds a tracking result is kept (upsd's default)
 
 
@@ -97,6 +101,8 @@ class ServerCore:
     log: Callable[[str], None] = lambda message: None
     tracker: Tracker = field(init=False)
     sessions: list[Session] = field(default_factory=list)
+    # raw request line -> (reply, UPS it depends on or None, that UPS's version)
+    reply_cache: dict[bytes, tuple[bytes, UpsState | None, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.tracker = Tracker(self.clock)
@@ -124,6 +130,7 @@ class Session:
     __slots__ = (
         "core", "addr", "username", "password", "login_ups", "tracking", "tls",
         "close_requested", "starttls_requested", "last_heard", "_tok", "_out", "closed",
+        "_cache_ups", "_now",
     )
 
     def __init__(self, core: ServerCore, addr: str) -> None:
@@ -140,30 +147,62 @@ class Session:
         self.closed = False
         self._tok = LineTokenizer()
         self._out: list[bytes] = []
+        self._cache_ups: object = _NOT_CACHEABLE
+        self._now = self.last_heard
 
     # --- I/O boundary ----------------------------------------------------
 
     def receive(self, data: bytes) -> bytes:
         out = self._out
-        for start in range(0, len(data), READ_CHUNK):
-            chunk = data[start : start + READ_CHUNK]
-            # upsd: a parse error drops the rest of the read chunk (server/upsd.c).
-            lines, _used = self._tok.feed(chunk, stop_on_error=True)
+        core = self.core
+        cache = core.reply_cache
+        now = core.clock()
+        self._now = now
+        pos = 0
+        end = len(data)
+        while pos < end:
+            tok = self._tok
+            idle = tok.idle
+            nl = data.find(b"\n", pos)
+            stop = end if nl < 0 else nl + 1
+            raw = data[pos:stop]
+            if idle and nl >= 0:
+                hit = cache.get(raw)
+                if hit is not None:
+                    reply, ups, version = hit
+                    if ups is None or (ups.version == version and now <= ups.fresh_until()):
+                        out.append(reply)
+                        self.last_heard = now
+                        pos = stop
+                        continue
+            lines, used = tok.feed(raw, stop_on_error=True)
+            done = pos + used
             for line in lines:
                 if line.error is not None:
-                    self.core.log(f"Parse error on sock: {line.error}")
+                    # upsd reads 512 bytes at a time and drops the rest of that read
+                    # after a parse error (server/upsd.c client_readline).
+                    core.log(f"Parse error on sock: {line.error}")
+                    done = min(end, ((done - 1) // READ_CHUNK + 1) * READ_CHUNK)
                     break
-                self.last_heard = self.core.clock()
+                self.last_heard = now
+                mark = len(out)
+                self._cache_ups = _NOT_CACHEABLE
                 self._dispatch(line)
+                ups = self._cache_ups
+                if ups is not _NOT_CACHEABLE and idle and used == len(raw) and len(raw) <= 256:
+                    if len(cache) >= REPLY_CACHE_SIZE:
+                        cache.clear()
+                    cache[raw] = (b"".join(out[mark:]), ups, ups.version if ups else 0)
                 if self.starttls_requested:
                     # Never process plaintext that was pipelined behind STARTTLS
                     # as if it had come over TLS (CVE-2011-0411). upsd 2.8.0 would.
                     self._tok = LineTokenizer()
-                    reply = b"".join(out)
-                    out.clear()
-                    return reply
-            if self.starttls_requested or self.close_requested:
-                break
+                    end = done
+                    break
+                if self.close_requested:
+                    # upsd closes after the rest of this 512-byte read is handled.
+                    end = min(end, ((done - 1) // READ_CHUNK + 1) * READ_CHUNK)
+            pos = done
         reply = b"".join(out)
         out.clear()
         return reply
@@ -213,23 +252,43 @@ class Session:
         if not ups.connected:
             self._out.append(ERR_DRIVER_NOT_CONNECTED)
             return False
-        if ups.stale:
+        if self._now > ups.fresh_until():
             self._out.append(ERR_DATA_STALE)
             return False
         return True
 
+    def _cacheable(self, ups: UpsState | None) -> None:
+        """This reply depends on the request line and on ``ups`` (None: on nothing)."""
+        self._cache_ups = ups
+
+    def _readable_ups(self, name: str) -> UpsState | None:
+        """The UPS for a read-only GET/LIST, whose reply may then be cached."""
+        ups = self.core.upses.get(name.lower())
+        if ups is None:
+            self._out.append(ERR_UNKNOWN_UPS)
+            self._cache_ups = None  # the set of UPSes never changes while running
+            return None
+        if not self._available(ups):
+            self._cache_ups = _NOT_CACHEABLE  # staleness depends on time
+            return None
+        self._cache_ups = ups
+        return ups
+
     # --- simple commands ----------------------------------------------------
 
     def cmd_ver(self, args: list[str]) -> None:
+        self._cache_ups = None
         if args:
             self._out.append(ERR_INVALID_ARGUMENT)
         else:
             self._out.append(SERVER_INFO.encode() + b"\n")
 
     def cmd_netver(self, args: list[str]) -> None:
+        self._cache_ups = None
         self._out.append(ERR_INVALID_ARGUMENT if args else b"1.3\n")
 
     def cmd_help(self, args: list[str]) -> None:
+        self._cache_ups = None
         self._out.append(ERR_INVALID_ARGUMENT if args else HELP_TEXT)
 
     def cmd_starttls(self, args: list[str]) -> None:
@@ -328,11 +387,13 @@ class Session:
     def cmd_get(self, args: list[str]) -> None:
         n = len(args)
         out = self._out
+        self._cache_ups = None  # until a branch depends on more than the line
         if n < 1:
             out.append(ERR_INVALID_ARGUMENT)
             return
         sub = args[0].upper()
         if sub == "TRACKING":
+            self._cache_ups = _NOT_CACHEABLE
             if n < 2:
                 out.append(b"ON\n" if self.tracking else b"OFF\n")
             elif self.tracking:
@@ -344,6 +405,7 @@ class Session:
             out.append(ERR_INVALID_ARGUMENT)
             return
         if sub == "NUMLOGINS":
+            self._cache_ups = _NOT_CACHEABLE
             ups = self._ups(args[1])
             if ups is not None and self._available(ups):
                 out.append(f"NUMLOGINS {args[1]} {ups.numlogins}\n".encode())
@@ -369,8 +431,8 @@ class Session:
                 else:
                     out.append(ERR_VAR_NOT_SUPPORTED)
                 return
-            ups = self._ups(upsname)
-            if ups is None or not self._available(ups):
+            ups = self._readable_ups(upsname)
+            if ups is None:
                 return
             var = ups.variables.get(name.lower())
             if var is None:
@@ -381,8 +443,8 @@ class Session:
                 out.append(f'VAR {upsname} {name} "{quote(var.value)}"\n'.encode())
             return
         if sub == "TYPE":
-            ups = self._ups(upsname)
-            if ups is None or not self._available(ups):
+            ups = self._readable_ups(upsname)
+            if ups is None:
                 return
             var = ups.variables.get(name.lower())
             if var is None:
@@ -399,13 +461,13 @@ class Session:
             out.append(text.encode())
             return
         if sub == "DESC":
-            ups = self._ups(upsname)
-            if ups is not None and self._available(ups):
+            ups = self._readable_ups(upsname)
+            if ups is not None:
                 out.append(f'DESC {upsname} {name} "{self.core.descriptions.variable(name)}"\n'.encode())
             return
         if sub == "CMDDESC":
-            ups = self._ups(upsname)
-            if ups is not None and self._available(ups):
+            ups = self._readable_ups(upsname)
+            if ups is not None:
                 out.append(f'CMDDESC {upsname} {name} "{self.core.descriptions.command(name)}"\n'.encode())
             return
         out.append(ERR_INVALID_ARGUMENT)
@@ -415,6 +477,7 @@ class Session:
     def cmd_list(self, args: list[str]) -> None:
         n = len(args)
         out = self._out
+        self._cache_ups = None  # until a branch depends on more than the line
         if n < 1:
             out.append(ERR_INVALID_ARGUMENT)
             return
@@ -432,8 +495,8 @@ class Session:
             return
         upsname = args[1]
         if sub in ("VAR", "RW"):
-            ups = self._ups(upsname)
-            if ups is None or not self._available(ups):
+            ups = self._readable_ups(upsname)
+            if ups is None:
                 return
             parts = [f"BEGIN LIST {sub} {upsname}\n".encode()]
             only_rw = sub == "RW"
@@ -449,8 +512,8 @@ class Session:
             out.append(b"".join(parts))
             return
         if sub == "CMD":
-            ups = self._ups(upsname)
-            if ups is None or not self._available(ups):
+            ups = self._readable_ups(upsname)
+            if ups is None:
                 return
             parts = [f"BEGIN LIST CMD {upsname}\n".encode()]
             parts.extend(f"CMD {upsname} {c}\n".encode() for c in ups.sorted_commands())
@@ -458,6 +521,7 @@ class Session:
             out.append(b"".join(parts))
             return
         if sub == "CLIENT":
+            self._cache_ups = _NOT_CACHEABLE
             ups = self._ups(upsname)
             if ups is None:
                 return
@@ -474,8 +538,8 @@ class Session:
             return
         if sub in ("ENUM", "RANGE"):
             name = args[2]
-            ups = self._ups(upsname)
-            if ups is None or not self._available(ups):
+            ups = self._readable_ups(upsname)
+            if ups is None:
                 return
             var = ups.variables.get(name.lower())
             if var is None:

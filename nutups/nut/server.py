@@ -25,8 +25,7 @@ class NutConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.transport = transport
         server = self.server
         peer = transport.get_extra_info("peername")
