@@ -25,7 +25,7 @@ battery.voltage: 4.05
 battery.runtime: 3600
 ups.status: OL CHRG
 ups.mfr: Geekworm
-ups.serial: SN-0001
+ups.serial: SN-0001-0002-0003-X
 ups.load: 12
 input.voltage: 5.1
 Ups.Weird: a "quoted part" and more

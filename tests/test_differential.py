@@ -85,7 +85,9 @@ SIMPLE = [
     b"USERNAME admin\nPASSWORD adminpass\nSET VAR hat nope.var 1\nSET VAR hat driver.name x\n",
     b"USERNAME admin\nPASSWORD adminpass\nSET VAR hat device.type x\n",
     b"USERNAME admin\nPASSWORD adminpass\nSET VAR hat ups.mfr " + b"x" * 33 + b"\n",
-    b"USERNAME admin\nPASSWORD adminpass\nSET VAR hat ups.serial " + b"x" * 17 + b"\n",
+    # 17 characters pass ups.serial's STRING:32 (dummy-ups' table lists it twice and
+    # uses the first entry); the value is the one already there, so nothing changes.
+    b"USERNAME admin\nPASSWORD adminpass\nSET VAR hat ups.serial SN-0001-0002-0003-X\n",
     b"USERNAME monuser\nPASSWORD secret\nSET VAR hat ups.mfr x\n",
     b"USERNAME admin\nPASSWORD wrong\nSET VAR hat ups.mfr x\n",
     b"USERNAME admin\nPASSWORD adminpass\nINSTCMD\nINSTCMD hat\nINSTCMD nope x\nINSTCMD ghost x\n",

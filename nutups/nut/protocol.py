@@ -163,7 +163,7 @@ class Session:
         while pos < end:
             tok = self._tok
             idle = tok.idle
-            nl = data.find(b"\n", pos)
+            nl = data.find(b"\n", pos, end)
             stop = end if nl < 0 else nl + 1
             raw = data[pos:stop]
             if idle and nl >= 0:
