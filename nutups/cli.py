@@ -11,8 +11,8 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import default_confpath, load_configuration
-from .config.nutconf import parse_listen
+from .config import Configuration, default_confpath, load_configuration
+from .config.nutconf import UpsSection, parse_listen
 
 
 class _JournalFormatter(logging.Formatter):
@@ -60,27 +60,69 @@ def main() -> None:
     """A NUT-compatible UPS server for Geekworm X120X Raspberry Pi UPS HATs."""
 
 
+def embedded_configuration(sim: bool) -> Configuration:
+    """No configuration at all: one X1202 as UPS `ups` (the name Synology insists on)."""
+    cfg = Configuration(confpath=Path("."))
+    options = {"board": "x1202"}
+    if sim:
+        options["sim"] = "yes"
+    desc = "Geekworm X1202 UPS HAT" + (" (simulated)" if sim else "")
+    cfg.ups = [UpsSection("ups", 0, driver="x120x", desc=desc, options=options)]
+    cfg.upsd.listen = [("127.0.0.1", 3493)]
+    return cfg
+
+
+def hat_present(bus: int = 1) -> bool:
+    """A gauge answers on /dev/i2c-1 (quietly False without smbus2 or a bus)."""
+    if not Path(f"/dev/i2c-{bus}").exists():
+        return False
+    try:
+        from .hardware.gauge import GaugeError, open_smbus
+
+        gauge = open_smbus(bus)
+        try:
+            gauge.identify()
+            return True
+        finally:
+            gauge.close()
+    except (GaugeError, OSError):
+        return False
+
+
 @main.command()
 @confpath_option
 @click.option("--listen", "listen", multiple=True, metavar="HOST:PORT",
               help="Listen here instead of upsd.conf's LISTEN (repeatable).")
 @click.option("--statepath", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Runtime state directory (default: $NUT_STATEPATH, upsd.conf STATEPATH).")
+              help="Runtime state directory (default: $NUT_STATEPATH, upsd.conf STATEPATH, "
+                   "else /run/nutups or $XDG_RUNTIME_DIR/nutups).")
+@click.option("--sim", is_flag=True, help="Simulate the X120X HAT (the default when no HAT is present).")
 @click.option("-v", "--verbose", count=True, help="Debug logging.")
-def serve(confpath: Path | None, listen: tuple[str, ...], statepath: Path | None, verbose: int) -> None:
-    """Run the NUT server with the drivers of ups.conf."""
+def serve(confpath: Path | None, listen: tuple[str, ...], statepath: Path | None, sim: bool,
+          verbose: int) -> None:
+    """Run the NUT server with the drivers of ups.conf (or, with no configuration, one X1202 as `ups`)."""
     from .daemon import Daemon
 
     setup_logging(verbose)
     log = logging.getLogger("nutups")
-    confpath = confpath or default_confpath()
     if statepath is None and os.environ.get("NUT_STATEPATH"):
         statepath = Path(os.environ["NUT_STATEPATH"])
-    cfg = load_configuration(confpath)
-    for problem in cfg.problems:
-        (log.warning if problem.warning else log.error)("%s", problem)
-    if not confpath.is_dir():
-        raise SystemExit(2)
+    if confpath is None and not default_confpath().is_dir():
+        simulate = sim or not hat_present()
+        if simulate and not sim:
+            log.info("no X120X HAT found and no configuration in %s: serving a simulated X1202", default_confpath())
+        cfg = embedded_configuration(simulate)
+    else:
+        confpath = confpath or default_confpath()
+        cfg = load_configuration(confpath)
+        for problem in cfg.problems:
+            (log.warning if problem.warning else log.error)("%s", problem)
+        if not confpath.is_dir():
+            raise SystemExit(2)
+        if sim:
+            for section in cfg.ups:
+                if section.driver == "x120x":
+                    section.options["sim"] = "yes"
     try:
         daemon = Daemon(cfg, listen=_listen_option(listen) or None, statepath=statepath)
     except (OSError, ValueError) as exc:
@@ -93,6 +135,90 @@ def serve(confpath: Path | None, listen: tuple[str, ...], statepath: Path | None
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         pass
+
+
+def _sim_socket(confpath: Path | None, statepath: Path | None, ups: str | None) -> Path:
+    from .daemon import default_statepath
+
+    if statepath is None and confpath is not None:
+        cfg = load_configuration(confpath)
+        if cfg.upsd.statepath:
+            statepath = Path(cfg.upsd.statepath)
+        if ups is None:
+            sims = [s.name for s in cfg.ups if s.driver == "x120x"]
+            ups = sims[0] if len(sims) == 1 else None
+    if statepath is None:
+        statepath = Path(os.environ["NUT_STATEPATH"]) if os.environ.get("NUT_STATEPATH") else default_statepath()
+    return statepath / f"nutups-{ups or 'ups'}.sim"
+
+
+def _on_off(value: str) -> bool:
+    v = value.lower()
+    if v not in ("on", "off"):
+        raise click.BadParameter(f"{value!r}: on or off")
+    return v == "on"
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@confpath_option
+@click.option("--statepath", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The daemon's state directory, where the control socket is.")
+@click.option("--ups", default=None, help="UPS name (default: ups, or the only x120x UPS of --confpath).")
+@click.argument("words", nargs=-1, required=True)
+def sim(confpath: Path | None, statepath: Path | None, ups: str | None, words: tuple[str, ...]) -> None:
+    """Drive a simulated HAT: ac on|off, load W, soc PCT, fault i2c on|off, speed X, status."""
+    from .hardware.simcontrol import request
+
+    usage = "ac on|off | load W | soc PCT | fault i2c on|off | speed X | status"
+    try:
+        match [w.lower() for w in words]:
+            case ["status"]:
+                message: dict = {"cmd": "get"}
+            case ["ac", value]:
+                message = {"cmd": "set", "ac": _on_off(value)}
+            case ["load", value]:
+                message = {"cmd": "set", "load_w": float(value)}
+            case ["soc", value]:
+                message = {"cmd": "set", "soc": float(value)}
+            case ["fault", "i2c", value]:
+                message = {"cmd": "set", "i2c_fault": _on_off(value)}
+            case ["speed", value]:
+                message = {"cmd": "set", "speed": float(value)}
+            case _:
+                raise click.UsageError(f"expected: {usage}")
+    except ValueError:
+        raise click.UsageError(f"not a number in {' '.join(words)!r}; expected: {usage}") from None
+    path = _sim_socket(confpath, statepath, ups)
+    try:
+        reply = request(path, message)
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise click.ClickException(f"no simulator at {path}: is `nutups serve --sim` running "
+                                   "(with the same --statepath)?") from None
+    except OSError as exc:
+        raise click.ClickException(f"{path}: {exc.strerror or exc}") from None
+    if not reply.get("ok"):
+        raise click.ClickException(reply.get("error", "failed"))
+    state = reply["state"]
+    width = max(len(k) for k in state)
+    for key, value in state.items():
+        click.echo(f"{key:{width}}  {value}")
+
+
+@main.command()
+@click.option("--bus", default=1, show_default=True, help="I2C bus number.")
+def doctor(bus: int) -> None:
+    """Check this machine for an X120X HAT and what it needs; exit 1 if anything fails."""
+    from .doctor import Machine, format_table, hat_absent, run_checks
+
+    checks = run_checks(Machine(), bus=bus)
+    click.echo(format_table(checks))
+    failed = [c for c in checks if c.ok is False]
+    if hat_absent(checks):
+        click.echo("\nNo X120X HAT was found on this machine. To try nutups without one: nutups serve --sim")
+    if failed:
+        click.echo(f"\n{len(failed)} check(s) failed.")
+        sys.exit(1)
+    click.echo("\nAll checks passed.")
 
 
 @main.group()

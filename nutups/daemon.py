@@ -65,7 +65,10 @@ class Daemon:
                 log.error("[%s]: unknown driver %r: the UPS is listed but reports DRIVER-NOT-CONNECTED",
                           section.name, section.driver)
                 continue
-            self.drivers[section.name] = cls(state, section, config.confpath, statepath=self.statepath)
+            try:
+                self.drivers[section.name] = cls(state, section, config.confpath, statepath=self.statepath)
+            except (DriverError, ValueError) as exc:
+                log.error("%s: the UPS is listed but reports DRIVER-NOT-CONNECTED", exc)
         certfile = config.upsd.certfile
         if certfile and not os.path.isabs(certfile):
             certfile = str(config.confpath / certfile)

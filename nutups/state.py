@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class CommandResult(str, Enum):
+class CommandResult(StrEnum):
     """What a driver reports for an instant command or a SET (NUT's TRACKING results)."""
 
     SUCCESS = "SUCCESS"

@@ -43,7 +43,7 @@ POWERDOWNFLAG {out}/killpower-{role}
 
 def start_upsmon(confdir: Path, log: Path) -> subprocess.Popen:
     env = dict(os.environ, NUT_CONFPATH=str(confdir), NUT_STATEPATH=str(confdir))
-    script = "mkdir -p /run/nut && mount -t tmpfs none /run/nut && exec {} -F".format(UPSMON)
+    script = f"mkdir -p /run/nut && mount -t tmpfs none /run/nut && exec {UPSMON} -F"
     return subprocess.Popen(["unshare", "-m", "sh", "-c", script], env=env,
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT)
 

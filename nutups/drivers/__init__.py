@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .base import Driver, DriverError
 from .dummy import DummyDriver
+from .x120x import make_x120x
 
-DRIVERS: dict[str, type[Driver]] = {
+# name -> factory(state, section, confpath, statepath=...) -> Driver
+DRIVERS: dict[str, Callable[..., Driver]] = {
     "dummy-ups": DummyDriver,
+    "x120x": make_x120x,
 }
 
 __all__ = ["DRIVERS", "Driver", "DriverError"]

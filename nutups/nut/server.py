@@ -66,7 +66,7 @@ class NutConnection(asyncio.Protocol):
         try:
             new = await loop.start_tls(transport, self, self.server.ssl_context, server_side=True,
                                        ssl_handshake_timeout=10)
-        except (OSError, ssl.SSLError, ConnectionError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as exc:
             log.info("TLS handshake with %s failed: %s", self.session.addr if self.session else "?", exc)
             transport.abort()
             return

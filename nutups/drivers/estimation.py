@@ -1,0 +1,157 @@
+"""Judgement over noisy gauge readings: debounce, runtime estimate, charge window."""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+
+from ..hardware.boards import ocv
+
+
+class Debounce:
+    """A boolean that changes only after ``count`` consecutive readings agree on the new value."""
+
+    def __init__(self, count: int = 3, initial: bool = False) -> None:
+        self.count = max(1, count)
+        self.value = initial
+        self._streak = 0
+
+    def update(self, raw: bool) -> bool:
+        if raw == self.value:
+            self._streak = 0
+        else:
+            self._streak += 1
+            if self._streak >= self.count:
+                self.value = raw
+                self._streak = 0
+        return self.value
+
+    def reset(self, value: bool) -> None:
+        self.value = value
+        self._streak = 0
+
+
+def theil_sen_slope(points: list[tuple[float, float]], max_points: int = 40) -> float | None:
+    """Median of pairwise slopes: robust to the gauge's steps and outliers."""
+    if len(points) < 3:
+        return None
+    if len(points) > max_points:
+        step = len(points) / max_points
+        points = [points[int(i * step)] for i in range(max_points)] + [points[-1]]
+    slopes = []
+    for i in range(len(points)):
+        t0, y0 = points[i]
+        for t1, y1 in points[i + 1 :]:
+            if t1 - t0 > 1e-9:
+                slopes.append((y1 - y0) / (t1 - t0))
+    return statistics.median(slopes) if slopes else None
+
+
+def remaining_energy_j(capacity_ah: float, soc: float, sag_v: float = 0.0) -> float:
+    """Energy left above empty, joules: the capacity times the open-circuit voltage
+    curve integrated from 0 to ``soc`` (less the present voltage sag under load)."""
+    soc = min(max(soc, 0.0), 100.0)
+    steps = max(int(soc), 1)
+    h = soc / steps
+    volts = sum(max(ocv((i + 0.5) * h) - sag_v, 0.0) for i in range(steps))
+    return capacity_ah * 3600.0 * volts * h / 100.0
+
+
+class RuntimeEstimator:
+    """Seconds until the battery is empty, honest from the first minute of an outage.
+
+    Works in energy: the power the pack delivers, and the energy left under the
+    open-circuit voltage curve.  The gauge's state of charge lags a load change:
+    for a minute or two it moves like a voltage gauge (too fast), then settles.
+    So the power starts from a load-based prior (the load learned in earlier
+    outages, else the configured one) and moves to what the robust (Theil-Sen)
+    slope of the settled readings shows.
+    """
+
+    def __init__(self, capacity_ah: float, prior_load_w: float, efficiency: float = 0.9,
+                 settle_s: float = 120.0, trust_s: float = 300.0, window_s: float = 900.0) -> None:
+        self.capacity_ah = capacity_ah
+        self.prior_load_w = prior_load_w
+        self.efficiency = efficiency
+        self.settle_s = settle_s
+        self.trust_s = trust_s
+        self.window_s = window_s
+        self.samples: deque[tuple[float, float, float]] = deque()  # t, soc %, volts
+        self.started: float | None = None
+
+    def prior_power(self) -> float:
+        """Watts drawn from the pack if the load is the prior."""
+        return self.prior_load_w / self.efficiency
+
+    def start(self, t: float) -> None:
+        """On battery from now on (mains lost)."""
+        self.samples.clear()
+        self.started = t
+
+    def stop(self) -> None:
+        """Mains is back: learn the load this outage showed, forget the samples."""
+        power, weight = self._observed_power()
+        if power is not None and weight >= 1.0:
+            self.prior_load_w = power * self.efficiency
+        self.samples.clear()
+        self.started = None
+
+    def add(self, t: float, soc: float, volts: float) -> None:
+        if self.started is None:
+            self.start(t)
+        self.samples.append((t, soc, volts))
+        while self.samples and t - self.samples[0][0] > self.window_s + self.settle_s:
+            self.samples.popleft()
+
+    def _observed_power(self) -> tuple[float | None, float]:
+        if self.started is None:
+            return None, 0.0
+        settled = [s for s in self.samples if s[0] - self.started >= self.settle_s]
+        if len(settled) < 3:
+            return None, 0.0
+        span = settled[-1][0] - settled[0][0]
+        slope = theil_sen_slope([(t, -soc) for t, soc, _ in settled])  # %/s discharged
+        if slope is None or slope <= 0:
+            return None, 0.0
+        amps = slope / 100.0 * self.capacity_ah * 3600.0
+        volts = statistics.median(v for _, _, v in settled[-10:])
+        return amps * volts, min(span / self.trust_s, 1.0)
+
+    def power(self) -> float:
+        """Best estimate of the power drawn from the pack, watts."""
+        prior = self.prior_power()
+        observed, weight = self._observed_power()
+        if observed is None:
+            return prior
+        return weight * observed + (1 - weight) * prior
+
+    def runtime(self, soc: float, volts: float, on_battery: bool) -> float:
+        """Seconds to empty at the estimated power (on mains: were mains lost now)."""
+        power = self.power() if on_battery else self.prior_power()
+        if power <= 0:
+            return 0.0
+        sag = max(ocv(soc) - volts, 0.0) if on_battery else 0.0
+        return remaining_energy_j(self.capacity_ah, soc, sag) / power
+
+
+class ChargeWindow:
+    """Stop charging at ``stop`` %, resume at ``start`` %: spares the cells. stop=100: always charge."""
+
+    def __init__(self, stop: float = 100.0, start: float = 95.0) -> None:
+        self.stop = stop
+        self.start = start
+        self.charging_allowed = True
+
+    @property
+    def active(self) -> bool:
+        return self.stop < 100.0
+
+    def update(self, soc: float) -> bool:
+        """Whether charging should be enabled after this reading."""
+        if not self.active:
+            self.charging_allowed = True
+        elif soc >= self.stop:
+            self.charging_allowed = False
+        elif soc <= self.start:
+            self.charging_allowed = True
+        return self.charging_allowed

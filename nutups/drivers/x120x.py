@@ -1,0 +1,409 @@
+"""The x120x driver: a Geekworm X120X HAT (or its simulator) served as a NUT UPS."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import Any
+
+from .. import __version__
+from ..hardware.boards import BOARDS, NOMINAL_CELL_VOLTAGE
+from ..hardware.gauge import (
+    DEFAULT_ADDRESS,
+    FuelGauge,
+    GaugeError,
+    GaugeReading,
+    ImplausibleReading,
+    open_smbus,
+)
+from ..hardware.gpio import ChargeControl, GpioError, PowerLossLine, find_chip, import_gpiod
+from ..state import CommandResult
+from .base import Driver, DriverError
+from .estimation import ChargeWindow, Debounce, RuntimeEstimator
+
+DEFAULTS = {
+    "battery.charge.low": 20,
+    "battery.runtime.low": 300,
+    "experimental.battery.charge.stop": 100,
+    "experimental.battery.charge.start": 95,
+}
+RW_RANGES = {
+    "battery.charge.low": (0, 100),
+    "battery.runtime.low": (0, 86400),
+    "experimental.battery.charge.stop": (50, 100),
+    "experimental.battery.charge.start": (0, 100),
+}
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "yes", "true", "on", "")
+
+
+class X120xDriver(Driver):
+    """`driver = x120x`.  Options: board, capacity_mah, i2c_bus, i2c_address, gpiochip,
+    pld_line, charge_line, pld_active, pollinterval, load_w, critical_voltage,
+    lb_debounce, battery_charge_warning, sim."""
+
+    name = "x120x"
+
+    def __init__(self, *args: Any, hardware: Any = None, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        opt = self.option
+        board_name = (opt("board", "x1202") or "x1202").lower()
+        if board_name not in BOARDS:
+            raise DriverError(f"[{self.section.name}] board = {board_name}: unknown (one of {', '.join(BOARDS)})")
+        self.board = BOARDS[board_name]
+        self.capacity_mah = self.float_option("capacity_mah", self.board.capacity_mah, 100, 200000)
+        self.i2c_bus = int(self.float_option("i2c_bus", 1, 0, 255))
+        addr = opt("i2c_address", hex(DEFAULT_ADDRESS)) or hex(DEFAULT_ADDRESS)
+        try:
+            self.i2c_address = int(addr, 0)
+        except ValueError:
+            raise DriverError(f"[{self.section.name}] i2c_address = {addr}: not a number (e.g. 0x36)") from None
+        self.gpiochip = opt("gpiochip")
+        self.pld_line = opt("pld_line", "GPIO6") or "GPIO6"
+        self.charge_line = opt("charge_line", "GPIO16") or "GPIO16"
+        pld_active = (opt("pld_active", "high") or "high").lower()
+        if pld_active not in ("high", "low"):
+            raise DriverError(f"[{self.section.name}] pld_active = {pld_active}: high or low")
+        self.pld_active_high = pld_active == "high"
+        self.pollinterval = self.float_option("pollinterval", 2.0, 0.1, 60)
+        self.critical_voltage = self.float_option("critical_voltage", 3.3, 2.8, 3.8)
+        self.lb_debounce = int(self.float_option("lb_debounce", 3, 1, 50))
+        self.charge_warning = self.float_option("battery_charge_warning", 35, 0, 100)
+        self.sim = "sim" in self.section.options and _truthy(opt("sim"))
+        self.hardware = hardware  # injected: a SimulatedHat, or None for the real HAT
+        self.settings = dict(DEFAULTS)
+        self.settings_path = (self.statepath / f"nutups-{self.section.name}.json") if self.statepath else None
+        self._load_settings()
+        prior = float(self.settings.get("learned_load_w") or self.float_option("load_w", 5.0, 0.1, 50))
+        self.estimator = RuntimeEstimator(self.capacity_mah / 1000.0, prior)
+        self.window = ChargeWindow(self.settings["experimental.battery.charge.stop"],
+                                   self.settings["experimental.battery.charge.start"])
+        self.low_battery = Debounce(self.lb_debounce)
+        self.gauge: FuelGauge | None = None
+        self.pld: PowerLossLine | None = None
+        self.charger: ChargeControl | None = None
+        self.mains: bool | None = None
+        self.reading: GaugeReading | None = None
+        self._errors: dict[str, str] = {}
+        self._implausible = 0
+        self.edge_seen = asyncio.Event()
+        self._reader_fd: int | None = None
+        self.control = None
+
+    # --- persisted settings ------------------------------------------------
+
+    def _load_settings(self) -> None:
+        if self.settings_path is None:
+            return
+        try:
+            data = json.loads(self.settings_path.read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            self.log.warning("ignoring %s: %s", self.settings_path, exc)
+            return
+        for key, value in data.items():
+            if key in RW_RANGES and isinstance(value, (int, float)):
+                lo, hi = RW_RANGES[key]
+                if lo <= value <= hi:
+                    self.settings[key] = value
+            elif key == "learned_load_w" and isinstance(value, (int, float)) and 0 < value < 50:
+                self.settings[key] = value
+
+    def _save_settings(self) -> None:
+        if self.settings_path is None:
+            return
+        self.settings["learned_load_w"] = round(self.estimator.prior_load_w, 3)
+        tmp = self.settings_path.with_suffix(".tmp")
+        try:
+            self.settings_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(self.settings, indent=1, sort_keys=True))
+            os.replace(tmp, self.settings_path)
+        except OSError as exc:
+            self.log.warning("cannot save settings to %s: %s", self.settings_path, exc.strerror)
+
+    # --- hardware --------------------------------------------------------------
+
+    def _problem(self, part: str, error: Exception | None) -> None:
+        """Log each distinct problem once, and its end."""
+        text = str(error) if error is not None else None
+        old = self._errors.get(part)
+        if text == old:
+            return
+        if text is None:
+            self._errors.pop(part, None)
+            self.log.info("%s works again", part)
+        else:
+            self._errors[part] = text
+            self.log.error("%s", text)
+
+    def _open_hardware(self) -> None:
+        if self.gauge is None:
+            try:
+                if self.hardware is not None:
+                    from ..hardware.sim import SimSMBus
+
+                    self.gauge = FuelGauge(SimSMBus(self.hardware, self.i2c_bus), self.i2c_bus, self.i2c_address)
+                else:
+                    self.gauge = open_smbus(self.i2c_bus, self.i2c_address)
+                self.gauge.identify()
+                self.state.set("experimental.gauge.chip", self.gauge.chip or "unknown")
+                self._problem("fuel gauge", None)
+            except GaugeError as exc:
+                if self.gauge is not None:
+                    self.gauge.close()
+                self.gauge = None
+                self._problem("fuel gauge", exc)
+        if self.pld is None:
+            try:
+                gpiod = self.hardware.gpio if self.hardware is not None else import_gpiod()
+                paths = ["/dev/gpiochip0"] if self.hardware is not None else None
+                path, offset = find_chip(gpiod, self.pld_line, self.gpiochip, paths)
+                self.pld = PowerLossLine(gpiod, path, offset, self.pld_active_high)
+                cpath, coffset = find_chip(gpiod, self.charge_line, self.gpiochip, paths)
+                self.charger = ChargeControl(gpiod, cpath, coffset)
+                self._watch_edges()
+                self._problem("mains detection", None)
+            except GpioError as exc:
+                if self.pld is not None:
+                    self.pld.close()
+                self.pld = None
+                self._problem("mains detection", exc)
+
+    def _watch_edges(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if self.pld is not None:
+            self._reader_fd = self.pld.fd
+            loop.add_reader(self._reader_fd, self.on_edge)
+
+    def _close_hardware(self) -> None:
+        if self._reader_fd is not None:
+            try:
+                asyncio.get_running_loop().remove_reader(self._reader_fd)
+            except (RuntimeError, ValueError):
+                pass
+            self._reader_fd = None
+        for part in (self.pld, self.charger, self.gauge):
+            if part is not None:
+                try:
+                    part.close()
+                except OSError:
+                    pass
+        self.pld = self.charger = self.gauge = None
+
+    # --- readings -> state ---------------------------------------------------
+
+    def on_edge(self) -> None:
+        """PLD edge: mains changed.  Publish at once; the gauge can wait for the poll."""
+        if self.pld is None:
+            return
+        try:
+            events = self.pld.read_events()
+        except GpioError as exc:
+            self._problem("mains detection", exc)
+            return
+        if events:
+            self._set_mains(events[-1])
+            self._publish()
+        self.edge_seen.set()
+
+    def _set_mains(self, mains: bool) -> None:
+        if mains == self.mains:
+            return
+        now = self.clock()
+        if mains:
+            self.estimator.stop()
+            self._save_settings()
+            self.low_battery.reset(False)
+        else:
+            self.estimator.start(now)
+        if self.mains is not None:
+            self.log.info("mains %s", "restored" if mains else "lost")
+        self.mains = mains
+
+    def poll(self) -> None:
+        """One full reading: gauge, PLD (safety net for a missed edge), charge window."""
+        self._open_hardware()
+        if self.pld is not None:
+            try:
+                self._set_mains(self.pld.read())
+            except GpioError as exc:
+                self._problem("mains detection", exc)
+                self._close_hardware_part("pld")
+        if self.gauge is not None:
+            try:
+                reading = self.gauge.read()
+                self._implausible = 0
+                self.reading = reading
+                self._problem("fuel gauge", None)
+            except ImplausibleReading as exc:
+                self._implausible += 1
+                if self._implausible >= 3:
+                    self._problem("fuel gauge", exc)
+                    self.reading = None
+            except GaugeError as exc:
+                self._problem("fuel gauge", exc)
+                self.reading = None
+        if self.reading is not None and self.mains is False:
+            self.estimator.add(self.clock(), self.reading.soc, self.reading.voltage)
+        if self.reading is not None and self.charger is not None:
+            try:
+                if self.window.update(self.reading.soc):
+                    self.charger.enable_charging()
+                else:
+                    self.charger.disable_charging()
+            except GpioError as exc:
+                self._problem("charge control", exc)
+        self._publish()
+
+    def _close_hardware_part(self, part: str) -> None:
+        if part == "pld" and self.pld is not None:
+            if self._reader_fd is not None:
+                try:
+                    asyncio.get_running_loop().remove_reader(self._reader_fd)
+                except (RuntimeError, ValueError):
+                    pass
+                self._reader_fd = None
+            self.pld.close()
+            self.pld = None
+
+    def _publish(self) -> None:
+        st = self.state
+        r = self.reading
+        if r is None or self.mains is None:
+            reasons = "; ".join(self._errors.values()) or "no reading yet"
+            st.data_stale(reasons)
+            return
+        on_battery = not self.mains
+        runtime = self.estimator.runtime(r.soc, r.voltage, on_battery)
+        lb_now = on_battery and (
+            r.soc < self.settings["battery.charge.low"]
+            or runtime < self.settings["battery.runtime.low"]
+            or r.voltage < self.critical_voltage
+        )
+        lb = self.low_battery.update(lb_now) if on_battery else False
+        charging = (self.mains and (self.charger is None or self.charger.charging_enabled)
+                    and r.raw_soc < 99.5)
+        status = ["OB", "DISCHRG"] if on_battery else ["OL"]
+        if charging:
+            status.append("CHRG")
+        if lb:
+            status.append("LB")
+        alarms = [v for k, v in self._errors.items() if k == "charge control"]
+        if alarms:
+            status.insert(0, "ALARM")
+            st.set("ups.alarm", "; ".join(alarms))
+        else:
+            st.delete("ups.alarm")
+        if on_battery:
+            charger = "discharging"
+        elif charging:
+            charger = "charging"
+        elif self.charger is not None and not self.charger.charging_enabled:
+            charger = "resting"
+        else:
+            charger = "floating"
+        st.set("battery.charge", f"{r.soc:.0f}")
+        st.set("battery.voltage", f"{r.voltage:.2f}")
+        st.set("battery.runtime", f"{runtime:.0f}")
+        st.set("battery.charger.status", charger)
+        st.set("experimental.battery.charge.raw", f"{r.raw_soc:.1f}")
+        st.set("ups.status", " ".join(status))
+        st.data_ok()
+
+    # --- NUT interface ---------------------------------------------------------
+
+    def _init_variables(self) -> None:
+        st = self.state
+        model = self.board.name.upper()
+        for key, value in (
+            ("device.mfr", "Geekworm"), ("device.model", model), ("device.type", "ups"),
+            ("ups.mfr", "Geekworm"), ("ups.model", model),
+            ("driver.name", "x120x"), ("driver.version", __version__), ("driver.version.internal", __version__),
+            ("battery.type", "Li-ion"), ("battery.voltage.nominal", f"{NOMINAL_CELL_VOLTAGE:.1f}"),
+            ("battery.capacity", f"{self.capacity_mah / 1000:.1f}"),
+            ("battery.charge.warning", f"{self.charge_warning:.0f}"),
+            ("driver.parameter.pollinterval", f"{self.pollinterval:g}"),
+            ("driver.parameter.board", self.board.name),
+        ):
+            st.set(key, value)
+        if self.sim:
+            st.set("driver.parameter.sim", "yes")
+        for key, (lo, hi) in RW_RANGES.items():
+            st.set(key, f"{self.settings[key]:g}", rw=True, ranges=[(lo, hi)])
+
+    def set_var(self, name: str, value: str) -> CommandResult:
+        key = name.lower()
+        if key not in RW_RANGES:
+            return CommandResult.UNKNOWN
+        try:
+            number = float(value)
+        except ValueError:
+            return CommandResult.INVALID_ARGUMENT
+        lo, hi = RW_RANGES[key]
+        if not lo <= number <= hi:
+            return CommandResult.INVALID_ARGUMENT
+        start = number if key.endswith(".start") else self.settings["experimental.battery.charge.start"]
+        stop = number if key.endswith(".stop") else self.settings["experimental.battery.charge.stop"]
+        if stop < 100 and start >= stop:
+            return CommandResult.INVALID_ARGUMENT
+        self.settings[key] = int(number) if number.is_integer() else number
+        self.window.stop, self.window.start = stop, start
+        self.state.set(key, f"{self.settings[key]:g}")
+        self._save_settings()
+        self.log.info("%s set to %s", key, value)
+        if self.reading is not None:
+            self.poll()
+        return CommandResult.SUCCESS
+
+    def instcmd(self, command: str, param: str | None) -> CommandResult:
+        return CommandResult.UNKNOWN
+
+    def speed(self) -> float:
+        return getattr(getattr(self.hardware, "clock", None), "speed", 1.0) or 1.0
+
+    async def run(self) -> None:
+        self._init_variables()
+        self.state.connected = True
+        if self.hardware is not None and self.statepath is not None:
+            from ..hardware.simcontrol import SimControlServer
+
+            self.control = SimControlServer(self.hardware, self.statepath / f"nutups-{self.section.name}.sim", self)
+            await self.control.start()
+        try:
+            while True:
+                self.poll()
+                await asyncio.sleep(self.pollinterval / self.speed())
+        finally:
+            self._close_hardware()
+            if self.control is not None:
+                await self.control.close()
+            self.state.connected = False
+
+
+def make_x120x(state, section, confpath, statepath=None, clock=None):
+    """Driver factory: builds the simulated HAT for `sim = yes`, else the real one."""
+    sim = "sim" in section.options and _truthy(section.options.get("sim"))
+    if not sim:
+        return X120xDriver(state, section, confpath, statepath=statepath)
+    from ..hardware.sim import SimClock, SimulatedHat
+
+    board = (section.options.get("board") or "x1202").lower()
+    try:
+        capacity = float(section.options["capacity_mah"]) if "capacity_mah" in section.options else None
+    except ValueError:
+        capacity = None  # the driver reports the bad option
+    chip = section.options.get("sim_chip", "MAX17048").upper()
+    hat = SimulatedHat(board if board in BOARDS else "x1202", capacity_mah=capacity,
+                       chip=chip if chip in ("MAX17040", "MAX17043", "MAX17048") else "MAX17048",
+                       clock=SimClock(), load_w=float(section.options.get("sim_load_w", "5") or 5))
+    return X120xDriver(state, section, confpath, clock=hat.clock, statepath=statepath, hardware=hat)
+
+
+__all__ = ["X120xDriver", "make_x120x"]

@@ -1,0 +1,498 @@
+"""A simulated X120X HAT at the hardware's own level.
+
+It offers the same two library surfaces the real HAT is driven through:
+``SimSMBus`` behaves like ``smbus2.SMBus`` in front of a MAX17040-family
+register file (big-endian registers, byte-swapped words, Errno 121 on
+demand), and ``SimGpiod`` behaves like the ``gpiod`` (libgpiod v2) module in
+front of a Raspberry Pi header chip whose PLD line produces edge events on a
+file descriptor.  Behind both sits a battery model: open-circuit voltage
+curve, sag under load, CC/CV charging only with mains present and charging
+enabled, and a gauge whose state of charge lags the true charge after a
+load change.  Time comes from an injected clock; a speed factor runs hours of
+discharge in seconds.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import Enum
+from types import SimpleNamespace
+
+from .boards import BOARDS, FULL_CELL_VOLTAGE, Board, ocv
+from .gauge import (
+    DEFAULT_ADDRESS,
+    REG_COMMAND,
+    REG_CONFIG,
+    REG_CRATE,
+    REG_MODE,
+    REG_SOC,
+    REG_STATUS,
+    REG_VCELL,
+    REG_VERSION,
+)
+
+PLD_OFFSET = 6
+CHARGE_OFFSET = 16
+CHIP_PATH = "/dev/gpiochip0"
+CHIP_LABEL = "pinctrl-rp1"
+MAX_STEP_S = 1.0  # integration step of the battery model, simulated seconds
+
+VERSION_REGISTER = {"MAX17048": 0x0012, "MAX17043": 0x0003, "MAX17040": 0x0002}
+
+
+class SimClock:
+    """Simulated seconds: real time from ``source``, times ``speed``."""
+
+    def __init__(self, speed: float = 1.0, source: Callable[[], float] = time.monotonic) -> None:
+        self.source = source
+        self._speed = speed
+        self._real0 = source()
+        self._sim0 = 0.0
+
+    def __call__(self) -> float:
+        return self._sim0 + (self.source() - self._real0) * self._speed
+
+    @property
+    def speed(self) -> float:
+        return self._speed
+
+    @speed.setter
+    def speed(self, value: float) -> None:
+        now = self()
+        self._real0 = self.source()
+        self._sim0 = now
+        self._speed = value
+
+
+@dataclass
+class BatteryModel:
+    """A 1S Li-ion pack behind a 5 V converter."""
+
+    capacity_mah: float
+    cells_parallel: int = 1
+    soc: float = 100.0  # true state of charge, %
+    load_w: float = 5.0  # what the Pi draws at 5 V
+    ac: bool = True
+    charge_enabled: bool = True
+    r_cell_ohm: float = 0.06
+    r_board_ohm: float = 0.02
+    efficiency: float = 0.90
+    charge_current_a: float = 1.0
+    gauge_tau_s: float = 60.0  # how fast the gauge's estimate settles after a load change
+    gauge_gain: float = 0.6  # % of SOC the gauge misreads per ampere, until it settles
+    gauge_offset: float = 0.0  # true SOC minus gauge SOC, %
+    current_a: float = field(default=0.0, init=False)  # + discharging, - charging
+    voltage: float = field(default=0.0, init=False)
+
+    def __post_init__(self) -> None:
+        self._update_electrics()
+
+    @property
+    def resistance(self) -> float:
+        return self.r_cell_ohm / self.cells_parallel + self.r_board_ohm
+
+    @property
+    def capacity_ah(self) -> float:
+        return self.capacity_mah / 1000.0
+
+    @property
+    def charging(self) -> bool:
+        return self.current_a < 0
+
+    @property
+    def gauge_soc(self) -> float:
+        return self.soc - self.gauge_offset
+
+    def _discharge_current(self, power_w: float) -> float:
+        e, r = ocv(self.soc), self.resistance
+        disc = e * e - 4 * r * power_w
+        if disc <= 0:  # the pack cannot deliver this power: it collapses
+            return e / (2 * r)
+        return (e - math.sqrt(disc)) / (2 * r)
+
+    def _update_electrics(self) -> None:
+        e, r = ocv(self.soc), self.resistance
+        if not self.ac:
+            i = self._discharge_current(self.load_w / self.efficiency) if self.soc > 0 else 0.0
+            self.current_a = i
+            self.voltage = e - i * r
+            return
+        taper_stop = 0.02 * self.cells_parallel
+        if self.charge_enabled and self.soc < 100.0:
+            i = min(self.charge_current_a, max((FULL_CELL_VOLTAGE - e) / r, 0.0))
+            if i < taper_stop:
+                i = 0.0
+            self.current_a = -i
+            self.voltage = min(e + i * r, FULL_CELL_VOLTAGE) if i else e
+        else:
+            self.current_a = 0.0
+            self.voltage = e
+
+    def step(self, dt: float) -> None:
+        """Advance by ``dt`` simulated seconds."""
+        while dt > 0:
+            h = min(dt, MAX_STEP_S)
+            dt -= h
+            self._update_electrics()
+            self.soc -= self.current_a * h / 3600.0 / self.capacity_ah * 100.0
+            self.soc = min(max(self.soc, 0.0), 100.0)
+            target = self.gauge_gain * self.current_a
+            self.gauge_offset += (target - self.gauge_offset) * (1 - math.exp(-h / self.gauge_tau_s))
+        self._update_electrics()
+
+    def time_to_empty(self) -> float:
+        """The model's true time to empty (SOC 0) at the present load, simulated seconds."""
+        if self.ac:
+            return math.inf
+        probe = BatteryModel(self.capacity_mah, self.cells_parallel, self.soc, self.load_w, False,
+                             self.charge_enabled, self.r_cell_ohm, self.r_board_ohm, self.efficiency)
+        t = 0.0
+        while probe.soc > 0 and t < 30 * 86400:
+            i = probe._discharge_current(probe.load_w / probe.efficiency)
+            rate = i / 3600.0 / probe.capacity_ah * 100.0  # %/s
+            h = 10.0 if probe.soc > 1 else max(probe.soc / rate, 0.1) if rate > 0 else 10.0
+            probe.soc = max(probe.soc - rate * h, 0.0)
+            t += h
+        return t
+
+
+class SimulatedHat:
+    """The whole simulated board: battery, gauge registers, PLD and charge lines."""
+
+    def __init__(self, board: Board | str = "x1202", capacity_mah: float | None = None, chip: str = "MAX17048",
+                 clock: SimClock | None = None, soc: float = 100.0, load_w: float = 5.0) -> None:
+        self.board = BOARDS[board] if isinstance(board, str) else board
+        self.clock = clock or SimClock()
+        self.chip = chip
+        self.model = BatteryModel(capacity_mah or self.board.capacity_mah, self.board.cells_parallel,
+                                  soc=soc, load_w=load_w)
+        self.i2c_fault = False
+        self.writes: list[tuple[int, int, int]] = []  # (address, register, value) the driver wrote
+        self._t = self.clock()
+        self.gpio = SimGpiod(self)
+
+    # --- time ------------------------------------------------------------
+
+    def advance(self) -> None:
+        now = self.clock()
+        if now > self._t:
+            self.model.charge_enabled = self.gpio.charge_enabled()
+            self.model.step(now - self._t)
+            self._t = now
+
+    # --- control -----------------------------------------------------------
+
+    def set(self, ac: bool | None = None, load_w: float | None = None, soc: float | None = None,
+            i2c_fault: bool | None = None, speed: float | None = None) -> None:
+        if load_w is not None and not 0 <= load_w <= 50:
+            raise ValueError("load_w must be within 0..50 W")
+        if soc is not None and not 0 <= soc <= 100:
+            raise ValueError("soc must be within 0..100 %")
+        if speed is not None and not 0 < speed <= 100000:
+            raise ValueError("speed must be within 0..100000")
+        self.advance()
+        if load_w is not None:
+            self.model.load_w = float(load_w)
+        if soc is not None:
+            self.model.soc = float(soc)
+            self.model.gauge_offset = 0.0
+        if i2c_fault is not None:
+            self.i2c_fault = bool(i2c_fault)
+        if speed is not None:
+            self.clock.speed = float(speed)
+        if ac is not None and ac != self.model.ac:
+            self.model.ac = bool(ac)
+            self.gpio.set_level(PLD_OFFSET, self.model.ac)
+        self.model.charge_enabled = self.gpio.charge_enabled()
+        self.model.step(0)
+
+    def state(self) -> dict:
+        self.advance()
+        m = self.model
+        tte = m.time_to_empty()
+        return {
+            "ac": m.ac, "load_w": m.load_w, "soc": round(m.soc, 3), "gauge_soc": round(m.gauge_soc, 3),
+            "voltage": round(m.voltage, 4), "current_a": round(m.current_a, 4), "charging": m.charging,
+            "charge_enabled": m.charge_enabled, "i2c_fault": self.i2c_fault, "speed": self.clock.speed,
+            "clock_s": round(self.clock(), 3), "time_to_empty_s": None if math.isinf(tte) else round(tte, 1),
+            "board": self.board.name, "capacity_mah": m.capacity_mah, "chip": self.chip,
+        }
+
+    # --- the gauge's registers ---------------------------------------------
+
+    def register(self, reg: int) -> int:
+        self.advance()
+        m = self.model
+        if reg == REG_VCELL:
+            v = max(m.voltage, 0.0)
+            if self.chip == "MAX17048":
+                return min(int(round(v / 78.125e-6)), 0xFFFF)
+            return (min(int(round(v / 1.25e-3)), 0xFFF) << 4)
+        if reg == REG_SOC:
+            # Near full under charge the gauge reads above 100 % (106 % seen at 4.24 V).
+            soc = m.gauge_soc
+            return min(max(int(round(soc * 256)), 0), 0xFFFF)
+        if reg == REG_VERSION:
+            return VERSION_REGISTER.get(self.chip, 0x0002)
+        if reg == REG_CONFIG:
+            return 0x971C
+        if reg == REG_CRATE and self.chip == "MAX17048":
+            rate = -m.current_a / m.capacity_ah * 100.0 / 0.208  # %/h per LSB
+            return int(round(rate)) & 0xFFFF
+        if reg == REG_STATUS and self.chip == "MAX17048":
+            return 0x0000
+        if reg == REG_MODE:
+            return 0x0000
+        return 0xFFFF  # undefined registers read as all ones
+
+    def write(self, address: int, reg: int, value: int) -> None:
+        self.writes.append((address, reg, value))
+        if reg == REG_MODE and value == 0x4000:  # quick-start: the gauge restarts from the voltage
+            self.model.gauge_offset = self.model.soc - _soc_from_voltage(self.model.voltage)
+        if reg == REG_COMMAND:
+            self.model.gauge_offset = self.model.soc - _soc_from_voltage(self.model.voltage)
+
+
+def _soc_from_voltage(v: float) -> float:
+    from .boards import soc_at_ocv
+
+    return soc_at_ocv(v)
+
+
+class SimSMBus:
+    """``smbus2.SMBus`` in front of the simulated gauge (one device at 0x36)."""
+
+    def __init__(self, hat: SimulatedHat, bus: int = 1) -> None:
+        self.hat = hat
+        self.bus = bus
+        self.closed = False
+
+    def _check(self, address: int) -> None:
+        if self.closed:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        if self.hat.i2c_fault or address != DEFAULT_ADDRESS:
+            raise OSError(errno.EREMOTEIO, os.strerror(errno.EREMOTEIO))
+
+    def read_i2c_block_data(self, i2c_addr: int, register: int, length: int, force: bool | None = None) -> list[int]:
+        self._check(i2c_addr)
+        value = self.hat.register(register)
+        data = [value >> 8, value & 0xFF]  # MSB first, as the chip sends it
+        return (data + [0xFF] * length)[:length]
+
+    def read_word_data(self, i2c_addr: int, register: int, force: bool | None = None) -> int:
+        self._check(i2c_addr)
+        value = self.hat.register(register)
+        return ((value & 0xFF) << 8) | (value >> 8)  # SMBus words are little-endian
+
+    def write_word_data(self, i2c_addr: int, register: int, value: int, force: bool | None = None) -> None:
+        self._check(i2c_addr)
+        self.hat.write(i2c_addr, register, ((value & 0xFF) << 8) | (value >> 8))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+# --- a gpiod (libgpiod v2) look-alike --------------------------------------------
+
+
+class _Direction(Enum):
+    AS_IS = 1
+    INPUT = 2
+    OUTPUT = 3
+
+
+class _Edge(Enum):
+    NONE = 1
+    RISING = 2
+    FALLING = 3
+    BOTH = 4
+
+
+class _Bias(Enum):
+    AS_IS = 1
+    UNKNOWN = 2
+    DISABLED = 3
+    PULL_UP = 4
+    PULL_DOWN = 5
+
+
+class _Value(Enum):
+    INACTIVE = 0
+    ACTIVE = 1
+
+
+@dataclass
+class _LineSettings:
+    direction: _Direction = _Direction.AS_IS
+    edge_detection: _Edge = _Edge.NONE
+    bias: _Bias = _Bias.AS_IS
+    drive: object = None
+    active_low: bool = False
+    debounce_period: timedelta = timedelta(0)
+    event_clock: object = None
+    output_value: _Value = _Value.INACTIVE
+
+
+class _EdgeEvent:
+    class Type(Enum):
+        RISING_EDGE = 1
+        FALLING_EDGE = 2
+
+    def __init__(self, event_type: _EdgeEvent.Type, timestamp_ns: int, line_offset: int,
+                 global_seqno: int, line_seqno: int) -> None:
+        self.event_type = event_type
+        self.timestamp_ns = timestamp_ns
+        self.line_offset = line_offset
+        self.global_seqno = global_seqno
+        self.line_seqno = line_seqno
+
+
+class _ChipInfo(SimpleNamespace):
+    pass
+
+
+class _SimChip:
+    def __init__(self, gpio: SimGpiod, path: str) -> None:
+        if path != CHIP_PATH:
+            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+        self.gpio = gpio
+        self.path = path
+
+    def get_info(self) -> _ChipInfo:
+        return _ChipInfo(name="gpiochip0", label=CHIP_LABEL, num_lines=54)
+
+    def line_offset_from_id(self, id: str | int) -> int:
+        if isinstance(id, int):
+            return id
+        if id.startswith("GPIO") and id[4:].isdigit() and int(id[4:]) < 54:
+            return int(id[4:])
+        raise ValueError(f"line {id!r} not found")
+
+    def request_lines(self, config, consumer=None, event_buffer_size=None, output_values=None):
+        return self.gpio.request_lines(self.path, config, consumer, event_buffer_size, output_values)
+
+    def close(self) -> None:
+        pass
+
+
+class _SimLineRequest:
+    """A line request; ``fd`` is readable while edge events are pending."""
+
+    def __init__(self, gpio: SimGpiod, offsets: dict[int, _LineSettings]) -> None:
+        self.gpio = gpio
+        self.settings = offsets
+        self.offsets = list(offsets)
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)
+        self.events: list[_EdgeEvent] = []
+        self.released = False
+
+    @property
+    def fd(self) -> int:
+        return self._r
+
+    def fileno(self) -> int:
+        return self._r
+
+    def _check(self) -> None:
+        if self.released:
+            raise OSError(errno.EBADF, "request released")
+
+    def get_value(self, line: int | str) -> _Value:
+        self._check()
+        offset = line if isinstance(line, int) else int(str(line)[4:])
+        level = self.gpio.level(offset)
+        if self.settings[offset].active_low:
+            level = not level
+        return _Value.ACTIVE if level else _Value.INACTIVE
+
+    def set_value(self, line: int | str, value: _Value) -> None:
+        self._check()
+        offset = line if isinstance(line, int) else int(str(line)[4:])
+        self.settings[offset].output_value = value
+
+    def read_edge_events(self, max_events: int | None = None) -> list[_EdgeEvent]:
+        self._check()
+        events, self.events = self.events, []
+        try:
+            while os.read(self._r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        return events
+
+    def _edge(self, offset: int, rising: bool) -> None:
+        edge = self.settings[offset].edge_detection
+        if edge == _Edge.NONE or (edge == _Edge.RISING and not rising) or (edge == _Edge.FALLING and rising):
+            return
+        self.gpio.seqno += 1
+        kind = _EdgeEvent.Type.RISING_EDGE if rising else _EdgeEvent.Type.FALLING_EDGE
+        self.events.append(_EdgeEvent(kind, time.monotonic_ns(), offset, self.gpio.seqno, self.gpio.seqno))
+        os.write(self._w, b"e")
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            os.close(self._r)
+            os.close(self._w)
+            self.gpio.requests.remove(self)
+            self.gpio.hat.advance()
+
+
+class SimGpiod:
+    """Module-like stand-in for ``gpiod`` with the header chip of a Pi 5."""
+
+    LineSettings = _LineSettings
+    EdgeEvent = _EdgeEvent
+    line = SimpleNamespace(Direction=_Direction, Edge=_Edge, Bias=_Bias, Value=_Value)
+
+    def __init__(self, hat: SimulatedHat) -> None:
+        self.hat = hat
+        self.requests: list[_SimLineRequest] = []
+        self.levels: dict[int, bool] = {PLD_OFFSET: hat.model.ac}
+        self.seqno = 0
+
+    def Chip(self, path: str) -> _SimChip:  # noqa: N802 - gpiod's own name
+        return _SimChip(self, path)
+
+    def is_gpiochip_device(self, path: str) -> bool:
+        return path == CHIP_PATH
+
+    def request_lines(self, path, config, consumer=None, event_buffer_size=None, output_values=None):
+        if path != CHIP_PATH:
+            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+        offsets: dict[int, _LineSettings] = {}
+        for key, settings in config.items():
+            for offset in (key if isinstance(key, (list, tuple)) else [key]):
+                offset = offset if isinstance(offset, int) else int(str(offset)[4:])
+                if any(offset in r.settings for r in self.requests):
+                    raise OSError(errno.EBUSY, os.strerror(errno.EBUSY))
+                offsets[offset] = settings or _LineSettings()
+        self.hat.advance()
+        req = _SimLineRequest(self, offsets)
+        self.requests.append(req)
+        return req
+
+    def level(self, offset: int) -> bool:
+        for r in self.requests:
+            s = r.settings.get(offset)
+            if s is not None and s.direction == _Direction.OUTPUT:
+                return s.output_value == _Value.ACTIVE
+        return self.levels.get(offset, True)  # inputs are pulled up
+
+    def set_level(self, offset: int, high: bool) -> None:
+        old = self.levels.get(offset, True)
+        self.levels[offset] = high
+        if old != high:
+            for r in self.requests:
+                if offset in r.settings:
+                    r._edge(offset, high)
+
+    def charge_enabled(self) -> bool:
+        return not self.level(CHARGE_OFFSET) or not any(CHARGE_OFFSET in r.settings for r in self.requests)

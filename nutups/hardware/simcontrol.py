@@ -1,0 +1,136 @@
+"""The simulator's control socket: one JSON object per line in, one per line out.
+
+``{"cmd": "set", "ac": false}`` / ``{"cmd": "set", "load_w": 6.5}`` /
+``{"cmd": "set", "soc": 40}`` / ``{"cmd": "set", "i2c_fault": true}`` /
+``{"cmd": "set", "speed": 60}`` / ``{"cmd": "get"}``; the answer comes once
+the change took effect in the driver: ``{"ok": true, "state": {...}}`` or
+``{"ok": false, "error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from .sim import SimulatedHat
+
+log = logging.getLogger("nutups.sim")
+
+SETTABLE = {"ac": bool, "load_w": (int, float), "soc": (int, float), "i2c_fault": bool, "speed": (int, float)}
+MAX_LINE = 4096
+EDGE_WAIT_S = 1.0
+
+
+def handle_request(hat: SimulatedHat, line: bytes) -> tuple[dict, dict[str, Any]]:
+    """Validate and apply one request; return (reply, what changed)."""
+    try:
+        req = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return {"ok": False, "error": f"not JSON: {exc}"}, {}
+    if not isinstance(req, dict):
+        return {"ok": False, "error": "send one JSON object per line"}, {}
+    cmd = req.get("cmd")
+    if cmd == "get":
+        return {"ok": True, "state": hat.state()}, {}
+    if cmd != "set":
+        return {"ok": False, "error": f"unknown cmd {cmd!r} (set or get)"}, {}
+    changes = {k: v for k, v in req.items() if k != "cmd"}
+    if not changes:
+        return {"ok": False, "error": "set what? one of " + ", ".join(SETTABLE)}, {}
+    for key, value in changes.items():
+        kind = SETTABLE.get(key)
+        if kind is None:
+            return {"ok": False, "error": f"unknown setting {key!r} (one of {', '.join(SETTABLE)})"}, {}
+        if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+            return {"ok": False, "error": f"{key}: wrong type {type(value).__name__}"}, {}
+    try:
+        hat.set(**changes)
+    except ValueError as exc:
+        return {"ok": False, "error": str(exc)}, {}
+    return {"ok": True, "state": hat.state()}, changes
+
+
+class SimControlServer:
+    """Unix socket at ``<STATEPATH>/nutups-<ups>.sim``, mode 0600."""
+
+    def __init__(self, hat: SimulatedHat, path: Path, driver: Any = None) -> None:
+        self.hat = hat
+        self.path = path
+        self.driver = driver
+        self.server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        old = os.umask(0o177)
+        try:
+            self.server = await asyncio.start_unix_server(self._client, path=str(self.path), limit=MAX_LINE)
+        finally:
+            os.umask(old)
+        os.chmod(self.path, 0o600)
+        log.info("simulator control socket: %s", self.path)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    line = await reader.readline()
+                except (ValueError, asyncio.LimitOverrunError):
+                    writer.write(b'{"ok": false, "error": "line too long"}\n')
+                    break
+                if not line:
+                    break
+                if not line.strip():
+                    continue
+                reply, changes = handle_request(self.hat, line)
+                if changes and self.driver is not None:
+                    await self._took_effect(changes)
+                    reply["state"] = self.hat.state()
+                writer.write(json.dumps(reply).encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def _took_effect(self, changes: dict) -> None:
+        """Answer only once the driver saw the change: a mains change through the
+        PLD line's edge event (the same path as on a Pi), the rest through a poll."""
+        driver = self.driver
+        if "ac" in changes and driver.pld is not None and driver.mains != changes["ac"]:
+            driver.edge_seen.clear()
+            try:
+                await asyncio.wait_for(driver.edge_seen.wait(), EDGE_WAIT_S)
+            except TimeoutError:
+                log.warning("no PLD edge seen within %.1f s; polling", EDGE_WAIT_S)
+        driver.poll()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+def request(path: Path, message: dict, timeout: float = 10.0) -> dict:
+    """Client side (for `nutups sim` and tests): send one request, return the reply."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(str(path))
+        s.sendall(json.dumps(message).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return json.loads(data)
