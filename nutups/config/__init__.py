@@ -62,6 +62,18 @@ def _load_yaml(path: Path, problems: list[ConfigProblem]) -> dict:
     return data
 
 
+def _check_driver_options(section: UpsSection, confpath: Path, fn: str) -> list[ConfigProblem]:
+    """Build the driver once, without touching hardware: its option errors become problems."""
+    from ..drivers import DRIVERS, DriverError
+    from ..state import UpsState
+
+    try:
+        DRIVERS[section.driver](UpsState(section.name), section, confpath, statepath=None)  # type: ignore[index]
+    except (DriverError, ValueError) as exc:
+        return [ConfigProblem(fn, section.line, str(exc))]
+    return []
+
+
 def load_configuration(confpath: Path, require_ups_conf: bool = True) -> Configuration:
     """Read ups.conf, upsd.conf, upsd.users and nutups.yaml; collect every problem."""
     from ..drivers import DRIVERS  # late: drivers import config types
@@ -81,6 +93,8 @@ def load_configuration(confpath: Path, require_ups_conf: bool = True) -> Configu
                 str(ups_conf), section.line,
                 f"[{section.name}]: unknown driver {section.driver!r} (nutups has: {', '.join(sorted(DRIVERS))})",
             ))
+        if section.driver in DRIVERS:
+            problems.extend(_check_driver_options(section, confpath, str(ups_conf)))
         if section.driver == "dummy-ups" and section.port:
             dev = Path(section.port) if os.path.isabs(section.port) else confpath / section.port
             if not dev.exists():
