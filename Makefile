@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CONFPATH ?= nut-config
 
-.PHONY: setup run test bench lint clean
+.PHONY: setup run run-config test bench lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -13,13 +13,17 @@ setup: $(PY)
 	$(PY) -m pip install -q -e '.[test]'
 
 run: setup
-	$(VENV)/bin/nutups serve --confpath $(CONFPATH) --listen 127.0.0.1:3493
+	$(VENV)/bin/nutups serve --sim --listen 127.0.0.1:3493
+
+run-config: setup
+	$(VENV)/bin/nutups serve --confpath $(CONFPATH)
 
 test: setup
 	$(PY) -m pytest -q
 
 bench: setup
 	$(PY) bench/bench_server.py
+	$(PY) bench/bench_sim.py
 
 lint: setup
 	$(VENV)/bin/ruff check nutups tests bench

@@ -69,7 +69,7 @@ class RuntimeEstimator:
     """
 
     def __init__(self, capacity_ah: float, prior_load_w: float, efficiency: float = 0.9,
-                 settle_s: float = 120.0, trust_s: float = 300.0, window_s: float = 900.0) -> None:
+                 settle_s: float = 180.0, trust_s: float = 120.0, window_s: float = 900.0) -> None:
         self.capacity_ah = capacity_ah
         self.prior_load_w = prior_load_w
         self.efficiency = efficiency

@@ -52,7 +52,7 @@ def handle_request(hat: SimulatedHat, line: bytes) -> tuple[dict, dict[str, Any]
         hat.set(**changes)
     except ValueError as exc:
         return {"ok": False, "error": str(exc)}, {}
-    return {"ok": True, "state": hat.state()}, changes
+    return {"ok": True}, changes  # the state is added once the change took effect
 
 
 class SimControlServer:
@@ -89,8 +89,9 @@ class SimControlServer:
                 if not line.strip():
                     continue
                 reply, changes = handle_request(self.hat, line)
-                if changes and self.driver is not None:
-                    await self._took_effect(changes)
+                if changes:
+                    if self.driver is not None:
+                        await self._took_effect(changes)
                     reply["state"] = self.hat.state()
                 writer.write(json.dumps(reply).encode() + b"\n")
                 await writer.drain()

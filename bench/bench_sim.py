@@ -1,0 +1,127 @@
+"""`make bench`, the simulated HAT: mains-loss-to-OB latency on a NUT connection, runtime
+estimate error against the simulator's true time to empty, idle CPU and RSS of `nutups serve --sim`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from nutprocs import RawClient, free_port, poll_until, wait_port  # noqa: E402
+
+from nutups.config.nutconf import UpsSection  # noqa: E402
+from nutups.drivers.x120x import X120xDriver  # noqa: E402
+from nutups.hardware.sim import SimClock, SimulatedHat  # noqa: E402
+from nutups.state import UpsState  # noqa: E402
+
+TRIALS = int(os.environ.get("BENCH_TRIALS", "60"))
+IDLE_SECONDS = float(os.environ.get("BENCH_IDLE_SECONDS", "20"))
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def ob_latency(port: int, sock_path: Path) -> list[float]:
+    """Send `ac off` on the control socket; time until a NUT client reads OB."""
+    samples = []
+    with RawClient(port) as nut, socket.socket(socket.AF_UNIX) as ctl:
+        ctl.connect(str(sock_path))
+        ctl_file = ctl.makefile("rb")
+        for _ in range(TRIALS):
+            for ac, want in ((False, b'"OB'), (True, b'"OL')):
+                t0 = time.perf_counter()
+                ctl.sendall(json.dumps({"cmd": "set", "ac": ac}).encode() + b"\n")
+                while want not in nut.request(b"GET VAR ups ups.status\n"):
+                    pass
+                if not ac:
+                    samples.append((time.perf_counter() - t0) * 1000)
+                ctl_file.readline()
+    return samples
+
+
+def runtime_errors(load_w: float, minutes=(2, 5, 15)) -> dict[int, float]:
+    class Manual:
+        t = 0.0
+
+        def __call__(self):
+            return self.t
+
+    src = Manual()
+    clock = SimClock(1.0, source=src)
+    hat = SimulatedHat("x1202", clock=clock)
+    state = UpsState("ups", clock=clock)
+    driver = X120xDriver(state, UpsSection("ups", 0, "x120x", None, None, {"sim": "yes"}), Path("."),
+                         clock=clock, hardware=hat)
+    driver._init_variables()
+    state.connected = True
+    driver.poll()
+    hat.set(load_w=load_w)
+    hat.set(ac=False)
+    driver.on_edge()
+    out = {}
+    for minute in range(1, max(minutes) + 1):
+        for _ in range(30):
+            src.t += 2
+            driver.poll()
+        if minute in minutes:
+            true = hat.state()["time_to_empty_s"]
+            out[minute] = (float(state.value("battery.runtime")) - true) / true * 100
+    return out
+
+
+def main() -> int:
+    base = Path(tempfile.mkdtemp(prefix="nutups-bench-sim-"))
+    port = free_port()
+    env = dict(os.environ, NUT_CONFPATH=str(base / "none"))
+    proc = subprocess.Popen([sys.executable, "-m", "nutups.cli", "serve", "--sim", "--listen",
+                             f"127.0.0.1:{port}", "--statepath", str(base / "state")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, proc)
+        sock_path = base / "state" / "nutups-ups.sim"
+        poll_until(sock_path.exists, "control socket")
+        time.sleep(2)  # let start-up work finish before measuring idle CPU
+        c0, t0 = cpu_seconds(proc.pid), time.monotonic()
+        time.sleep(IDLE_SECONDS)
+        idle_cpu = (cpu_seconds(proc.pid) - c0) / (time.monotonic() - t0) * 100
+        rss = rss_mb(proc.pid)
+        lat = sorted(ob_latency(port, sock_path))
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(base, ignore_errors=True)
+    p50 = statistics.median(lat)
+    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    print("\nSimulated X1202 (nutups serve --sim, default poll interval 2 s)")
+    print(f"  mains loss (control socket) -> OB on a NUT connection, {len(lat)} trials: "
+          f"p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+    print(f"  idle CPU over {IDLE_SECONDS:g} s: {idle_cpu:.2f} % of one core; RSS {rss:.1f} MB")
+    print("  runtime estimate error vs the simulator's true time to empty (prior load 5 W):")
+    print(f"  {'load':>8} {'2 min':>8} {'5 min':>8} {'15 min':>8}")
+    for load in (3.0, 5.0, 7.5, 10.0):
+        e = runtime_errors(load)
+        print(f"  {load:>6.1f} W {e[2]:>+7.1f}% {e[5]:>+7.1f}% {e[15]:>+7.1f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
