@@ -85,24 +85,35 @@ def throughput(port: int, nconn: int, request: bytes, lines_per_reply: int, dept
     return done / elapsed
 
 
-def latency(port: int, n: int = 5000) -> tuple[float, float]:
-    s = socket.create_connection(("127.0.0.1", port))
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    samples = []
+def latency(ports: list[int], n: int = 5000) -> list[tuple[float, float]]:
+    """p50/p99 round trip of one GET VAR on one connection per server.  The servers
+    are asked in turn, sample by sample, so both see the same machine."""
+    socks = []
+    for port in ports:
+        s = socket.create_connection(("127.0.0.1", port))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        socks.append(s)
     req = b"GET VAR bench ups.status\n"
-    for _ in range(200):
-        s.sendall(req)
-        s.recv(1000)
+    for s in socks:
+        for _ in range(200):
+            s.sendall(req)
+            s.recv(1000)
+    samples: list[list[float]] = [[] for _ in socks]
     for _ in range(n):
-        t = time.perf_counter()
-        s.sendall(req)
-        data = s.recv(1000)
-        while not data.endswith(b"\n"):
-            data += s.recv(1000)
-        samples.append((time.perf_counter() - t) * 1e6)
-    s.close()
-    samples.sort()
-    return statistics.median(samples), samples[int(len(samples) * 0.99)]
+        for s, out in zip(socks, samples, strict=True):
+            t = time.perf_counter()
+            s.sendall(req)
+            data = s.recv(1000)
+            while not data.endswith(b"\n"):
+                data += s.recv(1000)
+            out.append((time.perf_counter() - t) * 1e6)
+    for s in socks:
+        s.close()
+    result = []
+    for out in samples:
+        out.sort()
+        result.append((statistics.median(out), out[int(len(out) * 0.99)]))
+    return result
 
 
 def idle_rss(port: int, pids: list[int], n: int = 1000) -> int:
@@ -145,9 +156,10 @@ def main() -> int:
                 r[f"GET VAR/s, {n} conn"] = f"{rate:,.0f}"
             rate = throughput(port, 10, LIST_VAR, list_lines, depth=8)
             r["LIST VAR/s, 10 conn"] = f"{rate:,.0f}"
-            p50, p99 = latency(port)
-            r["GET VAR latency p50"] = f"{p50:.0f} us"
-            r["GET VAR latency p99"] = f"{p99:.0f} us"
+        lat = latency([real.port, ours.port])
+        for label, (p50, p99) in zip(("upsd 2.8.0", "nutups"), lat, strict=True):
+            results[label]["GET VAR latency p50"] = f"{p50:.0f} us"
+            results[label]["GET VAR latency p99"] = f"{p99:.0f} us"
         upsd_pid = real.upsd.pid
         driver_pids = [p.pid for p in real.procs if p is not real.upsd]
         upsd_rss = idle_rss(real.port, [upsd_pid])

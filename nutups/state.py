@@ -60,8 +60,11 @@ class UpsState:
         self._connected = False
         self._last_ok: float | None = None  # clock time of the last full reading
         self._stale_reason: str | None = "no reading yet"
-        self._sorted: list[Variable] | None = None
-        self._sorted_cmds: list[str] | None = None
+        # (generation, list): the generation counts additions and removals, so a list
+        # built while another thread changed the set is rebuilt on the next call.
+        self._generation = 0
+        self._sorted: tuple[int, list[Variable]] | None = None
+        self._sorted_cmds: tuple[int, list[str]] | None = None
         self.instcmd_handler: CommandHandler | None = None
         self.setvar_handler: CommandHandler | None = None
         self._listeners: list[Callable[[UpsState, str, str | None], None]] = []
@@ -151,7 +154,7 @@ class UpsState:
         if var is None:
             var = Variable(name, value)
             self.variables[key] = var
-            self._sorted = None
+            self._generation += 1
             self.version += 1
         else:
             old = var.value
@@ -176,25 +179,32 @@ class UpsState:
 
     def delete(self, name: str) -> None:
         if self.variables.pop(name.lower(), None) is not None:
-            self._sorted = None
+            self._generation += 1
             self.version += 1
 
     def sorted_variables(self) -> list[Variable]:
         """Variables in upsd's order: case-insensitive by name."""
-        if self._sorted is None:
-            self._sorted = sorted(self.variables.values(), key=lambda v: v.name.lower())
-        return self._sorted
+        gen = self._generation
+        cached = self._sorted
+        if cached is None or cached[0] != gen:
+            # list() first: a snapshot taken in one step, safe while a driver adds a variable
+            cached = (gen, sorted(list(self.variables.values()), key=lambda v: v.name.lower()))
+            self._sorted = cached
+        return cached[1]
 
     def add_command(self, name: str) -> None:
         if name.lower() not in self.commands:
             self.commands[name.lower()] = name
-            self._sorted_cmds = None
+            self._generation += 1
             self.version += 1
 
     def sorted_commands(self) -> list[str]:
-        if self._sorted_cmds is None:
-            self._sorted_cmds = sorted(self.commands.values(), key=str.lower)
-        return self._sorted_cmds
+        gen = self._generation
+        cached = self._sorted_cmds
+        if cached is None or cached[0] != gen:
+            cached = (gen, sorted(list(self.commands.values()), key=str.lower))
+            self._sorted_cmds = cached
+        return cached[1]
 
     def status_tokens(self) -> list[str]:
         return (self.value("ups.status") or "").split()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import time
+from typing import Any
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -98,6 +99,9 @@ class ServerCore:
     clock: Callable[[], float] = time.monotonic
     # Runs a driver's awaitable command result in the background (set by the server).
     spawn: Callable[[Awaitable[None]], None] | None = None
+    # When set, driver handlers run elsewhere (the drivers' event loop): it takes
+    # (handler, args) and returns a concurrent.futures.Future of the result.
+    call_driver: Callable[[Callable, tuple], Any] | None = None
     log: Callable[[str], None] = lambda message: None
     tracker: Tracker = field(init=False)
     sessions: list[Session] = field(default_factory=list)
@@ -130,7 +134,7 @@ class Session:
     __slots__ = (
         "core", "addr", "username", "password", "login_ups", "tracking", "tls",
         "close_requested", "starttls_requested", "last_heard", "_tok", "_out", "closed",
-        "_cache_ups", "_now",
+        "_cache_ups", "_cache_version", "_now",
     )
 
     def __init__(self, core: ServerCore, addr: str) -> None:
@@ -148,6 +152,7 @@ class Session:
         self._tok = LineTokenizer()
         self._out: list[bytes] = []
         self._cache_ups: object = _NOT_CACHEABLE
+        self._cache_version = 0
         self._now = self.last_heard
 
     # --- I/O boundary ----------------------------------------------------
@@ -192,7 +197,7 @@ class Session:
                 if ups is not _NOT_CACHEABLE and idle and used == len(raw) and len(raw) <= 256:
                     if len(cache) >= REPLY_CACHE_SIZE:
                         cache.clear()
-                    cache[raw] = (b"".join(out[mark:]), ups, ups.version if ups else 0)
+                    cache[raw] = (b"".join(out[mark:]), ups, self._cache_version if ups else 0)
                 if self.starttls_requested:
                     # Never process plaintext that was pipelined behind STARTTLS
                     # as if it had come over TLS (CVE-2011-0411). upsd 2.8.0 would.
@@ -268,10 +273,12 @@ class Session:
             self._out.append(ERR_UNKNOWN_UPS)
             self._cache_ups = None  # the set of UPSes never changes while running
             return None
+        version = ups.version  # read before the reply is built: a change meanwhile invalidates it
         if not self._available(ups):
             self._cache_ups = _NOT_CACHEABLE  # staleness depends on time
             return None
         self._cache_ups = ups
+        self._cache_version = version
         return ups
 
     # --- simple commands ----------------------------------------------------
@@ -639,15 +646,25 @@ class Session:
 
     def _run(self, handler: Callable, handler_args: tuple, failed: bytes) -> None:
         """Hand a request to the driver; answer OK (or OK TRACKING id) once it is accepted."""
+        core = self.core
+        tracker = core.tracker
+        if core.call_driver is not None:
+            # upsd answers once it passed the command on; the result goes to tracking.
+            tid = tracker.add() if self.tracking else None
+            future = core.call_driver(handler, handler_args)
+            if tid is not None:
+                future.add_done_callback(lambda f: tracker.complete(
+                    tid, CommandResult.FAILED if f.cancelled() or f.exception() else f.result()))
+            self._out.append(b"OK TRACKING " + tid.encode() + b"\n" if tid else OK)
+            return
         try:
             result = handler(*handler_args)
         except Exception as exc:  # a driver bug must not take the connection down
-            self.core.log(f"driver refused request {handler_args!r}: {exc}")
+            core.log(f"driver refused request {handler_args!r}: {exc}")
             self._out.append(failed)
             return
-        tid = self.core.tracker.add() if self.tracking else None
+        tid = tracker.add() if self.tracking else None
         if inspect.isawaitable(result):
-            tracker = self.core.tracker
 
             async def finish(awaitable=result) -> None:
                 try:
@@ -657,12 +674,10 @@ class Session:
                 if tid is not None:
                     tracker.complete(tid, outcome)
 
-            if self.core.spawn is not None:
-                self.core.spawn(finish())
-            else:
-                result.close() if hasattr(result, "close") else None
+            if core.spawn is not None:
+                core.spawn(finish())
         elif tid is not None:
-            self.core.tracker.complete(tid, result)
+            tracker.complete(tid, result)
         self._out.append(b"OK TRACKING " + tid.encode() + b"\n" if tid else OK)
 
 
