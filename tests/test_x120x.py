@@ -19,7 +19,13 @@ from nutups.drivers.estimation import ChargeWindow, Debounce, RuntimeEstimator, 
 from nutups.drivers.x120x import X120xDriver
 from nutups.hardware.boards import ocv, soc_at_ocv
 from nutups.hardware.gauge import (
-    FuelGauge, GaugeError, ImplausibleReading, chip_from_version, crate_percent_per_hour, soc_percent, swap16,
+    FuelGauge,
+    GaugeError,
+    ImplausibleReading,
+    chip_from_version,
+    crate_percent_per_hour,
+    soc_percent,
+    swap16,
     vcell_volts,
 )
 from nutups.hardware.gpio import ChargeControl, GpioError, PowerLossLine, find_chip

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import inspect
 import time
-from typing import Any
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .. import __version__
 from ..config.users import UserTable
