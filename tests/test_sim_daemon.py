@@ -132,6 +132,23 @@ def test_sim_cli_errors(simd, tmp_path):
     assert r.returncode != 0 and "speed must be" in r.stderr
 
 
+def test_outage_at_high_speed_through_nut(simd):
+    """OL -> OB -> LB seen by a NUT client while the simulator runs 3000x, then OL CHRG."""
+    port, statepath, _, _ = simd
+    assert sim(statepath, "soc", "40").returncode == 0
+    assert sim(statepath, "load", "10").returncode == 0
+    assert sim(statepath, "ac", "off").returncode == 0
+    with RawClient(port) as c:
+        assert c.request(b"GET VAR ups ups.status\n") == b'VAR ups ups.status "OB DISCHRG"\n'
+        assert sim(statepath, "speed", "3000").returncode == 0
+        poll_until(lambda: c.request(b"GET VAR ups ups.status\n") == b'VAR ups ups.status "OB DISCHRG LB"\n',
+                   "LB", timeout=60)
+        assert sim(statepath, "speed", "1").returncode == 0
+        assert sim(statepath, "ac", "on").returncode == 0
+        assert c.request(b"GET VAR ups ups.status\n") == b'VAR ups ups.status "OL CHRG"\n'
+    assert sim(statepath, "soc", "100").returncode == 0
+
+
 def test_embedded_default_serves_a_simulated_x1202(tmp_path):
     """`nutups serve --sim` with no configuration at all: UPS `ups` on the given address."""
     port = free_port()

@@ -409,3 +409,29 @@ def test_runtime_estimate_converges_within_15_percent_from_5_minutes():
         true = hat.state()["time_to_empty_s"]
         errors[minute] = abs(float(state.value("battery.runtime")) - true) / true
     assert all(errors[m] < 0.15 for m in range(5, 31)), errors
+
+
+def test_pld_floating_high_while_discharging_raises_alarm():
+    """PLD says mains, the battery says otherwise (HAT not seated, input dead): ALARM."""
+    src, hat, state, driver = make()
+    driver.poll()
+    hat.model.ac = False  # the pack discharges, but the PLD line stays high
+    run_until(src, driver, 900, step=10)
+    assert state.value("ups.status").startswith("ALARM OL")
+    assert "PLD reports mains present but the charge fell" in state.value("ups.alarm")
+    hat.model.ac = True
+    run_until(src, driver, 900, step=10)
+    assert state.value("ups.alarm") is None and not state.value("ups.status").startswith("ALARM")
+
+
+@pytest.mark.parametrize("code,kind,fix", [
+    (errno.EREMOTEIO, "missing", "badly seated"),
+    (errno.EBUSY, "busy", "remove the max17040 battery overlay"),
+    (errno.EACCES, "permission", "i2c group"),
+    (errno.ENOENT, "nobus", "dtparam=i2c_arm=on"),
+])
+def test_gauge_faults_each_have_their_fix(code, kind, fix):
+    from nutups.hardware.gauge import explain_oserror
+
+    err = explain_oserror(OSError(code, "x"), 1, 0x36)
+    assert err.kind == kind and fix in str(err)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections import deque
 from typing import Any
 
 from .. import __version__
@@ -28,6 +29,9 @@ DEFAULTS = {
     "experimental.battery.charge.stop": 100,
     "experimental.battery.charge.start": 95,
 }
+MIN_POLL_SLEEP_S = 0.005  # a fast simulation still leaves the loop room to breathe
+CROSS_CHECK_WINDOW_S = 600.0
+CROSS_CHECK_DROP = 2.0  # % of charge lost on "mains" within the window
 RW_RANGES = {
     "battery.charge.low": (0, 100),
     "battery.runtime.low": (0, 86400),
@@ -89,6 +93,9 @@ class X120xDriver(Driver):
         self.reading: GaugeReading | None = None
         self._errors: dict[str, str] = {}
         self._implausible = 0
+        # (t, soc) while mains is reported present: a falling charge then means the
+        # PLD line floats high without a seated HAT, or the charger lost its input.
+        self._on_mains: deque[tuple[float, float]] = deque()
         self.edge_seen = asyncio.Event()
         self._reader_fd: int | None = None
         self.control = None
@@ -252,6 +259,7 @@ class X120xDriver(Driver):
                 self.reading = None
         if self.reading is not None and self.mains is False:
             self.estimator.add(self.clock(), self.reading.soc, self.reading.voltage)
+        self._cross_check()
         if self.reading is not None and self.charger is not None:
             try:
                 if self.window.update(self.reading.soc):
@@ -261,6 +269,26 @@ class X120xDriver(Driver):
             except GpioError as exc:
                 self._problem("charge control", exc)
         self._publish()
+
+    def _cross_check(self) -> None:
+        """Mains present per PLD, yet the charge keeps falling: raise ALARM."""
+        r = self.reading
+        if r is None or not self.mains:
+            self._on_mains.clear()
+            self._problem("mains cross-check", None)
+            return
+        now = self.clock()
+        self._on_mains.append((now, r.soc))
+        while self._on_mains and now - self._on_mains[0][0] > CROSS_CHECK_WINDOW_S:
+            self._on_mains.popleft()
+        t0, soc0 = self._on_mains[0]
+        if now - t0 >= CROSS_CHECK_WINDOW_S * 0.9 and soc0 - r.soc >= CROSS_CHECK_DROP:
+            self._problem("mains cross-check", GpioError(
+                f"PLD reports mains present but the charge fell {soc0 - r.soc:.1f} % in "
+                f"{(now - t0) / 60:.0f} min", "check that the HAT is seated and its input powered; "
+                "pld_active = low on X728-style boards"))
+        elif soc0 - r.soc < CROSS_CHECK_DROP / 2:
+            self._problem("mains cross-check", None)
 
     def _close_hardware_part(self, part: str) -> None:
         if part == "pld" and self.pld is not None:
@@ -295,7 +323,7 @@ class X120xDriver(Driver):
             status.append("CHRG")
         if lb:
             status.append("LB")
-        alarms = [v for k, v in self._errors.items() if k == "charge control"]
+        alarms = [v for k, v in self._errors.items() if k in ("charge control", "mains cross-check")]
         if alarms:
             status.insert(0, "ALARM")
             st.set("ups.alarm", "; ".join(alarms))
@@ -379,7 +407,7 @@ class X120xDriver(Driver):
         try:
             while True:
                 self.poll()
-                await asyncio.sleep(self.pollinterval / self.speed())
+                await asyncio.sleep(max(self.pollinterval / self.speed(), MIN_POLL_SLEEP_S))
         finally:
             self._close_hardware()
             if self.control is not None:
