@@ -166,10 +166,12 @@ def _on_off(value: str) -> bool:
 @click.option("--ups", default=None, help="UPS name (default: ups, or the only x120x UPS of --confpath).")
 @click.argument("words", nargs=-1, required=True)
 def sim(confpath: Path | None, statepath: Path | None, ups: str | None, words: tuple[str, ...]) -> None:
-    """Drive a simulated HAT: ac on|off, load W, soc PCT, fault i2c on|off, speed X, status."""
+    """Drive a simulated HAT: ac on|off, load W, soc PCT, fault i2c on|off, speed X,
+    temperature C, dcout on|off, status."""
     from .hardware.simcontrol import request
 
-    usage = "ac on|off | load W | soc PCT | fault i2c on|off | speed X | status"
+    usage = ("ac on|off | load W | soc PCT | fault i2c on|off | speed X | temperature C | dcout on|off "
+             "| status")
     try:
         match [w.lower() for w in words]:
             case ["status"]:
@@ -184,6 +186,10 @@ def sim(confpath: Path | None, statepath: Path | None, ups: str | None, words: t
                 message = {"cmd": "set", "i2c_fault": _on_off(value)}
             case ["speed", value]:
                 message = {"cmd": "set", "speed": float(value)}
+            case ["temperature", value]:
+                message = {"cmd": "set", "temperature": float(value)}
+            case ["dcout", value]:
+                message = {"cmd": "set", "dc_out": _on_off(value)}
             case _:
                 raise click.UsageError(f"expected: {usage}")
     except ValueError:
@@ -202,6 +208,80 @@ def sim(confpath: Path | None, statepath: Path | None, ups: str | None, words: t
     width = max(len(k) for k in state)
     for key, value in state.items():
         click.echo(f"{key:{width}}  {value}")
+
+
+@main.command()
+@confpath_option
+@click.option("--statepath", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the log is when nutups.yaml names no event_log.")
+@click.option("--type", "types", multiple=True, metavar="TYPE", help="Only these event types (repeatable).")
+@click.option("--since", default=None, help="From this time: ISO 8601 (UTC) or 30s, 10m, 2h, 1d ago.")
+@click.option("--until", default=None, help="Up to this time (same forms).")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new events as they come.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line, as in the log.")
+@click.option("--types", "list_types", is_flag=True, help="List the event types, their sources, and which "
+                                                           "this machine has.")
+def events(confpath: Path | None, statepath: Path | None, types: tuple[str, ...], since: str | None,
+           until: str | None, follow: bool, as_json: bool, list_types: bool) -> None:
+    """Read the event log (rotated files included)."""
+    import time as _time
+
+    from .daemon import default_statepath
+    from .events.engine import HostSensors
+    from .events.log import log_files, matches, parse_time, read_events
+    from .events.types import SOURCES, EventType
+
+    if list_types:
+        have = HostSensors().available()
+        have.update({"pld": True, "gauge": True, "driver": True, "server": True, "actions": True})
+        for kind, (source, text) in SOURCES.items():
+            mark = "available  " if have.get(source) else "unavailable"
+            click.echo(f"{kind:28} {mark}  {text}")
+        click.echo("\n(the simulator, nutups serve --sim, produces every type)")
+        return
+    try:
+        wanted = {EventType(t.upper()) for t in types} or None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--type") from None
+    try:
+        t0 = parse_time(since) if since else None
+        t1 = parse_time(until) if until else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    path = None
+    confpath = confpath or (default_confpath() if default_confpath().is_dir() else None)
+    if confpath is not None:
+        cfg = load_configuration(confpath, require_ups_conf=False)
+        path = cfg.events.event_log
+        if path is None and cfg.upsd.statepath:
+            statepath = statepath or Path(cfg.upsd.statepath)
+    if path is None:
+        sp = statepath or (Path(os.environ["NUT_STATEPATH"]) if os.environ.get("NUT_STATEPATH")
+                           else default_statepath())
+        path = sp / "ups_events.log"
+    warn = lambda text: click.echo(f"warning: {text}", err=True)  # noqa: E731
+
+    def show(ev) -> None:
+        if as_json:
+            click.echo(ev.to_json())
+        else:
+            value = "" if ev.value is None else f" ({ev.value:g}{ev.unit or ''})"
+            click.echo(f"{ev.time}  #{ev.seq:<5} {ev.ups:10} {ev.type:26} {ev.message}{value}")
+
+    if not log_files(path) and not follow:
+        raise click.ClickException(f"no event log at {path}")
+    last = 0
+    for ev in read_events(path, warn):
+        last = max(last, ev.seq)
+        if matches(ev, wanted, t0, t1):
+            show(ev)
+    while follow:
+        _time.sleep(0.5)
+        for ev in read_events(path, lambda text: None):
+            if ev.seq > last:
+                last = ev.seq
+                if matches(ev, wanted, t0, t1):
+                    show(ev)
 
 
 @main.command()

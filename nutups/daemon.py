@@ -11,6 +11,11 @@ from pathlib import Path
 
 from .config import Configuration
 from .drivers import DRIVERS, Driver, DriverError
+from .events.engine import EventEngine, HostSensors
+from .events.log import EventLog
+from .events.outputs import Outputs
+from .hardware.gpio import GpioError, import_gpiod
+from .hardware.sim import SimSensors
 from .nut.descriptions import Descriptions
 from .nut.protocol import ServerCore
 from .nut.server import NutServer
@@ -80,6 +85,49 @@ class Daemon:
                                 client_timeout=config.upsd.client_timeout, certfile=certfile)
         self._tasks: list[asyncio.Task] = []
         self.bound: list[tuple[str, int]] = []
+        self.engine: EventEngine | None = None
+
+    def _simulated_hat(self):
+        for driver in self.drivers.values():
+            hat = getattr(driver, "hardware", None)
+            if hat is not None:
+                return hat
+        return None
+
+    def event_log_path(self) -> Path:
+        return self.config.events.event_log or self.statepath / "ups_events.log"
+
+    def _build_events(self) -> EventEngine:
+        """The event layer: log, outputs (the simulator's lines, or the Pi's), sensors."""
+        ev = self.config.events
+        hat = self._simulated_hat()
+        try:
+            event_log = EventLog(self.event_log_path(), ev.max_bytes, ev.backups, ev.syslog)
+        except OSError as exc:
+            log.error("cannot open the event log %s: %s; events are logged to stderr only",
+                      self.event_log_path(), exc.strerror)
+            event_log = None
+        lines = dict(ev.leds)
+        if ev.relay is not None:
+            lines["relay"] = ev.relay
+        if ev.buzzer is not None:
+            lines["buzzer"] = ev.buzzer
+        gpiod = None
+        chip_paths = None
+        if lines:
+            if hat is not None:
+                gpiod, chip_paths = hat.gpio, ["/dev/gpiochip0"]
+            else:
+                try:
+                    gpiod = import_gpiod()
+                except GpioError as exc:
+                    log.warning("outputs: %s; LED, relay and buzzer actions are logged only", exc)
+        outputs = Outputs(gpiod, lines, chip_paths=chip_paths) if lines else None
+        sensors = SimSensors(hat) if hat is not None else HostSensors()
+        engine = EventEngine(ev, self.states, event_log, outputs, sensors)
+        if hat is not None and outputs is not None:
+            hat.outputs_state = outputs.state
+        return engine
 
     async def _supervise(self, name: str, driver: Driver) -> None:
         """Run a driver; restart it after a crash; give up only on a configuration error."""
@@ -105,15 +153,29 @@ class Daemon:
             log.warning("cannot create STATEPATH %s: %s", self.statepath, exc.strerror)
         raise_fd_limit(self.config.upsd.maxconn)
         loop = asyncio.get_running_loop()
+        self.engine = self._build_events()
+        self._tasks.append(loop.create_task(self.engine.poll_sensors(), name="sensors"))
+        for driver in self.drivers.values():
+            if getattr(driver, "hardware", None) is not None:
+                driver.on_control = self._after_sim_change
         for name, driver in self.drivers.items():
             self._tasks.append(loop.create_task(self._supervise(name, driver), name=f"driver-{name}"))
         self.bound = await self.server.start()
+
+    async def _after_sim_change(self) -> None:
+        """The simulator changed: read its sensors now, not at the next sensor poll."""
+        if self.engine is not None and self.engine.sensors is not None:
+            self.engine.extra = await self.engine.sensors.read()
+            if self.states:
+                self.engine.observe(self.states[0])
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.server.close()
+        if self.engine is not None:
+            await self.engine.close()
 
     async def run_forever(self) -> None:
         await self.start()

@@ -68,6 +68,7 @@ class UpsState:
         self.instcmd_handler: CommandHandler | None = None
         self.setvar_handler: CommandHandler | None = None
         self._listeners: list[Callable[[UpsState, str, str | None], None]] = []
+        self._publish_listeners: list[Callable[[UpsState], None]] = []
 
     @property
     def connected(self) -> bool:
@@ -99,12 +100,22 @@ class UpsState:
         if self._stale_reason is not None:
             self._stale_reason = None
             self.version += 1
+        self._published()
 
     def data_stale(self, reason: str) -> None:
         """The driver cannot read the device (upsd's DATASTALE)."""
         if self._stale_reason is None:
             self.version += 1
         self._stale_reason = reason
+        self._published()
+
+    def on_publish(self, listener: Callable[[UpsState], None]) -> None:
+        """Call ``listener(state)`` after each full reading (or failed one) the driver delivers."""
+        self._publish_listeners.append(listener)
+
+    def _published(self) -> None:
+        for listener in self._publish_listeners:
+            listener(self)
 
     def fresh_until(self) -> float:
         """Clock time until which the data counts as fresh (-inf when stale now)."""

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from ..events.config import EventsConfig
 from .nutconf import UpsdSettings, UpsSection, parse_ups_conf, parse_upsd_conf
 from .problems import ConfigError, ConfigProblem
 from .users import UserTable, parse_users
@@ -31,6 +32,7 @@ class Configuration:
     upsd: UpsdSettings = field(default_factory=UpsdSettings)
     users: UserTable = field(default_factory=UserTable)
     extra: dict = field(default_factory=dict)  # nutups.yaml
+    events: EventsConfig = field(default_factory=lambda: EventsConfig())
     problems: list[ConfigProblem] = field(default_factory=list)
 
     @property
@@ -46,8 +48,10 @@ def _load_yaml(path: Path, problems: list[ConfigProblem]) -> dict:
     except (OSError, UnicodeDecodeError) as exc:
         problems.append(ConfigProblem(str(path), None, f"cannot read: {exc}"))
         return {}
+    from ..events.config import load_yaml_with_lines
+
     try:
-        data = yaml.safe_load(text)
+        data, lines = load_yaml_with_lines(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -59,6 +63,7 @@ def _load_yaml(path: Path, problems: list[ConfigProblem]) -> dict:
     if not isinstance(data, dict):
         problems.append(ConfigProblem(str(path), 1, "must be a mapping of settings"))
         return {}
+    data["__lines__"] = lines
     return data
 
 
@@ -105,6 +110,17 @@ def load_configuration(confpath: Path, require_ups_conf: bool = True) -> Configu
     cfg.users, p = parse_users(confpath / "upsd.users")
     problems.extend(p)
     cfg.extra = _load_yaml(confpath / "nutups.yaml", problems)
+    from ..events.config import parse_events_config
+
+    lines = cfg.extra.pop("__lines__", {})
+    known = {"event_log", "event_log_max_bytes", "event_log_backups", "event_syslog", "thresholds", "outputs",
+             "integrations", "events", "action_timeout", "action_retries", "hook_timeout"}
+    for key in cfg.extra:
+        if key not in known:
+            problems.append(ConfigProblem(str(confpath / "nutups.yaml"), lines.get((id(cfg.extra), key)),
+                                          f"unknown setting {key!r}"))
+    cfg.events, p = parse_events_config(cfg.extra, confpath, str(confpath / "nutups.yaml"), lines)
+    problems.extend(p)
     if cfg.upsd.certfile:
         cert = Path(cfg.upsd.certfile)
         if not cert.is_absolute():

@@ -99,6 +99,7 @@ class X120xDriver(Driver):
         self.edge_seen = asyncio.Event()
         self._reader_fd: int | None = None
         self.control = None
+        self.on_control = None  # the daemon's hook after a simulator change
 
     # --- persisted settings ------------------------------------------------
 
@@ -403,6 +404,7 @@ class X120xDriver(Driver):
             from ..hardware.simcontrol import SimControlServer
 
             self.control = SimControlServer(self.hardware, self.statepath / f"nutups-{self.section.name}.sim", self)
+            self.control.after_change = self.on_control
             await self.control.start()
         try:
             while True:

@@ -182,7 +182,10 @@ class SimulatedHat:
         self.model = BatteryModel(capacity_mah or self.board.capacity_mah, self.board.cells_parallel,
                                   soc=soc, load_w=load_w)
         self.i2c_fault = False
+        self.temperature_c = 45.0  # the Pi's thermal zone
+        self.dc_out = True  # the HAT's 5 V output reaching the Pi
         self.writes: list[tuple[int, int, int]] = []  # (address, register, value) the driver wrote
+        self.outputs_state: Callable[[], dict] | None = None  # set by the daemon: LEDs, relay, buzzer
         self._t = self.clock()
         self.gpio = SimGpiod(self)
 
@@ -198,13 +201,20 @@ class SimulatedHat:
     # --- control -----------------------------------------------------------
 
     def set(self, ac: bool | None = None, load_w: float | None = None, soc: float | None = None,
-            i2c_fault: bool | None = None, speed: float | None = None) -> None:
+            i2c_fault: bool | None = None, speed: float | None = None, temperature: float | None = None,
+            dc_out: bool | None = None) -> None:
         if load_w is not None and not 0 <= load_w <= 50:
             raise ValueError("load_w must be within 0..50 W")
         if soc is not None and not 0 <= soc <= 100:
             raise ValueError("soc must be within 0..100 %")
         if speed is not None and not 0 < speed <= 100000:
             raise ValueError("speed must be within 0..100000")
+        if temperature is not None and not -40 <= temperature <= 150:
+            raise ValueError("temperature must be within -40..150 C")
+        if temperature is not None:
+            self.temperature_c = float(temperature)
+        if dc_out is not None:
+            self.dc_out = bool(dc_out)
         self.advance()
         if load_w is not None:
             self.model.load_w = float(load_w)
@@ -231,7 +241,15 @@ class SimulatedHat:
             "charge_enabled": m.charge_enabled, "i2c_fault": self.i2c_fault, "speed": self.clock.speed,
             "clock_s": round(self.clock(), 3), "time_to_empty_s": None if math.isinf(tte) else round(tte, 1),
             "board": self.board.name, "capacity_mah": m.capacity_mah, "chip": self.chip,
+            "temperature": self.temperature_c, "dc_out": self.dc_out, "output_current_a": round(self.output_current(), 3),
+            "outputs": self.outputs_state() if self.outputs_state else {},
         }
+
+    def output_current(self) -> float:
+        """What the board delivers at 5.1 V: the overcurrent source of the simulator."""
+        return self.model.load_w / 5.1 if self.dc_out else 0.0
+
+
 
     # --- the gauge's registers ---------------------------------------------
 
@@ -505,3 +523,18 @@ class SimGpiod:
 
     def charge_enabled(self) -> bool:
         return not self.level(CHARGE_OFFSET) or not any(CHARGE_OFFSET in r.settings for r in self.requests)
+
+
+class SimSensors:
+    """The host sensors (thermal zone, 5 V supply, output current), simulated:
+    the same interface as nutups.events.engine.HostSensors."""
+
+    def __init__(self, hat: SimulatedHat) -> None:
+        self.hat = hat
+
+    def available(self) -> dict[str, bool]:
+        return {"temperature": True, "dc_out": True, "current": True}
+
+    async def read(self) -> dict:
+        hat = self.hat
+        return {"temperature": hat.temperature_c, "dc_out_ok": hat.dc_out, "current": hat.output_current()}

@@ -21,7 +21,8 @@ from .sim import SimulatedHat
 
 log = logging.getLogger("nutups.sim")
 
-SETTABLE = {"ac": bool, "load_w": (int, float), "soc": (int, float), "i2c_fault": bool, "speed": (int, float)}
+SETTABLE = {"ac": bool, "load_w": (int, float), "soc": (int, float), "i2c_fault": bool, "speed": (int, float),
+            "temperature": (int, float), "dc_out": bool}
 MAX_LINE = 4096
 EDGE_WAIT_S = 1.0
 
@@ -63,6 +64,7 @@ class SimControlServer:
         self.path = path
         self.driver = driver
         self.server: asyncio.AbstractServer | None = None
+        self.after_change = None  # set by the daemon: refresh the sensors the events read
 
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,8 +92,12 @@ class SimControlServer:
                     continue
                 reply, changes = handle_request(self.hat, line)
                 if changes:
-                    if self.driver is not None:
-                        await self._took_effect(changes)
+                    try:
+                        if self.driver is not None:
+                            await self._took_effect(changes)
+                    except Exception as exc:  # the simulator changed; report what went wrong after
+                        log.exception("after a simulator change")
+                        reply = {"ok": False, "error": f"changed, but: {exc}"}
                     reply["state"] = self.hat.state()
                 writer.write(json.dumps(reply).encode() + b"\n")
                 await writer.drain()
@@ -111,6 +117,8 @@ class SimControlServer:
             except TimeoutError:
                 log.warning("no PLD edge seen within %.1f s; polling", EDGE_WAIT_S)
         driver.poll()
+        if self.after_change is not None:
+            await self.after_change()
 
     async def close(self) -> None:
         if self.server is not None:
@@ -134,4 +142,7 @@ def request(path: Path, message: dict, timeout: float = 10.0) -> dict:
             if not chunk:
                 break
             data += chunk
-    return json.loads(data)
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise OSError(f"no answer from the simulator at {path}") from None

@@ -1,0 +1,219 @@
+"""The state machine that turns readings into events, with thresholds, hysteresis and
+debounce, so that noise never produces a storm."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+
+from ..drivers.estimation import Debounce
+from ..state import UpsState
+from .types import Event, EventType
+
+
+@dataclass
+class Thresholds:
+    """`thresholds:` in nutups.yaml."""
+
+    voltage_low: float = 3.5
+    voltage_critical: float = 3.3
+    voltage_hysteresis: float = 0.1
+    full: float = 99.0
+    full_hysteresis: float = 3.0
+    temperature_high: float = 75.0
+    temperature_hysteresis: float = 5.0
+    current_max: float = 10.0
+    current_hysteresis: float = 1.0
+    debounce: int = 3  # readings that must agree before a level changes
+
+    @classmethod
+    def names(cls) -> set[str]:
+        return {f.name for f in fields(cls)}
+
+
+@dataclass
+class Snapshot:
+    """What one moment of readings says; None where a source has nothing."""
+
+    mains: bool | None = None
+    charging: bool | None = None
+    voltage: float | None = None
+    charge: float | None = None
+    fault: str | None = None  # ups.alarm text while ALARM
+    stale: bool = False
+    fsd: bool = False
+    dc_out_ok: bool | None = None
+    temperature: float | None = None
+    current: float | None = None
+
+    @classmethod
+    def from_state(cls, ups: UpsState) -> Snapshot:
+        tokens = ups.status_tokens()
+        mains = True if "OL" in tokens else False if "OB" in tokens else None
+
+        def num(name: str) -> float | None:
+            try:
+                return float(ups.value(name) or "")
+            except ValueError:
+                return None
+
+        return cls(
+            mains=mains, charging="CHRG" in tokens if tokens else None, voltage=num("battery.voltage"),
+            charge=num("battery.charge"), fault=(ups.value("ups.alarm") or "ALARM") if "ALARM" in tokens else None,
+            stale=ups.stale, fsd=ups.fsd,
+        )
+
+
+class _Level:
+    """A debounced boolean condition with an entering and a leaving event."""
+
+    def __init__(self, count: int) -> None:
+        self.debounce = Debounce(count)
+        self.known = False
+
+    def update(self, raw: bool) -> bool | None:
+        """The new value when it changed (or on the first reading), else None."""
+        if not self.known:
+            self.known = True
+            self.debounce.reset(raw)
+            return None
+        old = self.debounce.value
+        new = self.debounce.update(raw)
+        return new if new != old else None
+
+
+class EventDetector:
+    """Per UPS.  ``observe(snapshot)`` calls ``emit(event)`` for each transition.
+
+    The first snapshot sets the baseline silently (no AC_POWER_RESTORED at start),
+    except conditions that are already bad (on battery, voltage low, fault), which
+    are reported once.
+    """
+
+    def __init__(self, ups: str, emit: Callable[[Event], None], thresholds: Thresholds | None = None) -> None:
+        self.ups = ups
+        self.emit = emit
+        self.t = thresholds or Thresholds()
+        n = self.t.debounce
+        self.mains = _Level(1)  # the PLD edge is debounced in hardware
+        self.charging = _Level(n)
+        self.dc_out = _Level(n)
+        self.voltage_level = 0  # 0 normal, 1 low, 2 critical
+        self._vdebounce = Debounce(n)
+        self._vcandidate = 0
+        self._vstreak = 0
+        self.full = False
+        self.hot = _Level(n)
+        self.over = _Level(n)
+        self.fault: str | None = None
+        self.stale: bool | None = None
+        self.fsd = False
+        self._started = False
+
+    def _event(self, kind: EventType, message: str, value: float | None = None, unit: str | None = None) -> None:
+        self.emit(Event(kind, self.ups, message, value, unit))
+
+    def observe(self, s: Snapshot) -> None:
+        first = not self._started
+        self._started = True
+        t = self.t
+        # communication with the HAT
+        if self.stale is None:
+            self.stale = s.stale
+            if s.stale and not first:
+                self._event(EventType.COMMUNICATION_LOST, "no fresh readings from the UPS")
+        elif s.stale != self.stale:
+            self.stale = s.stale
+            if s.stale:
+                self._event(EventType.COMMUNICATION_LOST, "no fresh readings from the UPS")
+            else:
+                self._event(EventType.COMMUNICATION_RESTORED, "fresh readings again")
+        if s.fsd and not self.fsd:
+            self._event(EventType.FSD_SET, "forced shutdown set by a primary upsmon")
+            if s.mains is False:
+                self._event(EventType.SHUTDOWN_STARTED, "shutdown sequence started: FSD on battery")
+        self.fsd = s.fsd
+        if s.stale:
+            return  # no judgement on stale readings
+        if s.mains is not None:
+            changed = self.mains.update(s.mains)
+            if first and s.mains is False:
+                changed = False
+            if changed is True:
+                self._event(EventType.AC_POWER_RESTORED, "mains power restored")
+            elif changed is False:
+                self._event(EventType.AC_POWER_LOSS, "mains power lost: running on battery")
+        if s.charging is not None:
+            changed = self.charging.update(s.charging)
+            if changed is True:
+                self._event(EventType.CHARGING_STARTED, "charging started", s.charge, "%")
+            elif changed is False:
+                self._event(EventType.CHARGING_STOPPED, "charging stopped", s.charge, "%")
+        if s.voltage is not None:
+            self._voltage(s.voltage, first)
+        if s.charge is not None and s.mains:
+            if not self.full and s.charge >= t.full:
+                self.full = True
+                if not first:
+                    self._event(EventType.BATTERY_FULL, "battery full", s.charge, "%")
+            elif self.full and s.charge < t.full - t.full_hysteresis:
+                self.full = False
+        if s.fault != self.fault:
+            if s.fault:
+                self._event(EventType.UPS_FAULT, s.fault)
+            self.fault = s.fault
+        if s.dc_out_ok is not None:
+            changed = self.dc_out.update(s.dc_out_ok)
+            if first and s.dc_out_ok is False:
+                changed = False
+            if changed is False:
+                self._event(EventType.DC_OUT_LOSS, "the Pi's 5 V supply is below its limit")
+            elif changed is True:
+                self._event(EventType.DC_OUT_RESTORED, "the Pi's 5 V supply is back")
+        if s.temperature is not None:
+            limit = t.temperature_high if not self.hot.debounce.value else t.temperature_high - t.temperature_hysteresis
+            changed = self.hot.update(s.temperature >= limit)
+            if changed is True:
+                self._event(EventType.TEMPERATURE_HIGH, "temperature high", s.temperature, "C")
+            elif changed is False:
+                self._event(EventType.TEMPERATURE_NORMAL, "temperature normal", s.temperature, "C")
+        if s.current is not None:
+            limit = t.current_max if not self.over.debounce.value else t.current_max - t.current_hysteresis
+            changed = self.over.update(s.current > limit)
+            if changed is True:
+                self._event(EventType.OVERCURRENT_DETECTED, "overcurrent", s.current, "A")
+            elif changed is False:
+                self._event(EventType.OVERCURRENT_CLEARED, "current back to normal", s.current, "A")
+
+    def _voltage(self, volts: float, first: bool) -> None:
+        """Three levels with hysteresis on the way up; a level must hold for
+        ``debounce`` readings before it counts."""
+        t = self.t
+        level = self.voltage_level
+        if volts < t.voltage_critical:
+            raw = 2
+        elif volts < t.voltage_low:
+            raw = 1
+        elif level > 0 and volts < t.voltage_low + t.voltage_hysteresis:
+            raw = level if level == 1 else 1
+        else:
+            raw = 0
+        if level == 2 and raw == 1 and volts < t.voltage_critical + t.voltage_hysteresis:
+            raw = 2  # hysteresis out of critical too
+        if raw == level:
+            self._vstreak = 0
+            return
+        if raw != self._vcandidate:
+            self._vcandidate = raw
+            self._vstreak = 0
+        self._vstreak += 1
+        if self._vstreak < t.debounce and not first:
+            return
+        self._vstreak = 0
+        self.voltage_level = raw
+        if raw == 2:
+            self._event(EventType.BATTERY_VOLTAGE_CRITICAL, "battery voltage critical", volts, "V")
+        elif raw == 1 and level == 0:
+            self._event(EventType.BATTERY_VOLTAGE_LOW, "battery voltage low", volts, "V")
+        elif raw == 0:
+            self._event(EventType.BATTERY_VOLTAGE_RECOVERED, "battery voltage recovered", volts, "V")

@@ -1,0 +1,187 @@
+"""Readings -> events -> the log -> actions.  The log line is written before any action
+starts; actions run as tasks with timeouts and never hold up the server or the log."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shlex
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..state import UpsState
+from .config import EventsConfig
+from .detector import EventDetector, Snapshot
+from .log import EventLog
+from .outputs import BUZZER_PATTERNS, LED_PATTERNS, RELAY_STATES, Outputs
+from .types import Event, EventType
+
+log = logging.getLogger("nutups.events")
+
+
+class HostSensors:
+    """What the Pi itself reports: its temperature (thermal zone) and its 5 V supply
+    (vcgencmd get_throttled under-voltage bit).  Each is None where the machine has no source."""
+
+    def __init__(self, thermal: str = "/sys/class/thermal/thermal_zone0/temp", vcgencmd: str | None = None) -> None:
+        import shutil
+
+        self.thermal = thermal if os.path.exists(thermal) else None
+        self.vcgencmd = vcgencmd or shutil.which("vcgencmd")
+
+    def available(self) -> dict[str, bool]:
+        return {"temperature": self.thermal is not None, "dc_out": self.vcgencmd is not None, "current": False}
+
+    async def read(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.thermal:
+            try:
+                with open(self.thermal) as f:
+                    out["temperature"] = int(f.read().strip()) / 1000.0
+            except (OSError, ValueError):
+                pass
+        if self.vcgencmd:
+            try:
+                proc = await asyncio.create_subprocess_exec(self.vcgencmd, "get_throttled",
+                                                            stdout=asyncio.subprocess.PIPE,
+                                                            stderr=asyncio.subprocess.DEVNULL)
+                stdout, _ = await asyncio.wait_for(proc.communicate(), 5)
+                value = int(stdout.decode().strip().split("=")[1], 16)
+                out["dc_out_ok"] = not value & 0x1  # bit 0: under-voltage now
+            except (TimeoutError, OSError, ValueError, IndexError):
+                pass
+        return out
+
+
+class EventEngine:
+    """Watches every UPS; writes events; runs their actions."""
+
+    def __init__(self, config: EventsConfig, states: list[UpsState], event_log: EventLog | None,
+                 outputs: Outputs | None = None, sensors: Any = None,
+                 devices: dict[str, Any] | None = None, env: dict[str, str] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.log = event_log
+        self.outputs = outputs
+        self.sensors = sensors
+        self.devices = devices or {}
+        self.env = env
+        self.clock = clock
+        self.detectors = {s.name: EventDetector(s.name, self.emit, config.thresholds) for s in states}
+        self.states = states
+        self.extra: dict[str, Any] = {}  # the latest sensor readings
+        self.listeners: list[Callable[[Event], None]] = []
+        self._tasks: set[asyncio.Task] = set()
+        self.recent: list[Event] = []
+        for s in states:
+            s.on_publish(self.observe)
+
+    def observe(self, state: UpsState) -> None:
+        snap = Snapshot.from_state(state)
+        if self.extra and state is self.states[0]:
+            snap.temperature = self.extra.get("temperature")
+            snap.dc_out_ok = self.extra.get("dc_out_ok")
+            snap.current = self.extra.get("current")
+        self.detectors[state.name].observe(snap)
+
+    def emit(self, event: Event) -> None:
+        actions = self.config.actions.get(event.type)
+        if actions is not None and actions.dashboard_notify:
+            event.dashboard_notify = True
+        if self.log is not None:
+            try:
+                self.log.append(event)  # on disk before any action runs
+            except OSError as exc:
+                log.error("cannot write the event log %s: %s", self.log.path, exc.strerror)
+        log.info("event %s on %s: %s", event.type, event.ups, event.message)
+        self.recent = (self.recent + [event])[-100:]
+        for listener in self.listeners:
+            listener(event)
+        if actions is not None:
+            self._start_actions(event, actions)
+
+    def _start_actions(self, event: Event, actions) -> None:
+        out = self.outputs
+        if out is not None:
+            # GPIO first and synchronously: the line changes before emit() returns
+            for led, pattern in actions.leds:
+                if led in out.lines:
+                    out.play(led, LED_PATTERNS[pattern], pattern)
+            if actions.relay and "relay" in out.lines:
+                out.play("relay", RELAY_STATES[actions.relay], actions.relay)
+            if actions.buzzer and "buzzer" in out.lines:
+                out.play("buzzer", BUZZER_PATTERNS[actions.buzzer], actions.buzzer)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if actions.run:
+            self._spawn(loop, self._hook(event, actions.run), event, f"run {actions.run}")
+        for name, action in actions.devices.items():
+            device = self.devices.get(name)
+            if device is not None:
+                self._spawn(loop, self._device(device, action, event), event, f"{name} {action}")
+
+    def _spawn(self, loop, coro, event: Event, what: str) -> None:
+        task = loop.create_task(self._guard(coro, event, what))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _guard(self, coro, event: Event, what: str) -> None:
+        try:
+            await coro
+        except Exception as exc:
+            text = str(exc) or type(exc).__name__
+            log.warning("action %s for %s failed: %s", what, event.type, text)
+            if event.type != EventType.ACTION_FAILED:  # never a storm of failures about failures
+                self.emit(Event(EventType.ACTION_FAILED, event.ups, f"{what}: {text}"))
+
+    async def _hook(self, event: Event, command: str) -> None:
+        env = dict(self.env if self.env is not None else os.environ)
+        env.update({
+            "NUTUPS_EVENT": str(event.type), "NUTUPS_UPS": event.ups,
+            "NUTUPS_VALUE": "" if event.value is None else f"{event.value:g}",
+            "NUTUPS_MESSAGE": event.message, "NUTUPS_TIME": event.time,
+        })
+        argv = shlex.split(command)
+        proc = await asyncio.create_subprocess_exec(*argv, env=env, stdin=asyncio.subprocess.DEVNULL,
+                                                    stdout=asyncio.subprocess.DEVNULL,
+                                                    stderr=asyncio.subprocess.PIPE)
+        try:
+            _, err = await asyncio.wait_for(proc.communicate(), self.config.hook_timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise TimeoutError(f"timed out after {self.config.hook_timeout:g} s") from None
+        if proc.returncode != 0:
+            raise RuntimeError(f"exit status {proc.returncode}: {err.decode(errors='replace').strip()[:200]}")
+
+    async def _device(self, device, action: str, event: Event) -> None:
+        attempts = 1 + self.config.action_retries
+        for attempt in range(attempts):
+            try:
+                await asyncio.wait_for(device.do(action), self.config.action_timeout)
+                return
+            except (TimeoutError, OSError, ConnectionError) as exc:
+                if attempt + 1 == attempts:
+                    raise RuntimeError(f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
+
+    async def poll_sensors(self, every: float = 5.0) -> None:
+        while True:
+            if self.sensors is not None:
+                try:
+                    self.extra = await self.sensors.read()
+                except Exception as exc:  # a sensor must never stop the events
+                    log.warning("sensor read failed: %s", exc)
+            await asyncio.sleep(every)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.outputs is not None:
+            self.outputs.close()
+        if self.log is not None:
+            self.log.close()

@@ -1,0 +1,156 @@
+"""The event log: JSON Lines, rotated by size, every line flushed before anything acts on it.
+
+A line goes to the kernel with one write() before the event's actions run, so a
+`kill -9` at any moment leaves every earlier line intact; a torn last line (the
+process died inside that write) is skipped with a warning when read.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+from .types import Event, EventType
+
+log = logging.getLogger("nutups.events")
+
+DEFAULT_MAX_BYTES = 1_000_000
+DEFAULT_BACKUPS = 5
+
+
+class EventLog:
+    """Appends events; numbers them; rotates ``path`` to ``path.1`` ... ``path.N``."""
+
+    def __init__(self, path: Path, max_bytes: int = DEFAULT_MAX_BYTES, backups: int = DEFAULT_BACKUPS,
+                 syslog: bool = False) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self.syslog = logging.getLogger("nutups.event") if syslog else None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.seq = last_sequence(path)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self._size = os.fstat(self._fd).st_size
+
+    def append(self, event: Event) -> Event:
+        self.seq += 1
+        event.seq = self.seq
+        line = (event.to_json() + "\n").encode()
+        if self._size and self._size + len(line) > self.max_bytes:
+            self._rotate()
+        os.write(self._fd, line)  # one write: whole line or, after a kill, a torn last line
+        self._size += len(line)
+        if self.syslog is not None:
+            self.syslog.info("%s %s: %s", event.type, event.ups, event.message)
+        return event
+
+    def _rotate(self) -> None:
+        os.close(self._fd)
+        if self.backups <= 0:
+            self.path.unlink(missing_ok=True)
+        else:
+            for i in range(self.backups - 1, 0, -1):
+                src = self.path.with_name(f"{self.path.name}.{i}")
+                if src.exists():
+                    os.replace(src, self.path.with_name(f"{self.path.name}.{i + 1}"))
+            os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self._size = 0
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def log_files(path: Path) -> list[Path]:
+    """The log and its rotated files, oldest first."""
+    rotated = []
+    for p in path.parent.glob(path.name + ".*"):
+        suffix = p.name[len(path.name) + 1 :]
+        if suffix.isdigit():
+            rotated.append((int(suffix), p))
+    return [p for _, p in sorted(rotated, reverse=True)] + ([path] if path.exists() else [])
+
+
+def read_events(path: Path, warn=log.warning) -> Iterator[Event]:
+    """Every event in the log, rotated files included, oldest first; torn or
+    damaged lines are skipped with a warning."""
+    for file in log_files(path):
+        try:
+            data = file.read_bytes()
+        except OSError as exc:
+            warn(f"cannot read {file}: {exc.strerror}")
+            continue
+        lines = data.split(b"\n")
+        for i, raw in enumerate(lines):
+            if not raw:
+                continue
+            try:
+                yield Event.from_json(raw.decode())
+            except (ValueError, KeyError, UnicodeDecodeError):
+                where = "torn last line" if i == len(lines) - 1 else "damaged line"
+                warn(f"{file}:{i + 1}: {where} skipped")
+
+
+def last_sequence(path: Path) -> int:
+    seq = 0
+    for file in reversed(log_files(path)):
+        for event in read_events_file_tail(file):
+            seq = max(seq, event.seq)
+        if seq:
+            break
+    return seq
+
+
+def read_events_file_tail(file: Path, tail: int = 65536) -> Iterator[Event]:
+    try:
+        with open(file, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - tail))
+            data = f.read()
+    except OSError:
+        return
+    for raw in data.split(b"\n"):
+        try:
+            yield Event.from_json(raw.decode())
+        except (ValueError, KeyError, UnicodeDecodeError):
+            continue
+
+
+def parse_time(text: str) -> float:
+    """--since/--until: ISO 8601 (UTC unless it says), or relative: 10m, 2h, 1d, 30s."""
+    text = text.strip()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+        return time.time() - float(text[:-1]) * units[text[-1]]
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r}: use ISO 8601 (2026-01-31T12:00) or 30s, 10m, 2h, 1d") from None
+    if dt.tzinfo is None:
+        from datetime import UTC
+
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+def event_timestamp(event: Event) -> float:
+    return datetime.fromisoformat(event.time.replace("Z", "+00:00")).timestamp()
+
+
+def matches(event: Event, types: set[EventType] | None, since: float | None, until: float | None) -> bool:
+    if types and event.type not in types:
+        return False
+    if since is not None or until is not None:
+        ts = event_timestamp(event)
+        if since is not None and ts < since:
+            return False
+        if until is not None and ts > until:
+            return False
+    return True
