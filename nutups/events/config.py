@@ -167,14 +167,15 @@ def parse_events_config(data: dict, confpath: Path, fn: str, key_lines: dict) ->
             if key in outputs:
                 n = gpio_line(outputs, key, key)
                 setattr(cfg, key, n)
-        for label, n in [*(("led " + k, v) for k, v in cfg.leds.items()), ("relay", cfg.relay), ("buzzer", cfg.buzzer)]:
+        placed = [("led " + k, v, leds, k) for k, v in cfg.leds.items()] if isinstance(leds, dict) else []
+        placed += [(k, getattr(cfg, k), outputs, k) for k in ("relay", "buzzer")]
+        for label, n, parent, key in placed:
             if n is None:
                 continue
             if n in (6, 16):
-                problems.append(ConfigProblem(fn, line(outputs, "leds") or line(data, "outputs"),
-                                              f"{label}: GPIO {n} belongs to the HAT (PLD / charge control)"))
+                bad(parent, key, f"{label}: GPIO {n} belongs to the HAT (PLD / charge control)")
             elif n in used:
-                problems.append(ConfigProblem(fn, line(data, "outputs"), f"{label}: GPIO {n} is also {used[n]}"))
+                bad(parent, key, f"{label}: GPIO {n} is also {used[n]}")
             used[n] = label
 
     integrations = data.get("integrations", {})

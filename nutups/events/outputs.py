@@ -100,6 +100,7 @@ class Outputs:
         self._tasks[name] = asyncio.get_running_loop().create_task(self._loop(line, steps))
 
     async def _loop(self, line, steps) -> None:
+        """Step 0 is already on the line (play() set it); hold it, then go on."""
         i = 0
         while True:
             level, hold = steps[i % len(steps)]
