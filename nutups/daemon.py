@@ -11,8 +11,10 @@ from pathlib import Path
 
 from .config import Configuration
 from .drivers import DRIVERS, Driver, DriverError
+from .events.devices import MqttSettings, make_device
 from .events.engine import EventEngine, HostSensors
 from .events.log import EventLog
+from .events.outlets import Outlets
 from .events.outputs import Outputs
 from .hardware.gpio import GpioError, import_gpiod
 from .hardware.sim import SimSensors
@@ -124,7 +126,11 @@ class Daemon:
                     log.warning("outputs: %s; LED, relay and buzzer actions are logged only", exc)
         outputs = Outputs(gpiod, lines, chip_paths=chip_paths) if lines else None
         sensors = SimSensors(hat) if hat is not None else HostSensors()
-        engine = EventEngine(ev, self.states, event_log, outputs, sensors)
+        mqtt = MqttSettings(**ev.mqtt)
+        devices = {name: make_device(dc, mqtt, ev.action_timeout) for name, dc in ev.devices.items()}
+        engine = EventEngine(ev, self.states, event_log, outputs, sensors, devices)
+        if self.states and (outputs is not None or devices):
+            engine.outlets = Outlets(self.states[0], outputs, devices, ev.device_poll)
         if hat is not None and outputs is not None:
             hat.outputs_state = outputs.state
         return engine
@@ -155,6 +161,10 @@ class Daemon:
         loop = asyncio.get_running_loop()
         self.engine = self._build_events()
         self._tasks.append(loop.create_task(self.engine.poll_sensors(), name="sensors"))
+        if self.engine.outlets is not None and self.engine.devices:
+            first = self.states[0]
+            self._tasks.append(loop.create_task(
+                self.engine.outlets.poll(lambda v: first.set("input.voltage", f"{v:.1f}")), name="outlets"))
         for driver in self.drivers.values():
             if getattr(driver, "hardware", None) is not None:
                 driver.on_control = self._after_sim_change

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from ..events.config import EventsConfig
 from .nutconf import UpsdSettings, UpsSection, parse_ups_conf, parse_upsd_conf
 from .problems import ConfigError, ConfigProblem
 from .users import UserTable, parse_users
@@ -18,6 +18,12 @@ DEFAULT_CONFPATH = "/etc/nutups"
 __all__ = [
     "ConfigError", "ConfigProblem", "Configuration", "default_confpath", "load_configuration",
 ]
+
+
+def _events_config():
+    from ..events.config import EventsConfig  # late: the events config uses ConfigProblem
+
+    return EventsConfig()
 
 
 def default_confpath() -> Path:
@@ -32,7 +38,7 @@ class Configuration:
     upsd: UpsdSettings = field(default_factory=UpsdSettings)
     users: UserTable = field(default_factory=UserTable)
     extra: dict = field(default_factory=dict)  # nutups.yaml
-    events: EventsConfig = field(default_factory=lambda: EventsConfig())
+    events: Any = field(default_factory=lambda: _events_config())  # nutups.events.config.EventsConfig
     problems: list[ConfigProblem] = field(default_factory=list)
 
     @property

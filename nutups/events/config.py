@@ -56,6 +56,8 @@ class EventsConfig:
     relay: int | None = None
     buzzer: int | None = None
     devices: dict[str, DeviceConfig] = field(default_factory=dict)
+    mqtt: dict[str, Any] = field(default_factory=dict)
+    device_poll: float = 30.0
     actions: dict[EventType, ActionSet] = field(default_factory=dict)
     action_timeout: float = 10.0
     action_retries: int = 1
@@ -182,6 +184,24 @@ def parse_events_config(data: dict, confpath: Path, fn: str, key_lines: dict) ->
     if not isinstance(integrations, dict):
         bad(data, "integrations", "integrations: a mapping")
     else:
+        for key in integrations:
+            if key not in ("ac_devices", "mqtt", "device_poll"):
+                bad(integrations, key, f"integrations: unknown setting {key!r} (ac_devices, mqtt, device_poll)")
+        if "device_poll" in integrations:
+            v = number(integrations, "device_poll", 1)
+            if v is not None:
+                cfg.device_poll = v
+        mqtt = integrations.get("mqtt", {})
+        if not isinstance(mqtt, dict):
+            bad(integrations, "mqtt", "mqtt: host, port, base_topic, username, password")
+        else:
+            for key, value in mqtt.items():
+                if key not in ("host", "port", "base_topic", "username", "password"):
+                    bad(mqtt, key, f"mqtt: unknown setting {key!r}")
+                elif key == "port" and (isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536):
+                    bad(mqtt, key, f"mqtt: bad port {value!r}")
+                else:
+                    cfg.mqtt[key] = value
         devices = integrations.get("ac_devices", [])
         if not isinstance(devices, list):
             bad(integrations, "ac_devices", "ac_devices: a list of devices")

@@ -75,6 +75,7 @@ class EventEngine:
         self.listeners: list[Callable[[Event], None]] = []
         self._tasks: set[asyncio.Task] = set()
         self.recent: list[Event] = []
+        self.outlets = None  # Outlets, when the relay or plugs are NUT outlets
         for s in states:
             s.on_publish(self.observe)
 
@@ -111,8 +112,11 @@ class EventEngine:
                     out.play(led, LED_PATTERNS[pattern], pattern)
             if actions.relay and "relay" in out.lines:
                 out.play("relay", RELAY_STATES[actions.relay], actions.relay)
+                if self.outlets is not None:
+                    self.outlets.relay_changed()
             if actions.buzzer and "buzzer" in out.lines:
-                out.play("buzzer", BUZZER_PATTERNS[actions.buzzer], actions.buzzer)
+                if self.outlets is None or self.outlets.buzzer_allowed or actions.buzzer == "off":
+                    out.play("buzzer", BUZZER_PATTERNS[actions.buzzer], actions.buzzer)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:

@@ -1,0 +1,233 @@
+"""Fake smart plugs on loopback, written for the tests: a Kasa plug speaking the legacy
+protocol (length-prefixed, XOR-obfuscated JSON), and Shelly Gen1/Gen2 HTTP APIs (aiohttp)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+
+from aiohttp import web
+
+SYSINFO = {
+    "sw_ver": "1.0.10 Build 221019 Rel.194527", "hw_ver": "1.0", "model": "EP25(US)", "deviceId": "8006" + "0" * 36,
+    "oemId": "A" * 32, "hwId": "B" * 32, "rssi": -50, "latitude_i": 0, "longitude_i": 0, "alias": "rack_ac",
+    "status": "new", "mic_type": "IOT.SMARTPLUGSWITCH", "feature": "TIM:ENE", "mac": "00:11:22:33:44:55",
+    "updating": 0, "led_off": 0, "relay_state": 1, "on_time": 100, "icon_hash": "", "dev_name": "Smart Wi-Fi Plug",
+    "active_mode": "none", "next_action": {"type": -1}, "err_code": 0, "obd_src": "tplink",
+}
+
+
+def xor_encrypt(data: bytes) -> bytes:
+    key = 171
+    out = bytearray()
+    for b in data:
+        key ^= b
+        out.append(key)
+    return bytes(out)
+
+
+def xor_decrypt(data: bytes) -> bytes:
+    key = 171
+    out = bytearray()
+    for b in data:
+        out.append(key ^ b)
+        key = b
+    return bytes(out)
+
+
+class FakeKasaPlug:
+    """A legacy-protocol Kasa plug with an energy meter.  ``requests`` records every
+    command it got; ``hang`` makes it accept connections and never answer."""
+
+    def __init__(self) -> None:
+        self.on = True
+        self.voltage_mv = 230_100
+        self.power_mw = 12_500
+        self.requests: list[dict] = []
+        self.hang = False
+        self.server: asyncio.AbstractServer | None = None
+        self.port = 0
+
+    async def start(self) -> FakeKasaPlug:
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    def _answer(self, req: dict) -> dict:
+        out: dict = {}
+        for module, methods in req.items():
+            out[module] = {}
+            for method, params in (methods or {}).items():
+                if module == "system" and method == "get_sysinfo":
+                    out[module][method] = dict(SYSINFO, relay_state=int(self.on))
+                elif module == "system" and method == "set_relay_state":
+                    self.on = bool(params["state"])
+                    out[module][method] = {"err_code": 0}
+                elif module == "emeter" and method == "get_realtime":
+                    out[module][method] = {"voltage_mv": self.voltage_mv, "current_ma": 55,
+                                           "power_mw": self.power_mw if self.on else 0, "total_wh": 1000,
+                                           "err_code": 0}
+                elif module == "time" and method == "get_time":
+                    out[module][method] = {"year": 2026, "month": 1, "mday": 1, "hour": 0, "min": 0, "sec": 0,
+                                           "err_code": 0}
+                elif module == "time" and method == "get_timezone":
+                    out[module][method] = {"index": 12, "err_code": 0}
+                else:
+                    out[module][method] = {"err_code": -1, "err_msg": "module not support"}
+        return out
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readexactly(4)
+                (size,) = struct.unpack(">I", head)
+                req = json.loads(xor_decrypt(await reader.readexactly(size)))
+                self.requests.append(req)
+                if self.hang:
+                    await asyncio.sleep(3600)
+                data = xor_encrypt(json.dumps(self._answer(req)).encode())
+                writer.write(struct.pack(">I", len(data)) + data)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+class FakeShelly:
+    """Shelly Gen1 (`/relay/0`, `/status`) or Gen2+ (`/rpc/Switch.*`) over aiohttp."""
+
+    def __init__(self, gen: int) -> None:
+        self.gen = gen
+        self.on = False
+        self._released = asyncio.Event()
+        self.calls: list[str] = []
+        self.hang = False
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self) -> FakeShelly:
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", self._handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def close(self) -> None:
+        self._released.set()
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.calls.append(request.path_qs)
+        if self.hang:
+            await self._released.wait()  # until close(): the client must give up first
+        path, q = request.path, request.query
+        if path == "/shelly":
+            return web.json_response({"gen": 2, "id": "shellyplusplugs"} if self.gen >= 2 else {"type": "SHPLG-S"})
+        if self.gen >= 2 and path == "/rpc/Switch.Set":
+            self.on = q.get("on") == "true"
+            return web.json_response({"was_on": not self.on})
+        if self.gen >= 2 and path == "/rpc/Switch.GetStatus":
+            return web.json_response({"id": 0, "output": self.on, "apower": 8.5 if self.on else 0,
+                                      "voltage": 229.5, "current": 0.04})
+        if self.gen == 1 and path == "/relay/0":
+            self.on = q.get("turn") == "on"
+            return web.json_response({"ison": self.on})
+        if self.gen == 1 and path == "/status":
+            return web.json_response({"relays": [{"ison": self.on}], "meters": [{"power": 7.0 if self.on else 0}]})
+        return web.json_response({"error": "not found"}, status=404)
+
+
+class FakeSmartTransport:
+    """The newer SMART protocol (EP25 hardware 2.6, KLAP-encrypted on the wire) at the
+    level above encryption: python-kasa's SmartProtocol sends JSON requests through it.
+    Builds on kasa.transports.BaseTransport when python-kasa is there."""
+
+    def __init__(self) -> None:
+        import base64
+
+        self.on = False
+        self.requests: list[str] = []
+        self.info = {
+            "device_id": "80" + "1" * 38, "fw_ver": "1.0.2 Build 240110", "hw_ver": "2.6", "type": "SMART.KASAPLUG",
+            "model": "EP25", "mac": "AA-BB-CC-DD-EE-FF", "hw_id": "H" * 32, "fw_id": "F" * 32, "oem_id": "O" * 32,
+            "nickname": base64.b64encode(b"rack_ac").decode(), "ssid": base64.b64encode(b"lab").decode(),
+            "rssi": -40, "signal_level": 3, "specs": "", "lang": "en_US", "region": "Europe/London",
+            "time_diff": 0, "latitude": 0, "longitude": 0, "has_set_location_info": False, "ip": "127.0.0.1",
+            "overheated": False, "on_time": 10, "default_states": {"type": "last_states", "state": {}},
+            "auto_off_status": "off", "auto_off_remain_time": 0,
+        }
+
+    def transport_class(self):
+        from kasa.transports import BaseTransport
+
+        fake = self
+
+        class Transport(BaseTransport):
+            @property
+            def default_port(self) -> int:
+                return 80
+
+            @property
+            def credentials_hash(self) -> str | None:
+                return None
+
+            async def send(self, request: str) -> dict:
+                return fake.answer(json.loads(request))
+
+            async def close(self) -> None:
+                pass
+
+            async def reset(self) -> None:
+                pass
+
+        return Transport
+
+    def _one(self, method: str, params) -> tuple[int, object]:
+        if method == "component_nego":
+            return 0, {"component_list": [{"id": "device", "ver_code": 2},
+                                          {"id": "energy_monitoring", "ver_code": 2}]}
+        if method == "get_device_info":
+            return 0, dict(self.info, device_on=self.on)
+        if method == "set_device_info":
+            if "device_on" in (params or {}):
+                self.on = bool(params["device_on"])
+            return 0, {}
+        if method == "get_energy_usage":
+            return 0, {"today_runtime": 1, "month_runtime": 1, "today_energy": 1, "month_energy": 1,
+                       "current_power": 9000 if self.on else 0}
+        if method == "get_emeter_vgain_igain":
+            return 0, {"vgain": 100, "igain": 100}
+        if method == "get_connect_cloud_state":
+            return 0, {"status": 0}
+        if method == "get_device_usage":
+            return 0, {"time_usage": {"today": 1, "past7": 1, "past30": 1},
+                       "power_usage": {"today": 1, "past7": 1, "past30": 1}}
+        if method == "get_current_power":
+            return 0, {"current_power": 9 if self.on else 0}
+        if method == "get_emeter_data":
+            return 0, {"power_mw": 9000 if self.on else 0, "voltage_mv": 231_000, "current_ma": 40,
+                       "energy_wh": 10}
+        return -1, {}
+
+    def answer(self, req: dict) -> dict:
+        self.requests.append(req["method"])
+        if req["method"] == "multipleRequest":
+            responses = []
+            for r in req["params"]["requests"]:
+                self.requests.append(r["method"])
+                code, result = self._one(r["method"], r.get("params"))
+                responses.append({"method": r["method"], "error_code": code, "result": result})
+            return {"error_code": 0, "result": {"responses": responses}}
+        code, result = self._one(req["method"], req.get("params"))
+        return {"error_code": code, "result": result}

@@ -1,0 +1,200 @@
+"""Smart AC devices against fakes on loopback: Kasa (legacy protocol over TCP, and the
+SMART protocol through a fake transport), Shelly Gen1/Gen2 (aiohttp), zigbee2mqtt through
+a real mosquitto broker.  Each proves the action reached the device, and that an
+unreachable device times out without blocking anything else."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import time
+
+import pytest
+from fakeplugs import FakeKasaPlug, FakeShelly, FakeSmartTransport
+from nutprocs import free_port, wait_port
+
+from nutups.events.config import ActionSet, DeviceConfig, EventsConfig
+from nutups.events.devices import KasaDevice, MqttSettings, ShellyDevice, ZigbeeDevice
+from nutups.events.engine import EventEngine
+from nutups.events.log import EventLog, read_events
+from nutups.events.types import Event, EventType
+from nutups.state import UpsState
+
+
+async def still_responsive(coro, timeout: float):
+    """Run ``coro`` (expected to fail by timeout) while checking the loop keeps turning."""
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    t = asyncio.create_task(ticker())
+    start = time.monotonic()
+    with pytest.raises((asyncio.TimeoutError, OSError, ConnectionError)):
+        await coro
+    elapsed = time.monotonic() - start
+    t.cancel()
+    assert ticks > 0 or elapsed < 0.05  # the loop went on while the device did not answer
+    assert elapsed < timeout + 2  # and the wait was bounded
+
+
+def test_kasa_legacy_plug():
+    async def go():
+        plug = await FakeKasaPlug().start()
+        dev = KasaDevice(DeviceConfig("kasa", "rack_ac", "127.0.0.1", plug.port), timeout=5)
+        r = await dev.read()
+        assert (r.on, r.power_w, r.voltage) == (True, 12.5, 230.1)
+        await dev.do("turn_off")
+        assert plug.on is False
+        assert {"system": {"set_relay_state": {"state": 0}}} in plug.requests
+        assert (await dev.do("capture_power_state")).on is False
+        await dev.close()
+        plug.hang = True
+        hanging = KasaDevice(DeviceConfig("kasa", "rack_ac", "127.0.0.1", plug.port), timeout=1)
+        await still_responsive(asyncio.wait_for(hanging.read(), 1), 1)
+        await plug.close()
+
+    asyncio.run(go())
+
+
+def test_kasa_unreachable_port_fails_fast():
+    async def go():
+        dev = KasaDevice(DeviceConfig("kasa", "gone", "127.0.0.1", free_port()), timeout=1)
+        await still_responsive(asyncio.wait_for(dev.read(), 2), 2)
+
+    asyncio.run(go())
+
+
+def test_kasa_ep25_smart_protocol_with_credentials():
+    import kasa
+    from kasa.protocols import SmartProtocol
+    from kasa.smart import SmartDevice
+
+    fake = FakeSmartTransport()
+    seen = {}
+
+    async def factory(cfg, creds):
+        seen["creds"] = creds
+        config = kasa.DeviceConfig(cfg.host, credentials=creds)
+        dev = SmartDevice(cfg.host, config=config,
+                          protocol=SmartProtocol(transport=fake.transport_class()(config=config)))
+        await dev.update()
+        return dev
+
+    async def go():
+        cfg = DeviceConfig("kasa", "rack_ac", "127.0.0.1", username="me@example.com", password="pw")
+        dev = KasaDevice(cfg, timeout=5, protocol_factory=factory)
+        assert (await dev.read()).on is False
+        await dev.do("turn_on")
+        assert fake.on is True and "set_device_info" in fake.requests
+        r = await dev.read()
+        assert (r.on, r.power_w, r.voltage) == (True, 9.0, 231.0)
+
+    asyncio.run(go())
+    assert seen["creds"].username == "me@example.com"
+
+
+@pytest.mark.parametrize("gen", [1, 2])
+def test_shelly(gen):
+    async def go():
+        fake = await FakeShelly(gen).start()
+        dev = ShellyDevice(DeviceConfig("shelly", "backup_outlet", "127.0.0.1", fake.port), timeout=5)
+        await dev.do("turn_on")
+        assert fake.on is True
+        assert fake.calls[-1] == ("/rpc/Switch.Set?id=0&on=true" if gen == 2 else "/relay/0?turn=on")
+        r = await dev.read()
+        assert r.on is True and r.power_w == (8.5 if gen == 2 else 7.0)
+        await dev.do("toggle")
+        assert fake.on is False
+        fake.hang = True
+        await still_responsive(dev.read(), 5)
+        await fake.close()
+
+    asyncio.run(go())
+
+
+@pytest.fixture(scope="module")
+def mosquitto(tmp_path_factory):
+    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not shutil.os.path.exists(exe):
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+    port = free_port()
+    conf = tmp_path_factory.mktemp("mqtt") / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port, proc)
+    yield port
+    proc.terminate()
+    proc.wait(5)
+
+
+async def fake_zigbee2mqtt(port: int, device: str, ready: asyncio.Event, state: dict) -> None:
+    """What zigbee2mqtt does for one plug: obey /set and /get, publish the state."""
+    import aiomqtt
+
+    async with aiomqtt.Client("127.0.0.1", port) as client:
+        await client.subscribe(f"zigbee2mqtt/{device}/set")
+        await client.subscribe(f"zigbee2mqtt/{device}/get")
+        ready.set()
+        async for message in client.messages:
+            if str(message.topic).endswith("/set"):
+                state["state"] = json.loads(message.payload)["state"]
+                state["sets"] = state.get("sets", 0) + 1
+            await client.publish(f"zigbee2mqtt/{device}", json.dumps(
+                {"state": state.get("state", "OFF"), "power": 5.5, "voltage": 229.0}), retain=True)
+
+
+def test_zigbee_plug_through_mosquitto(mosquitto):
+    async def go():
+        ready = asyncio.Event()
+        state: dict = {}
+        z2m = asyncio.create_task(fake_zigbee2mqtt(mosquitto, "lab_outlet", ready, state))
+        await asyncio.wait_for(ready.wait(), 10)
+        dev = ZigbeeDevice(DeviceConfig("zigbee", "lab_outlet", id="lab_outlet"),
+                           MqttSettings(port=mosquitto), timeout=5)
+        await dev.do("turn_on")
+        r = await dev.read()
+        assert r.on is True and r.power_w == 5.5 and r.voltage == 229.0
+        assert state["state"] == "ON" and state["sets"] == 1
+        await dev.do("turn_off")
+        assert (await dev.read()).on is False
+        z2m.cancel()
+        nobody = ZigbeeDevice(DeviceConfig("zigbee", "x", id="x"), MqttSettings(port=free_port()), timeout=1)
+        await still_responsive(nobody.switch(True), 2)
+
+    asyncio.run(go())
+
+
+def test_device_actions_from_events_never_block_the_log(tmp_path):
+    """A hanging plug: the log line is written at once, the other action still runs,
+    and the hang ends as ACTION_FAILED after the timeout."""
+
+    async def go():
+        good = await FakeShelly(2).start()
+        bad = await FakeShelly(2).start()
+        bad.hang = True
+        devices = {
+            "good": ShellyDevice(DeviceConfig("shelly", "good", "127.0.0.1", good.port), 5),
+            "bad": ShellyDevice(DeviceConfig("shelly", "bad", "127.0.0.1", bad.port), 5),
+        }
+        cfg = EventsConfig(actions={EventType.AC_POWER_LOSS: ActionSet(devices={"bad": "turn_off", "good": "turn_on"})},
+                           action_timeout=0.5, action_retries=1)
+        engine = EventEngine(cfg, [UpsState("ups")], EventLog(tmp_path / "ev.log"), devices=devices)
+        engine.emit(Event(EventType.AC_POWER_LOSS, "ups", "mains lost"))
+        assert [e.type for e in read_events(tmp_path / "ev.log")] == [EventType.AC_POWER_LOSS]
+        while engine._tasks:
+            await asyncio.gather(*list(engine._tasks))
+        assert good.on is True
+        failed = [e for e in read_events(tmp_path / "ev.log") if e.type == EventType.ACTION_FAILED]
+        assert len(failed) == 1 and failed[0].message.startswith("bad turn_off")
+        assert len(bad.calls) == 2  # the first try and one retry, each cut at the timeout
+        await engine.close()
+        await good.close()
+        await bad.close()
+
+    asyncio.run(go())
