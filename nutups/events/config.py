@@ -258,7 +258,8 @@ def parse_events_config(data: dict, confpath: Path, fn: str, key_lines: dict) ->
                     if not (isinstance(pair, list) and len(pair) == 2):
                         bad(spec, key, f"{ev_name}: leds: [led, pattern]")
                         continue
-                    led, pattern = str(pair[0]), str(pair[1])
+                    # YAML 1.1 reads a bare `off` as false
+                    led, pattern = str(pair[0]), "off" if pair[1] is False else str(pair[1])
                     if led not in cfg.leds:
                         bad(spec, key, f"{ev_name}: unknown led {led!r}" + (
                             f" (outputs.leds has {', '.join(cfg.leds)})" if cfg.leds else " (no outputs.leds)"))
