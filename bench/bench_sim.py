@@ -58,6 +58,106 @@ def ob_latency(port: int, sock_path: Path) -> list[float]:
     return samples
 
 
+def nut_latency(port: int, n: int = 3000) -> tuple[float, float]:
+    with RawClient(port) as c:
+        for _ in range(200):
+            c.request(b"GET VAR ups ups.status\n")
+        xs = []
+        for _ in range(n):
+            t = time.perf_counter()
+            c.request(b"GET VAR ups ups.status\n")
+            xs.append((time.perf_counter() - t) * 1e6)
+    xs.sort()
+    return statistics.median(xs), xs[int(n * 0.99)]
+
+
+def events_bench() -> None:
+    """Mains loss -> LED line and event log line; NUT latency while a plug hangs 10 s."""
+    import asyncio
+    import threading
+
+    from fakeplugs import FakeShelly
+    from nutprocs import USERS_FOR_BENCH, make_confdir, nut_tmpdir
+
+    loop = asyncio.new_event_loop()
+    holder = {}
+    ready = threading.Event()
+
+    def run_loop():
+        asyncio.set_event_loop(loop)
+        holder["plug"] = loop.run_until_complete(FakeShelly(2).start())
+        holder["plug"].hang = True
+        ready.set()
+        loop.run_forever()
+
+    threading.Thread(target=run_loop, daemon=True).start()
+    ready.wait(10)
+    plug = holder["plug"]
+    base = nut_tmpdir("nutups-bench-ev-")
+    confdir = make_confdir(base / "conf", "[ups]\n driver = x120x\n sim = yes\n", "", USERS_FOR_BENCH, files={
+        "nutups.yaml": (
+            "event_log: events.log\noutputs:\n  leds: {red: 17, green: 27}\n"
+            "integrations:\n  ac_devices:\n"
+            f"    - {{type: shelly, name: hung, host: 127.0.0.1, port: {plug.port}, gen: 2}}\n"
+            "  device_poll: 3600\naction_timeout: 10\naction_retries: 0\n"
+            "events:\n  AC_POWER_LOSS:\n    leds: [red, solid]\n    integrations:\n      hung: {action: turn_off}\n"
+            "  AC_POWER_RESTORED:\n    leds: [red, off]\n")})
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "nutups.cli", "serve", "--confpath", str(confdir), "--listen",
+                             f"127.0.0.1:{port}", "--statepath", str(base / "state")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, proc)
+        sock_path = base / "state" / "nutups-ups.sim"
+        poll_until(sock_path.exists, "control socket")
+        log_path = confdir / "events.log"
+        samples = []
+        with socket.socket(socket.AF_UNIX) as ctl:
+            ctl.connect(str(sock_path))
+            f = ctl.makefile("rb")
+            for i in range(TRIALS):
+                for ac in (False, True):
+                    size = log_path.stat().st_size if log_path.exists() else 0
+                    t0 = time.perf_counter()
+                    ctl.sendall(json.dumps({"cmd": "set", "ac": ac}).encode() + b"\n")
+                    reply = json.loads(f.readline())
+                    dt = (time.perf_counter() - t0) * 1000
+                    want = 0 if ac else 1
+                    assert reply["state"]["outputs"]["red"]["level"] == want, reply
+                    assert log_path.stat().st_size > size  # the event line is already on disk
+                    if not ac:
+                        samples.append(dt)
+        samples.sort()
+        idle = nut_latency(port)
+        # now a plug hangs for 10 s (its action_timeout): time NUT requests meanwhile
+        with socket.socket(socket.AF_UNIX) as ctl:
+            ctl.connect(str(sock_path))
+            f = ctl.makefile("rb")
+            ctl.sendall(b'{"cmd": "set", "ac": false}\n')
+            f.readline()
+            busy = nut_latency(port)
+            t_hang = time.monotonic()
+            while not any("ACTION_FAILED" in line for line in log_path.read_text().splitlines()[-3:]):
+                time.sleep(0.2)  # the hung action ends at its 10 s timeout
+            hang_s = time.monotonic() - t_hang
+            after = nut_latency(port)
+            ctl.sendall(b'{"cmd": "set", "ac": true}\n')
+            f.readline()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        asyncio.run_coroutine_threadsafe(plug.close(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        shutil.rmtree(base, ignore_errors=True)
+    print("\nEvents (nutups.yaml with LEDs and a smart plug that hangs)")
+    print(f"  mains loss -> LED line set and event line on disk, {len(samples)} trials: "
+          f"p50 {statistics.median(samples):.2f} ms, p99 {samples[int(len(samples) * 0.99)]:.2f} ms "
+          "(checked in each reply)")
+    print(f"  GET VAR latency: idle p50 {idle[0]:.0f} us, p99 {idle[1]:.0f} us; while the plug hangs: "
+          f"p50 {busy[0]:.0f} us, p99 {busy[1]:.0f} us; on battery after the hang ended "
+          f"(+{hang_s:.1f} s): p50 {after[0]:.0f} us, p99 {after[1]:.0f} us")
+
+
 def runtime_errors(load_w: float, minutes=(2, 5, 15)) -> dict[int, float]:
     class Manual:
         t = 0.0
@@ -120,6 +220,7 @@ def main() -> int:
     for load in (3.0, 5.0, 7.5, 10.0):
         e = runtime_errors(load)
         print(f"  {load:>6.1f} W {e[2]:>+7.1f}% {e[5]:>+7.1f}% {e[15]:>+7.1f}%")
+    events_bench()
     return 0
 
 

@@ -276,3 +276,6 @@ def normalize(reply: bytes) -> bytes:
     reply = _OWN_VALUES.sub(rb'\1 "*"', reply)
     reply = _VER.sub(b"Network UPS Tools upsd *", reply)
     return _TRACKING_ID.sub(b"OK TRACKING *", reply)
+
+
+USERS_FOR_BENCH = "[admin]\n  password = adminpass\n  actions = SET FSD\n  instcmds = ALL\n"
