@@ -190,13 +190,16 @@ class X120xDriver(Driver):
             self._reader_fd = self.pld.fd
             loop.add_reader(self._reader_fd, self.on_edge)
 
-    def _close_hardware(self) -> None:
+    def _unwatch_edges(self) -> None:
         if self._reader_fd is not None:
             try:
                 asyncio.get_running_loop().remove_reader(self._reader_fd)
             except (RuntimeError, ValueError):
                 pass
             self._reader_fd = None
+
+    def _close_hardware(self) -> None:
+        self._unwatch_edges()
         for part in (self.pld, self.charger, self.gauge):
             if part is not None:
                 try:
@@ -243,7 +246,7 @@ class X120xDriver(Driver):
                 self._set_mains(self.pld.read())
             except GpioError as exc:
                 self._problem("mains detection", exc)
-                self._close_hardware_part("pld")
+                self._close_pld()
         if self.gauge is not None:
             try:
                 reading = self.gauge.read()
@@ -291,14 +294,10 @@ class X120xDriver(Driver):
         elif soc0 - r.soc < CROSS_CHECK_DROP / 2:
             self._problem("mains cross-check", None)
 
-    def _close_hardware_part(self, part: str) -> None:
-        if part == "pld" and self.pld is not None:
-            if self._reader_fd is not None:
-                try:
-                    asyncio.get_running_loop().remove_reader(self._reader_fd)
-                except (RuntimeError, ValueError):
-                    pass
-                self._reader_fd = None
+    def _close_pld(self) -> None:
+        """The PLD line failed: let go of it; the next poll requests it again."""
+        self._unwatch_edges()
+        if self.pld is not None:
             self.pld.close()
             self.pld = None
 

@@ -171,19 +171,21 @@ class EventDetector:
             elif changed is True:
                 self._event(EventType.DC_OUT_RESTORED, "the Pi's 5 V supply is back")
         if s.temperature is not None:
-            limit = t.temperature_high if not self.hot.debounce.value else t.temperature_high - t.temperature_hysteresis
-            changed = self.hot.update(s.temperature >= limit)
-            if changed is True:
-                self._event(EventType.TEMPERATURE_HIGH, "temperature high", s.temperature, "C")
-            elif changed is False:
-                self._event(EventType.TEMPERATURE_NORMAL, "temperature normal", s.temperature, "C")
+            self._above(self.hot, s.temperature, t.temperature_high, t.temperature_hysteresis,
+                        EventType.TEMPERATURE_HIGH, EventType.TEMPERATURE_NORMAL, "temperature", "C")
         if s.current is not None:
-            limit = t.current_max if not self.over.debounce.value else t.current_max - t.current_hysteresis
-            changed = self.over.update(s.current > limit)
-            if changed is True:
-                self._event(EventType.OVERCURRENT_DETECTED, "overcurrent", s.current, "A")
-            elif changed is False:
-                self._event(EventType.OVERCURRENT_CLEARED, "current back to normal", s.current, "A")
+            self._above(self.over, s.current, t.current_max, t.current_hysteresis,
+                        EventType.OVERCURRENT_DETECTED, EventType.OVERCURRENT_CLEARED, "current", "A")
+
+    def _above(self, level: _Level, value: float, limit: float, hysteresis: float, high: EventType,
+               normal: EventType, what: str, unit: str) -> None:
+        """A debounced 'value above limit', leaving only below limit - hysteresis."""
+        threshold = limit - hysteresis if level.debounce.value else limit
+        changed = level.update(value > threshold)
+        if changed is True:
+            self._event(high, f"{what} high", value, unit)
+        elif changed is False:
+            self._event(normal, f"{what} back to normal", value, unit)
 
     def _voltage(self, volts: float, first: bool) -> None:
         """Three levels with hysteresis on the way up; a level must hold for

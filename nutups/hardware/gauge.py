@@ -13,6 +13,8 @@ import errno
 from dataclasses import dataclass
 from typing import Protocol
 
+from .errors import HardwareError
+
 DEFAULT_ADDRESS = 0x36
 REG_VCELL = 0x02
 REG_SOC = 0x04
@@ -36,17 +38,8 @@ class I2CBus(Protocol):
     def close(self) -> None: ...
 
 
-class GaugeError(Exception):
-    """The gauge cannot be read; ``fix`` tells the user what to do."""
-
-    def __init__(self, message: str, fix: str = "", kind: str = "io") -> None:
-        super().__init__(message)
-        self.fix = fix
-        self.kind = kind
-
-    def __str__(self) -> str:
-        text = super().__str__()
-        return f"{text}: {self.fix}" if self.fix else text
+class GaugeError(HardwareError):
+    """The gauge cannot be read."""
 
 
 class ImplausibleReading(GaugeError):

@@ -14,21 +14,14 @@ import glob
 from datetime import timedelta
 from typing import Any
 
+from .errors import HardwareError
+
 HEADER_CHIP_LABELS = ("pinctrl-rp1", "pinctrl-bcm2711", "pinctrl-bcm2835")
 CONSUMER = "nutups"
 
 
-class GpioError(Exception):
-    """A line cannot be used; ``fix`` tells the user what to do."""
-
-    def __init__(self, message: str, fix: str = "", kind: str = "io") -> None:
-        super().__init__(message)
-        self.fix = fix
-        self.kind = kind
-
-    def __str__(self) -> str:
-        text = super().__str__()
-        return f"{text}: {self.fix}" if self.fix else text
+class GpioError(HardwareError):
+    """A GPIO chip or line cannot be used."""
 
 
 def explain(exc: OSError, what: str) -> GpioError:
