@@ -115,7 +115,7 @@ def events_bench() -> None:
         with socket.socket(socket.AF_UNIX) as ctl:
             ctl.connect(str(sock_path))
             f = ctl.makefile("rb")
-            for i in range(TRIALS):
+            for _ in range(TRIALS):
                 for ac in (False, True):
                     size = log_path.stat().st_size if log_path.exists() else 0
                     t0 = time.perf_counter()
