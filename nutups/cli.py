@@ -224,11 +224,9 @@ def sim(confpath: Path | None, statepath: Path | None, ups: str | None, words: t
 def events(confpath: Path | None, statepath: Path | None, types: tuple[str, ...], since: str | None,
            until: str | None, follow: bool, as_json: bool, list_types: bool) -> None:
     """Read the event log (rotated files included)."""
-    import time as _time
-
     from .daemon import default_statepath
     from .events.engine import HostSensors
-    from .events.log import log_files, matches, parse_time, read_events
+    from .events.log import follow_events, log_files, matches, parse_time, read_events
     from .events.types import SOURCES, EventType
 
     if list_types:
@@ -270,18 +268,13 @@ def events(confpath: Path | None, statepath: Path | None, types: tuple[str, ...]
 
     if not log_files(path) and not follow:
         raise click.ClickException(f"no event log at {path}")
-    last = 0
     for ev in read_events(path, warn):
-        last = max(last, ev.seq)
         if matches(ev, wanted, t0, t1):
             show(ev)
-    while follow:
-        _time.sleep(0.5)
-        for ev in read_events(path, lambda text: None):
-            if ev.seq > last:
-                last = ev.seq
-                if matches(ev, wanted, t0, t1):
-                    show(ev)
+    if follow:
+        for ev in follow_events(path):
+            if matches(ev, wanted, t0, t1):
+                show(ev)
 
 
 @main.command()

@@ -166,11 +166,25 @@ class EventEngine:
         attempts = 1 + self.config.action_retries
         for attempt in range(attempts):
             try:
-                await asyncio.wait_for(device.do(action), self.config.action_timeout)
+                reading = await asyncio.wait_for(device.do(action), self.config.action_timeout)
+                if reading is not None and reading.voltage is not None:
+                    self._confirm(device.name, reading.voltage, event)
                 return
             except (TimeoutError, OSError, ConnectionError) as exc:
                 if attempt + 1 == attempts:
                     raise RuntimeError(f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
+
+    def _confirm(self, name: str, volts: float, event: Event) -> None:
+        """A plug's voltmeter on the same mains confirms (or not) what the PLD line said,
+        and is the UPS's input.voltage."""
+        for state in self.states:
+            if state.name == event.ups:
+                state.set("input.voltage", f"{volts:.1f}")
+        if event.type == EventType.AC_POWER_LOSS:
+            if volts < 50:
+                log.info("%s reads %.1f V: mains loss confirmed", name, volts)
+            else:
+                log.warning("%s reads %.1f V: mains is up there, so only the HAT's input lost power", name, volts)
 
     async def poll_sensors(self, every: float = 5.0) -> None:
         while True:

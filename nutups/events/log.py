@@ -97,6 +97,52 @@ def read_events(path: Path, warn=log.warning) -> Iterator[Event]:
                 warn(f"{file}:{i + 1}: {where} skipped")
 
 
+def follow_events(path: Path, poll: float = 0.25, stop=lambda: False) -> Iterator[Event]:
+    """New events as they are appended (from the end of the log now), across rotations:
+    after a rotation the rotated files are read again for what came after the last seen."""
+    def open_at_end():
+        try:
+            f = open(path, "rb")
+        except FileNotFoundError:
+            return None, None
+        f.seek(0, os.SEEK_END)
+        return f, os.fstat(f.fileno()).st_ino
+
+    f, inode = open_at_end()
+    last = last_sequence(path)
+    pending = b""
+    while not stop():
+        chunk = f.read() if f is not None else b""
+        if chunk:
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                try:
+                    ev = Event.from_json(raw.decode())
+                except (ValueError, KeyError, UnicodeDecodeError):
+                    log.warning("%s: damaged line skipped", path)
+                    continue
+                if ev.seq > last:
+                    last = ev.seq
+                    yield ev
+            continue
+        try:
+            rotated = os.stat(path).st_ino != inode
+        except FileNotFoundError:
+            rotated = False  # between the writer's rename and its new file
+        if rotated:
+            if f is not None:
+                f.close()
+            f, inode = open_at_end()
+            pending = b""
+            for ev in read_events(path, lambda text: None):  # what the rotations moved away
+                if ev.seq > last:
+                    last = ev.seq
+                    yield ev
+            continue
+        time.sleep(poll)
+
+
 def last_sequence(path: Path) -> int:
     seq = 0
     for file in reversed(log_files(path)):

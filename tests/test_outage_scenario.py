@@ -1,0 +1,103 @@
+"""A whole simulated outage on the injected clock, in one process: the x120x driver over
+the simulated HAT -> events -> the log -> GPIO patterns -> a run: hook."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+from test_events import FakeSleep
+from test_x120x import make
+
+from nutups.events.config import ActionSet, EventsConfig
+from nutups.events.engine import EventEngine
+from nutups.events.log import EventLog, follow_events, read_events
+from nutups.events.outputs import Outputs
+from nutups.events.types import Event, EventType
+
+
+def test_outage_drives_log_lines_leds_relay_buzzer_and_hook(tmp_path):
+    hook_out = tmp_path / "hook.json"
+    hook = (f"{sys.executable} -c \"import json,os; json.dump({{k: v for k, v in os.environ.items() "
+            f"if k.startswith('NUTUPS_')}}, open('{hook_out}', 'w'))\"")
+    actions = {
+        EventType.AC_POWER_LOSS: ActionSet(leds=[("red", "blink")], relay="off", run=hook),
+        EventType.BATTERY_VOLTAGE_LOW: ActionSet(leds=[("yellow", "solid")]),
+        EventType.BATTERY_VOLTAGE_CRITICAL: ActionSet(leds=[("red", "fast_blink")], buzzer="alarm"),
+        EventType.AC_POWER_RESTORED: ActionSet(leds=[("red", "off"), ("yellow", "off"), ("green", "solid")],
+                                               relay="on", buzzer="off"),
+        EventType.CHARGING_STARTED: ActionSet(leds=[("blue", "pulse")]),
+    }
+    src, hat, state, driver = make()
+
+    async def go():
+        sleep = FakeSleep()
+        outputs = Outputs(hat.gpio, {"red": 17, "yellow": 22, "green": 27, "blue": 23, "relay": 24, "buzzer": 25},
+                          sleep=sleep, chip_paths=["/dev/gpiochip0"])
+        engine = EventEngine(EventsConfig(actions=actions), [state], EventLog(tmp_path / "ev.log"), outputs)
+        level = hat.gpio.level
+        driver.poll()
+        hat.set(load_w=10.0)
+        hat.set(ac=False)
+        driver.on_edge()
+        assert [e.type for e in read_events(tmp_path / "ev.log")] == [EventType.AC_POWER_LOSS]
+        assert level(17) is True and level(24) is False  # red on, relay off: before any await
+        await sleep.tick()
+        assert level(17) is False  # blinking, on the injected sleep
+        while EventType.BATTERY_VOLTAGE_CRITICAL not in [e.type for e in engine.recent]:
+            src.t += 30
+            driver.poll()
+            assert src.t < 12 * 3600, "the battery never ran flat"
+        types = [e.type for e in read_events(tmp_path / "ev.log")]
+        assert types.index(EventType.BATTERY_VOLTAGE_LOW) < types.index(EventType.BATTERY_VOLTAGE_CRITICAL)
+        assert level(22) is True  # yellow solid since LOW
+        assert outputs.patterns["buzzer"] == "alarm" and level(25) is True
+        await sleep.tick()
+        assert level(25) is False  # the alarm beeps
+        hat.set(ac=True)
+        driver.on_edge()
+        for _ in range(3):  # charging is debounced over three readings
+            src.t += 30
+            driver.poll()
+        assert level(27) is True and level(17) is False and level(22) is False and level(24) is True
+        assert outputs.patterns["buzzer"] == "off" and outputs.patterns["blue"] == "pulse"
+        types = [e.type for e in read_events(tmp_path / "ev.log")]
+        assert types[-2:] == [EventType.AC_POWER_RESTORED, EventType.CHARGING_STARTED]
+        while engine._tasks:
+            await asyncio.gather(*list(engine._tasks))
+        await engine.close()
+
+    asyncio.run(go())
+    env = json.loads(hook_out.read_text())
+    assert env["NUTUPS_EVENT"] == "AC_POWER_LOSS"
+    seqs = [e.seq for e in read_events(tmp_path / "ev.log")]
+    assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_follow_sees_new_events_across_rotation(tmp_path):
+    path = tmp_path / "ev.log"
+    log = EventLog(path, max_bytes=1500, backups=3)
+    log.append(Event(EventType.AC_POWER_LOSS, "ups", "before"))
+    seen: list[Event] = []
+    done = threading.Event()
+
+    def reader():
+        for ev in follow_events(path, poll=0.01, stop=done.is_set):
+            seen.append(ev)
+            if len(seen) == 40:
+                done.set()
+
+    t = threading.Thread(target=reader)
+    t.start()
+    time.sleep(0.2)  # the reader starts from the end of the log: let it get there first
+    for i in range(40):
+        log.append(Event(EventType.CHARGING_STARTED, "ups", f"after {i}"))
+    t.join(20)
+    done.set()
+    log.close()
+    assert [e.message for e in seen] == [f"after {i}" for i in range(40)]
+    assert Path(f"{path}.1").exists()  # it did rotate meanwhile
