@@ -171,7 +171,7 @@ def sim(confpath: Path | None, statepath: Path | None, ups: str | None, words: t
     from .hardware.simcontrol import request
 
     usage = ("ac on|off | load W | soc PCT | fault i2c on|off | speed X | temperature C | dcout on|off "
-             "| status")
+             "| pld stuck on|off | status")
     try:
         match [w.lower() for w in words]:
             case ["status"]:
@@ -190,6 +190,8 @@ def sim(confpath: Path | None, statepath: Path | None, ups: str | None, words: t
                 message = {"cmd": "set", "temperature": float(value)}
             case ["dcout", value]:
                 message = {"cmd": "set", "dc_out": _on_off(value)}
+            case ["pld", "stuck", value]:
+                message = {"cmd": "set", "pld_stuck": _on_off(value)}
             case _:
                 raise click.UsageError(f"expected: {usage}")
     except ValueError:

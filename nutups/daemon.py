@@ -163,8 +163,15 @@ class Daemon:
         self._tasks.append(loop.create_task(self.engine.poll_sensors(), name="sensors"))
         if self.engine.outlets is not None and self.engine.devices:
             first = self.states[0]
-            self._tasks.append(loop.create_task(
-                self.engine.outlets.poll(lambda v: first.set("input.voltage", f"{v:.1f}")), name="outlets"))
+            engine = self.engine
+
+            def plug_reading(reading) -> None:
+                if reading.voltage is not None:
+                    first.set("input.voltage", f"{reading.voltage:.1f}")
+                if reading.current is not None and not isinstance(engine.sensors, SimSensors):
+                    engine.extra["current"] = reading.current  # the overcurrent source on a Pi
+
+            self._tasks.append(loop.create_task(self.engine.outlets.poll(plug_reading), name="outlets"))
         for driver in self.drivers.values():
             if getattr(driver, "hardware", None) is not None:
                 driver.on_control = self._after_sim_change

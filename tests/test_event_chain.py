@@ -102,8 +102,13 @@ def test_mains_loss_runs_every_action(chain):
     loss = [e for e in events if e.type == EventType.AC_POWER_LOSS]
     assert len(loss) == 1 and loss[0].dashboard_notify
     poll_until(lambda: chain["shelly"].on, "the plug to be switched on")
-    poll_until(chain["hook"].exists, "the run: hook")
-    env = json.loads(chain["hook"].read_text())
+    def hook_env():
+        try:
+            return json.loads(chain["hook"].read_text())  # written by another process: wait for all of it
+        except (OSError, ValueError):
+            return None
+
+    env = poll_until(hook_env, "the run: hook")
     assert env["NUTUPS_EVENT"] == "AC_POWER_LOSS" and env["NUTUPS_UPS"] == "ups"
     reply = request(chain["sock"], {"cmd": "set", "ac": True})
     outputs = reply["state"]["outputs"]
@@ -178,3 +183,16 @@ def test_aionut_sees_outlet_switches(chain):
         assert variables[f"outlet.{n}.switchable"] == "yes"
         assert {f"outlet.{n}.load.on", f"outlet.{n}.load.off"} <= set(commands)
         assert variables[f"outlet.{n}.status"] in ("on", "off")
+
+
+def test_simulator_produces_ups_fault_with_a_stuck_pld(chain):
+    """A PLD line that stays high while the pack discharges (a badly seated HAT): ALARM, UPS_FAULT."""
+    sock = chain["sock"]
+    request(sock, {"cmd": "set", "pld_stuck": True, "load_w": 20})
+    request(sock, {"cmd": "set", "ac": False})
+    request(sock, {"cmd": "set", "speed": 600})
+    poll_until(lambda: any(e.type == EventType.UPS_FAULT for e in read_events(chain["log"])), "UPS_FAULT", 60)
+    fault = [e for e in read_events(chain["log"]) if e.type == EventType.UPS_FAULT][-1]
+    assert "PLD reports mains present" in fault.message
+    request(sock, {"cmd": "set", "speed": 1})
+    request(sock, {"cmd": "set", "ac": True, "pld_stuck": False, "soc": 100, "load_w": 5})

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from ..state import CommandResult, UpsState
-from .devices import AcDevice
+from .devices import AcDevice, PowerReading
 from .outputs import RELAY_STATES, Outputs
 
 log = logging.getLogger("nutups.outlets")
@@ -90,9 +90,11 @@ class Outlets:
         log.info("outlet %d (%s) switched %s", num, name, "on" if on else "off")
         return CommandResult.SUCCESS
 
-    async def poll(self, on_voltage: Callable[[float], None] | None = None) -> None:
-        """Refresh the plugs' states; the first plug with a voltmeter gives input.voltage."""
+    async def poll(self, on_reading: Callable[[PowerReading], None] | None = None) -> None:
+        """Refresh the plugs' states; the first plug with a meter gives its reading to ``on_reading``
+        (input.voltage, and the current the overcurrent events watch)."""
         while True:
+            first = True
             for i, (name, dev) in self.outlets.items():
                 if dev is None:
                     continue
@@ -106,7 +108,7 @@ class Outlets:
                     self.state.set(f"outlet.{i}.status", "on" if reading.on else "off")
                 if reading.power_w is not None:
                     self.state.set(f"outlet.{i}.realpower", f"{reading.power_w:.1f}")
-                if reading.voltage is not None and on_voltage is not None:
-                    on_voltage(reading.voltage)
-                    on_voltage = None
+                if first and on_reading is not None and (reading.voltage is not None or reading.current is not None):
+                    on_reading(reading)
+                    first = False
             await asyncio.sleep(self.poll_every)

@@ -184,6 +184,7 @@ class SimulatedHat:
         self.i2c_fault = False
         self.temperature_c = 45.0  # the Pi's thermal zone
         self.dc_out = True  # the HAT's 5 V output reaching the Pi
+        self.pld_stuck = False  # the PLD line ignores mains (floating, as with a badly seated HAT)
         self.writes: list[tuple[int, int, int]] = []  # (address, register, value) the driver wrote
         self.outputs_state: Callable[[], dict] | None = None  # set by the daemon: LEDs, relay, buzzer
         self._t = self.clock()
@@ -202,7 +203,7 @@ class SimulatedHat:
 
     def set(self, ac: bool | None = None, load_w: float | None = None, soc: float | None = None,
             i2c_fault: bool | None = None, speed: float | None = None, temperature: float | None = None,
-            dc_out: bool | None = None) -> None:
+            dc_out: bool | None = None, pld_stuck: bool | None = None) -> None:
         if load_w is not None and not 0 <= load_w <= 50:
             raise ValueError("load_w must be within 0..50 W")
         if soc is not None and not 0 <= soc <= 100:
@@ -215,6 +216,8 @@ class SimulatedHat:
             self.temperature_c = float(temperature)
         if dc_out is not None:
             self.dc_out = bool(dc_out)
+        if pld_stuck is not None:
+            self.pld_stuck = bool(pld_stuck)
         self.advance()
         if load_w is not None:
             self.model.load_w = float(load_w)
@@ -227,7 +230,8 @@ class SimulatedHat:
             self.clock.speed = float(speed)
         if ac is not None and ac != self.model.ac:
             self.model.ac = bool(ac)
-            self.gpio.set_level(PLD_OFFSET, self.model.ac)
+            if not self.pld_stuck:  # a HAT that is not seated leaves PLD floating high
+                self.gpio.set_level(PLD_OFFSET, self.model.ac)
         self.model.charge_enabled = self.gpio.charge_enabled()
         self.model.step(0)
 
@@ -241,7 +245,7 @@ class SimulatedHat:
             "charge_enabled": m.charge_enabled, "i2c_fault": self.i2c_fault, "speed": self.clock.speed,
             "clock_s": round(self.clock(), 3), "time_to_empty_s": None if math.isinf(tte) else round(tte, 1),
             "board": self.board.name, "capacity_mah": m.capacity_mah, "chip": self.chip,
-            "temperature": self.temperature_c, "dc_out": self.dc_out, "output_current_a": round(self.output_current(), 3),
+            "temperature": self.temperature_c, "dc_out": self.dc_out, "pld_stuck": self.pld_stuck, "output_current_a": round(self.output_current(), 3),
             "outputs": self.outputs_state() if self.outputs_state else {},
         }
 

@@ -22,7 +22,7 @@ from .sim import SimulatedHat
 log = logging.getLogger("nutups.sim")
 
 SETTABLE = {"ac": bool, "load_w": (int, float), "soc": (int, float), "i2c_fault": bool, "speed": (int, float),
-            "temperature": (int, float), "dc_out": bool}
+            "temperature": (int, float), "dc_out": bool, "pld_stuck": bool}
 MAX_LINE = 4096
 EDGE_WAIT_S = 1.0
 
