@@ -204,3 +204,13 @@ def test_reply_cache_follows_state_and_time(core, clock):
     assert s.receive(b"GET TRACKING\n") == b"OFF\n"
     assert b"GET TRACKING\n" not in core.reply_cache
     assert b"GET NUMLOGINS hat\n" not in core.reply_cache
+
+
+def test_reply_cache_stays_bounded(core):
+    from nutups.nut import protocol
+
+    s = core.session("x")
+    for i in range(20000):
+        s.receive(b"LIST VAR hat" + b" " * (i % 200) + b"x" * (i // 200) + b"\n")
+        assert core.reply_cache_bytes <= protocol.REPLY_CACHE_BYTES + 4096
+    assert len(core.reply_cache) <= protocol.REPLY_CACHE_SIZE

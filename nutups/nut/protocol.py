@@ -29,6 +29,7 @@ SERVER_INFO = f"Network UPS Tools upsd {NUT_VERSION} - http://www.networkupstool
 HELP_TEXT = b"Commands: HELP VER GET LIST SET INSTCMD LOGIN LOGOUT USERNAME PASSWORD STARTTLS\n"
 READ_CHUNK = 512  # upsd reads at most this much at a time; a parse error drops the rest
 REPLY_CACHE_SIZE = 4096
+REPLY_CACHE_BYTES = 2 * 1024 * 1024
 # A reply that depends on the request line alone (and on the UPS's state version,
 # while its data is fresh) is cached: pipelined GET VAR floods cost a dict lookup.
 _NOT_CACHEABLE = object()
@@ -72,7 +73,10 @@ class Tracker:
     def add(self) -> str:
         now = self._clock()
         if len(self._entries) > 64:
-            self._entries = {k: v for k, v in self._entries.items() if now - v[0] < TRACKING_KEEP}
+            # purge in place: results complete from the drivers' thread meanwhile
+            for tid, (born, _) in list(self._entries.items()):
+                if now - born >= TRACKING_KEEP:
+                    self._entries.pop(tid, None)
         tid = str(uuid.uuid4()).upper()
         self._entries[tid] = (now, "PENDING")
         return tid
@@ -107,6 +111,7 @@ class ServerCore:
     sessions: list[Session] = field(default_factory=list)
     # raw request line -> (reply, UPS it depends on or None, that UPS's version)
     reply_cache: dict[bytes, tuple[bytes, UpsState | None, int]] = field(default_factory=dict)
+    reply_cache_bytes: int = 0
 
     def __post_init__(self) -> None:
         self.tracker = Tracker(self.clock)
@@ -195,9 +200,12 @@ class Session:
                 self._dispatch(line)
                 ups = self._cache_ups
                 if ups is not _NOT_CACHEABLE and idle and used == len(raw) and len(raw) <= 256:
-                    if len(cache) >= REPLY_CACHE_SIZE:
-                        cache.clear()
-                    cache[raw] = (b"".join(out[mark:]), ups, self._cache_version if ups else 0)
+                    reply = b"".join(out[mark:])
+                    core.reply_cache_bytes += len(raw) + len(reply)
+                    if len(cache) >= REPLY_CACHE_SIZE or core.reply_cache_bytes > REPLY_CACHE_BYTES:
+                        cache.clear()  # bounded: spelling variants must not grow it without end
+                        core.reply_cache_bytes = len(raw) + len(reply)
+                    cache[raw] = (reply, ups, self._cache_version if ups else 0)
                 if self.starttls_requested:
                     # Never process plaintext that was pipelined behind STARTTLS
                     # as if it had come over TLS (CVE-2011-0411). upsd 2.8.0 would.
