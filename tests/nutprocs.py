@@ -223,6 +223,8 @@ class RealNut:
             except subprocess.TimeoutExpired:
                 p.kill()
         self.procs.clear()
+        if getattr(self, "log", None):
+            self.log.close()
 
 
 class Nutups:

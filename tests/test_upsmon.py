@@ -44,8 +44,9 @@ POWERDOWNFLAG {out}/killpower-{role}
 def start_upsmon(confdir: Path, log: Path) -> subprocess.Popen:
     env = dict(os.environ, NUT_CONFPATH=str(confdir), NUT_STATEPATH=str(confdir))
     script = f"mkdir -p /run/nut && mount -t tmpfs none /run/nut && exec {UPSMON} -F"
-    return subprocess.Popen(["unshare", "-m", "sh", "-c", script], env=env,
-                            stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    with open(log, "wb") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(["unshare", "-m", "sh", "-c", script], env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
 
 
 def wait_for(predicate, what: str, timeout: float = TIMEOUT):

@@ -111,36 +111,40 @@ def follow_events(path: Path, poll: float = 0.25, stop=lambda: False) -> Iterato
     f, inode = open_at_end()
     last = last_sequence(path)
     pending = b""
-    while not stop():
-        chunk = f.read() if f is not None else b""
-        if chunk:
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for raw in lines:
-                try:
-                    ev = Event.from_json(raw.decode())
-                except (ValueError, KeyError, UnicodeDecodeError):
-                    log.warning("%s: damaged line skipped", path)
-                    continue
-                if ev.seq > last:
-                    last = ev.seq
-                    yield ev
-            continue
-        try:
-            rotated = os.stat(path).st_ino != inode
-        except FileNotFoundError:
-            rotated = False  # between the writer's rename and its new file
-        if rotated:
-            if f is not None:
-                f.close()
-            f, inode = open_at_end()
-            pending = b""
-            for ev in read_events(path, lambda text: None):  # what the rotations moved away
-                if ev.seq > last:
-                    last = ev.seq
-                    yield ev
-            continue
-        time.sleep(poll)
+    try:
+        while not stop():
+            chunk = f.read() if f is not None else b""
+            if chunk:
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for raw in lines:
+                    try:
+                        ev = Event.from_json(raw.decode())
+                    except (ValueError, KeyError, UnicodeDecodeError):
+                        log.warning("%s: damaged line skipped", path)
+                        continue
+                    if ev.seq > last:
+                        last = ev.seq
+                        yield ev
+                continue
+            try:
+                rotated = os.stat(path).st_ino != inode
+            except FileNotFoundError:
+                rotated = False  # between the writer's rename and its new file
+            if rotated:
+                if f is not None:
+                    f.close()
+                f, inode = open_at_end()
+                pending = b""
+                for ev in read_events(path, lambda text: None):  # what the rotations moved away
+                    if ev.seq > last:
+                        last = ev.seq
+                        yield ev
+                continue
+            time.sleep(poll)
+    finally:
+        if f is not None:
+            f.close()
 
 
 def last_sequence(path: Path) -> int:
