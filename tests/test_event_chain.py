@@ -126,7 +126,12 @@ def test_simulator_produces_host_events(chain):
     assert state["outputs"]["buzzer"]["pattern"] == "alarm"
     request(chain["sock"], {"cmd": "set", "dc_out": False})
     poll_until(lambda: any(e.type == EventType.DC_OUT_LOSS for e in read_events(chain["log"])), "DC_OUT_LOSS")
-    request(chain["sock"], {"cmd": "set", "temperature": 45, "dc_out": True})
+    request(chain["sock"], {"cmd": "set", "dc_out": True, "load_w": 30})  # 5.9 A out of a 5 A board
+    poll_until(lambda: any(e.type == EventType.OVERCURRENT_DETECTED for e in read_events(chain["log"])),
+               "OVERCURRENT_DETECTED")
+    request(chain["sock"], {"cmd": "set", "temperature": 45, "dc_out": True, "load_w": 5})
+    for kind in (EventType.TEMPERATURE_NORMAL, EventType.DC_OUT_RESTORED, EventType.OVERCURRENT_CLEARED):
+        poll_until(lambda kind=kind: any(e.type == kind for e in read_events(chain["log"])), str(kind))
 
 
 def test_outlets_in_nut(chain):

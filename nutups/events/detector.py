@@ -22,8 +22,8 @@ class Thresholds:
     full_hysteresis: float = 3.0
     temperature_high: float = 75.0
     temperature_hysteresis: float = 5.0
-    current_max: float = 10.0
-    current_hysteresis: float = 1.0
+    current_max: float = 5.0  # amperes out of the HAT: the X1202 is rated 5.1 V / 5 A
+    current_hysteresis: float = 0.5
     debounce: int = 3  # readings that must agree before a level changes
 
     @classmethod
