@@ -49,12 +49,27 @@ class FakeKasaPlug:
         self.server: asyncio.AbstractServer | None = None
         self.port = 0
 
-    async def start(self) -> FakeKasaPlug:
-        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
+    async def start(self, discovery: bool = False) -> FakeKasaPlug:
+        """Listen on TCP; with ``discovery``, answer python-kasa's legacy UDP discovery on the
+        same port number (discover_single(host, port=P) sends there and connects there)."""
+        loop = asyncio.get_running_loop()
+        self.udp = None
+        for _ in range(20):
+            self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+            self.port = self.server.sockets[0].getsockname()[1]
+            if not discovery:
+                return self
+            try:
+                self.udp, _ = await loop.create_datagram_endpoint(lambda: _Discovery(self),
+                                                                  local_addr=("127.0.0.1", self.port))
+                return self
+            except OSError:
+                self.server.close()
+        raise OSError("no port free for TCP and UDP")
 
     async def close(self) -> None:
+        if getattr(self, "udp", None) is not None:
+            self.udp.close()
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
@@ -98,6 +113,24 @@ class FakeKasaPlug:
             pass
         finally:
             writer.close()
+
+
+class _Discovery(asyncio.DatagramProtocol):
+    """Legacy discovery: an XOR-obfuscated get_sysinfo without the length prefix."""
+
+    def __init__(self, plug: FakeKasaPlug) -> None:
+        self.plug = plug
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        try:
+            req = json.loads(xor_decrypt(data))
+        except ValueError:
+            return
+        self.plug.requests.append({"discovery": req})
+        self.transport.sendto(xor_encrypt(json.dumps(self.plug._answer(req)).encode()), addr)
 
 
 class FakeShelly:

@@ -43,10 +43,28 @@ async def still_responsive(coro, timeout: float):
     assert elapsed < timeout + 2  # and the wait was bounded
 
 
+def test_kasa_plug_found_by_discovery_on_its_port():
+    """The default path: Discover.discover_single(host, port=...) finds the protocol."""
+
+    async def go():
+        plug = await FakeKasaPlug().start(discovery=True)
+        dev = KasaDevice(DeviceConfig("kasa", "rack_ac", "127.0.0.1", plug.port), timeout=5)
+        r = await dev.read()
+        assert (r.on, r.power_w) == (True, 12.5)
+        assert {"discovery": {"system": {"get_sysinfo": {}}}} in plug.requests
+        await dev.do("turn_off")
+        assert plug.on is False
+        await dev.close()
+        await plug.close()
+
+    asyncio.run(go())
+
+
 def test_kasa_legacy_plug():
     async def go():
         plug = await FakeKasaPlug().start()
-        dev = KasaDevice(DeviceConfig("kasa", "rack_ac", "127.0.0.1", plug.port), timeout=5)
+        dev = KasaDevice(DeviceConfig("kasa", "rack_ac", "127.0.0.1", plug.port, options={"protocol": "legacy"}),
+                         timeout=5)
         r = await dev.read()
         assert (r.on, r.power_w, r.voltage) == (True, 12.5, 230.1)
         await dev.do("turn_off")
@@ -55,7 +73,8 @@ def test_kasa_legacy_plug():
         assert (await dev.do("capture_power_state")).on is False
         await dev.close()
         plug.hang = True
-        hanging = KasaDevice(DeviceConfig("kasa", "rack_ac", "127.0.0.1", plug.port), timeout=1)
+        hanging = KasaDevice(DeviceConfig("kasa", "rack_ac", "127.0.0.1", plug.port,
+                                          options={"protocol": "legacy"}), timeout=1)
         await still_responsive(asyncio.wait_for(hanging.read(), 1), 1)
         await plug.close()
 
@@ -64,8 +83,11 @@ def test_kasa_legacy_plug():
 
 def test_kasa_unreachable_port_fails_fast():
     async def go():
-        dev = KasaDevice(DeviceConfig("kasa", "gone", "127.0.0.1", free_port()), timeout=1)
+        dev = KasaDevice(DeviceConfig("kasa", "gone", "127.0.0.1", free_port(), options={"protocol": "legacy"}),
+                         timeout=1)
         await still_responsive(asyncio.wait_for(dev.read(), 2), 2)
+        silent = KasaDevice(DeviceConfig("kasa", "silent", "127.0.0.1", free_port()), timeout=1)  # no discovery answer
+        await still_responsive(silent.read(), 3)
 
     asyncio.run(go())
 

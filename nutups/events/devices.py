@@ -245,7 +245,7 @@ class KasaDevice(AcDevice):
         creds = kasa.Credentials(cfg.username, cfg.password) if cfg.username else None
         if self.protocol_factory is not None:
             self.device = await self.protocol_factory(cfg, creds)
-        elif cfg.options.get("protocol") == "legacy" or (cfg.port and not creds):
+        elif cfg.options.get("protocol") == "legacy":  # no discovery: straight to the old XOR protocol
             from kasa import DeviceConnectionParameters, DeviceEncryptionType, DeviceFamily
 
             params = DeviceConnectionParameters(DeviceFamily.IotSmartPlugSwitch, DeviceEncryptionType.Xor)
