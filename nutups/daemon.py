@@ -182,6 +182,31 @@ class Daemon:
             self._tasks.append(loop.create_task(self._supervise(name, driver), name=f"driver-{name}"))
         self.bound = await self.server.start()
 
+    def reload(self) -> None:
+        """SIGHUP, as upsd: read upsd.users again (and the event mapping of nutups.yaml).
+        A file with errors is reported and the running settings are kept."""
+        from .config import load_configuration
+
+        confpath = self.config.confpath
+        if not (confpath / "ups.conf").exists():
+            log.info("SIGHUP: no configuration files to reload")
+            return
+        fresh = load_configuration(confpath)
+        users_file = str(confpath / "upsd.users")
+        user_errors = [p for p in fresh.errors if p.file == users_file]
+        for problem in fresh.problems:
+            (log.warning if problem.warning else log.error)("reload: %s", problem)
+        if user_errors:
+            log.error("reload: upsd.users has errors; keeping the users already loaded")
+        else:
+            self.core.users = fresh.users
+            log.info("reload: %d user(s) from upsd.users", len(fresh.users.users))
+        yaml_file = str(confpath / "nutups.yaml")
+        if self.engine is not None and not [p for p in fresh.errors if p.file == yaml_file]:
+            self.engine.config.actions = fresh.events.actions
+            self.engine.config.thresholds = fresh.events.thresholds
+            log.info("reload: event mapping from nutups.yaml")
+
     async def _after_sim_change(self) -> None:
         """The simulator changed: read its sensors now, not at the next sensor poll."""
         if self.engine is not None and self.engine.sensors is not None:
@@ -206,6 +231,10 @@ class Daemon:
                 loop.add_signal_handler(sig, stop.set)
             except (NotImplementedError, RuntimeError):
                 pass
+        try:
+            loop.add_signal_handler(signal.SIGHUP, self.reload)
+        except (NotImplementedError, RuntimeError):
+            pass
         log.info("nutups serving %d UPS: %s", len(self.states), ", ".join(s.name for s in self.states))
         await stop.wait()
         log.info("stopping")

@@ -215,3 +215,37 @@ def test_config_check_validates_driver_options():
     assert f"{confdir}/ups.conf:1: [ups] board = x9999: unknown" in r.stderr
     assert f"{confdir}/ups.conf:5: [b] pollinterval = 'fast': not a number" in r.stderr
     assert f"{confdir}/ups.conf:8: [c] pld_active = up: high or low" in r.stderr
+
+
+def test_sighup_reloads_users():
+    import signal
+
+    base = nut_tmpdir()
+    confdir = make_confdir(base / "conf", "[ups]\n driver = x120x\n sim = yes\n", "",
+                           "[admin]\n password = old\n actions = SET\n")
+    port = free_port()
+    err = open(base / "stderr", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "nutups.cli", "serve", "--confpath", str(confdir),
+                             "--listen", f"127.0.0.1:{port}", "--statepath", str(base / "state")],
+                            stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        wait_port(port, proc)
+        set_ok = b"USERNAME admin\nPASSWORD new\nSET VAR ups battery.charge.low 30\n"
+        with RawClient(port) as c:
+            poll_until(lambda: c.request(b"GET VAR ups ups.status\n").startswith(b"VAR"), "data")
+        with RawClient(port) as c:
+            assert c.session(set_ok).endswith(b"ERR ACCESS-DENIED\n")
+        (confdir / "upsd.users").write_text("[admin]\n password = new\n actions = SET\n")
+        proc.send_signal(signal.SIGHUP)
+        poll_until(lambda: "reload: 1 user(s)" in (base / "stderr").read_text(), "the reload")
+        with RawClient(port) as c:
+            assert c.session(set_ok) == b"OK\nOK\nOK\n"
+        (confdir / "upsd.users").write_text("[admin]\n password = \"unclosed # quote\n")
+        proc.send_signal(signal.SIGHUP)
+        poll_until(lambda: "keeping the users already loaded" in (base / "stderr").read_text(), "a refused reload")
+        with RawClient(port) as c:
+            assert c.session(set_ok) == b"OK\nOK\nOK\n"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        err.close()
