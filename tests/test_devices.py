@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -143,7 +144,7 @@ def test_shelly(gen):
 @pytest.fixture(scope="module")
 def mosquitto(tmp_path_factory):
     exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not shutil.os.path.exists(exe):
+    if not os.path.exists(exe):
         pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
     port = free_port()
     conf = tmp_path_factory.mktemp("mqtt") / "mosquitto.conf"
