@@ -135,9 +135,9 @@ def test_set_var_changes_value_like_dummy_ups(pair):
             assert c.request(b'SET VAR setups ups.serial "new serial"\n') == b"OK\n"
         # dummy-ups applies a SET asynchronously: wait for it (an event, not a delay).
         for port in (pair.real.port, pair.ours.port):
-            with RawClient(port) as c:
-                poll_until(lambda: c.request(b"GET VAR setups battery.charge\n")
-                           == b'VAR setups battery.charge "42"\n', f"SET to take effect on {port}")
+            with RawClient(port) as c:  # the later of the two SETs
+                poll_until(lambda: c.request(b"GET VAR setups ups.serial\n")
+                           == b'VAR setups ups.serial "new serial"\n', f"SET to take effect on {port}")
     assert_same(pair, b"GET VAR setups battery.charge\nGET VAR setups ups.serial\nLIST RW setups\n")
 
 
@@ -148,7 +148,9 @@ def test_set_value_with_escaped_quote_is_kept_whole(pair):
         c.request(b"USERNAME admin\n")
         c.request(b"PASSWORD adminpass\n")
         assert c.request(b'SET VAR setups ups.load "x\\"y"\n') == b"OK\n"
-        assert c.request(b"GET VAR setups ups.load\n") == b'VAR setups ups.load "x\\"y"\n'
+        # as with upsd, OK means the driver has it; the value follows a moment later
+        poll_until(lambda: c.request(b"GET VAR setups ups.load\n") == b'VAR setups ups.load "x\\"y"\n',
+                   "the SET to take effect")
 
 
 def test_fsd_latch(pair):

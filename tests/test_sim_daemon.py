@@ -113,8 +113,8 @@ def test_upsrw_list_and_set(simd):
     p = subprocess.run(["upsrw", "-s", "battery.charge.low=25", "-u", "admin", "-p", "adminpass",
                         f"ups@127.0.0.1:{port}"], capture_output=True, text=True, timeout=20)
     assert p.returncode == 0, p.stderr
-    p = subprocess.run(["upsc", f"ups@127.0.0.1:{port}", "battery.charge.low"], capture_output=True, text=True)
-    assert p.stdout == "25\n"
+    poll_until(lambda: subprocess.run(["upsc", f"ups@127.0.0.1:{port}", "battery.charge.low"],
+                                      capture_output=True, text=True).stdout == "25\n", "the SET to take effect")
     p = subprocess.run(["upsrw", "-s", "battery.charge.low=250", "-u", "admin", "-p", "adminpass",
                         f"ups@127.0.0.1:{port}"], capture_output=True, text=True, timeout=20)
     assert p.returncode != 0 and "INVALID-VALUE" in p.stderr
