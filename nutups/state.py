@@ -67,7 +67,6 @@ class UpsState:
         self._sorted_cmds: tuple[int, list[str]] | None = None
         self.instcmd_handler: CommandHandler | None = None
         self.setvar_handler: CommandHandler | None = None
-        self._listeners: list[Callable[[UpsState, str, str | None], None]] = []
         self._publish_listeners: list[Callable[[UpsState], None]] = []
 
     @property
@@ -129,16 +128,6 @@ class UpsState:
             return True
         return self.clock() - self._last_ok > self.maxage
 
-    @property
-    def stale_reason(self) -> str | None:
-        if self._stale_reason is not None:
-            return self._stale_reason
-        if self._last_ok is None:
-            return "no reading yet"
-        if self.clock() - self._last_ok > self.maxage:
-            return f"no reading for more than {self.maxage:g} s"
-        return None
-
     # --- variables -------------------------------------------------------
 
     def get(self, name: str) -> Variable | None:
@@ -184,9 +173,6 @@ class UpsState:
         if ranges is not None and var.ranges != ranges:
             var.ranges = list(ranges)
             self.version += 1
-        if old != value:
-            for listener in self._listeners:
-                listener(self, var.name, old)
 
     def delete(self, name: str) -> None:
         if self.variables.pop(name.lower(), None) is not None:
@@ -219,7 +205,3 @@ class UpsState:
 
     def status_tokens(self) -> list[str]:
         return (self.value("ups.status") or "").split()
-
-    def on_change(self, listener: Callable[[UpsState, str, str | None], None]) -> None:
-        """Call ``listener(state, name, old_value)`` whenever a value changes."""
-        self._listeners.append(listener)
