@@ -150,17 +150,14 @@ class UpsState:
         """Create or update a variable; flags given as None keep what they were."""
         key = name.lower()
         var = self.variables.get(key)
-        old = None
         if var is None:
             var = Variable(name, value)
             self.variables[key] = var
             self._generation += 1
             self.version += 1
-        else:
-            old = var.value
-            if old != value:
-                var.value = value
-                self.version += 1
+        elif var.value != value:
+            var.value = value
+            self.version += 1
         if rw is not None and var.rw != rw:
             var.rw = rw
             self.version += 1
