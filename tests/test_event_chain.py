@@ -201,3 +201,17 @@ def test_simulator_produces_ups_fault_with_a_stuck_pld(chain):
     assert "PLD reports mains present" in fault.message
     request(sock, {"cmd": "set", "speed": 1})
     request(sock, {"cmd": "set", "ac": True, "pld_stuck": False, "soc": 100, "load_w": 5})
+
+
+@pytest.mark.skipif(not HAVE_REAL_NUT, reason="needs nut-client")
+def test_upscmd_waits_for_the_tracked_result(chain):
+    """upscmd -w: SET TRACKING ON, INSTCMD, then GET TRACKING until it is no longer PENDING."""
+    port = chain["port"]
+    p = subprocess.run(["upscmd", "-w", "-u", "admin", "-p", "adminpass", f"ups@127.0.0.1:{port}",
+                        "outlet.2.load.on"], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.strip() == "SUCCESS"  # upscmd -w prints the tracked result
+    assert chain["shelly"].on is True  # done by the time upscmd reports success
+    p = subprocess.run(["upscmd", "-w", "-u", "admin", "-p", "adminpass", f"ups@127.0.0.1:{port}",
+                        "shutdown.stayoff"], capture_output=True, text=True, timeout=30)
+    assert p.returncode != 0  # not a command of this UPS
