@@ -301,3 +301,12 @@ def test_events_cli_filters(tmp_path):
     assert r.exit_code != 0 and "ISO 8601" in r.output
     r = CliRunner().invoke(main, ["events", "--types"])
     assert r.exit_code == 0 and "AC_POWER_LOSS" in r.output and "unavailable" in r.output
+
+
+def test_bad_conditions_at_start_are_reported_once():
+    d, ev = detector()
+    d.observe(Snapshot(mains=False, charging=False))  # the daemon starts during an outage
+    d.observe(Snapshot(mains=False, charging=False))
+    d.observe(Snapshot(mains=False, charging=False, dc_out_ok=False))  # the sensor's first reading
+    d.observe(Snapshot(mains=False, charging=False, dc_out_ok=False))
+    assert kinds(ev) == [EventType.AC_POWER_LOSS, EventType.DC_OUT_LOSS]

@@ -136,19 +136,11 @@ class EventDetector:
         if s.stale:
             return  # no judgement on stale readings
         if s.mains is not None:
-            changed = self.mains.update(s.mains)
-            if first and s.mains is False:
-                changed = False
-            if changed is True:
-                self._event(EventType.AC_POWER_RESTORED, "mains power restored")
-            elif changed is False:
-                self._event(EventType.AC_POWER_LOSS, "mains power lost: running on battery")
+            self._edge(self.mains, s.mains, (EventType.AC_POWER_RESTORED, "mains power restored"),
+                       (EventType.AC_POWER_LOSS, "mains power lost: running on battery"), bad=False)
         if s.charging is not None:
-            changed = self.charging.update(s.charging)
-            if changed is True:
-                self._event(EventType.CHARGING_STARTED, "charging started", s.charge, "%")
-            elif changed is False:
-                self._event(EventType.CHARGING_STOPPED, "charging stopped", s.charge, "%")
+            self._edge(self.charging, s.charging, (EventType.CHARGING_STARTED, "charging started"),
+                       (EventType.CHARGING_STOPPED, "charging stopped"), value=s.charge, unit="%")
         if s.voltage is not None:
             self._voltage(s.voltage, first)
         if s.charge is not None and s.mains:
@@ -163,19 +155,27 @@ class EventDetector:
                 self._event(EventType.UPS_FAULT, s.fault)
             self.fault = s.fault
         if s.dc_out_ok is not None:
-            changed = self.dc_out.update(s.dc_out_ok)
-            if first and s.dc_out_ok is False:
-                changed = False
-            if changed is False:
-                self._event(EventType.DC_OUT_LOSS, "the Pi's 5 V supply is below its limit")
-            elif changed is True:
-                self._event(EventType.DC_OUT_RESTORED, "the Pi's 5 V supply is back")
+            self._edge(self.dc_out, s.dc_out_ok, (EventType.DC_OUT_RESTORED, "the Pi's 5 V supply is back"),
+                       (EventType.DC_OUT_LOSS, "the Pi's 5 V supply is below its limit"), bad=False)
         if s.temperature is not None:
             self._above(self.hot, s.temperature, t.temperature_high, t.temperature_hysteresis,
                         EventType.TEMPERATURE_HIGH, EventType.TEMPERATURE_NORMAL, "temperature", "C")
         if s.current is not None:
             self._above(self.over, s.current, t.current_max, t.current_hysteresis,
                         EventType.OVERCURRENT_DETECTED, EventType.OVERCURRENT_CLEARED, "current", "A")
+
+    def _edge(self, level: _Level, now: bool, rise: tuple[EventType, str], fall: tuple[EventType, str],
+              bad: bool | None = None, value: float | None = None, unit: str | None = None) -> None:
+        """A debounced two-state condition.  Its first reading is the silent baseline,
+        unless it is already the ``bad`` state, which is reported once."""
+        first = not level.known
+        changed = level.update(now)
+        if first and now is bad:
+            changed = now
+        if changed is True:
+            self._event(rise[0], rise[1], value, unit)
+        elif changed is False:
+            self._event(fall[0], fall[1], value, unit)
 
     def _above(self, level: _Level, value: float, limit: float, hysteresis: float, high: EventType,
                normal: EventType, what: str, unit: str) -> None:
