@@ -10,12 +10,14 @@ from typing import Any
 import yaml
 
 from ..config.problems import ConfigProblem
+from . import outputs as _outputs
 from .detector import Thresholds
 from .types import EventType
 
-LED_PATTERNS = ("solid", "blink", "fast_blink", "pulse", "off")
-BUZZER_PATTERNS = ("short_beep", "alarm", "off")
-RELAY_STATES = ("on", "off")
+# the names the mapping may use are the patterns the outputs can play
+LED_PATTERNS = tuple(_outputs.LED_PATTERNS)
+BUZZER_PATTERNS = tuple(_outputs.BUZZER_PATTERNS)
+RELAY_STATES = tuple(_outputs.RELAY_STATES)
 DEVICE_TYPES = ("kasa", "shelly", "zigbee")
 DEVICE_ACTIONS = ("turn_on", "turn_off", "toggle", "capture_power_state")
 DEFAULT_EVENT_LOG = "data/logs/ups_events.log"
