@@ -12,6 +12,7 @@ import yaml
 from ..config.problems import ConfigProblem
 from . import outputs as _outputs
 from .detector import Thresholds
+from .log import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
 from .types import EventType
 
 # the names the mapping may use are the patterns the outputs can play
@@ -20,7 +21,6 @@ BUZZER_PATTERNS = tuple(_outputs.BUZZER_PATTERNS)
 RELAY_STATES = tuple(_outputs.RELAY_STATES)
 DEVICE_TYPES = ("kasa", "shelly", "zigbee")
 DEVICE_ACTIONS = ("turn_on", "turn_off", "toggle", "capture_power_state")
-DEFAULT_EVENT_LOG = "data/logs/ups_events.log"
 
 
 @dataclass
@@ -50,8 +50,8 @@ class ActionSet:
 @dataclass
 class EventsConfig:
     event_log: Path | None = None
-    max_bytes: int = 1_000_000
-    backups: int = 5
+    max_bytes: int = DEFAULT_MAX_BYTES
+    backups: int = DEFAULT_BACKUPS
     syslog: bool = False
     thresholds: Thresholds = field(default_factory=Thresholds)
     leds: dict[str, int] = field(default_factory=dict)
