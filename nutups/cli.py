@@ -148,7 +148,7 @@ def _sim_socket(confpath: Path | None, statepath: Path | None, ups: str | None) 
             sims = [s.name for s in cfg.ups if s.driver == "x120x"]
             ups = sims[0] if len(sims) == 1 else None
     if statepath is None:
-        statepath = Path(os.environ["NUT_STATEPATH"]) if os.environ.get("NUT_STATEPATH") else default_statepath()
+        statepath = default_statepath()  # $NUT_STATEPATH, else the runtime directory
     return statepath / f"nutups-{ups or 'ups'}.sim"
 
 
@@ -256,8 +256,7 @@ def events(confpath: Path | None, statepath: Path | None, types: tuple[str, ...]
         if path is None and cfg.upsd.statepath:
             statepath = statepath or Path(cfg.upsd.statepath)
     if path is None:
-        sp = statepath or (Path(os.environ["NUT_STATEPATH"]) if os.environ.get("NUT_STATEPATH")
-                           else default_statepath())
+        sp = statepath or default_statepath()
         path = sp / "ups_events.log"
     warn = lambda text: click.echo(f"warning: {text}", err=True)  # noqa: E731
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .hardware.gauge import DEFAULT_ADDRESS, FuelGauge, GaugeError
-from .hardware.gpio import HEADER_CHIP_LABELS, GpioError, find_chip
+from .hardware.gpio import GpioError, find_chip
 
 BOOT_CONFIGS = ("/boot/firmware/config.txt", "/boot/config.txt")
 
@@ -151,4 +151,4 @@ def format_table(checks: list[Check]) -> str:
     return "\n".join(out)
 
 
-__all__ = ["Check", "Machine", "format_table", "hat_absent", "run_checks", "HEADER_CHIP_LABELS"]
+__all__ = ["Check", "Machine", "format_table", "hat_absent", "run_checks"]

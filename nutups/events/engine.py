@@ -74,7 +74,6 @@ class EventEngine:
         self.detectors = {s.name: EventDetector(s.name, self.emit, config.thresholds) for s in states}
         self.states = states
         self.extra: dict[str, Any] = {}  # the latest sensor readings
-        self.listeners: list[Callable[[Event], None]] = []
         self._tasks: set[asyncio.Task] = set()
         self.recent: list[Event] = []
         self.outlets = None  # Outlets, when the relay or plugs are NUT outlets
@@ -100,8 +99,6 @@ class EventEngine:
                 log.error("cannot write the event log %s: %s", self.log.path, exc.strerror)
         log.info("event %s on %s: %s", event.type, event.ups, event.message)
         self.recent = (self.recent + [event])[-100:]
-        for listener in self.listeners:
-            listener(event)
         if actions is not None:
             self._start_actions(event, actions)
 

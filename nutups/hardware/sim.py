@@ -24,7 +24,7 @@ from datetime import timedelta
 from enum import Enum
 from types import SimpleNamespace
 
-from .boards import BOARDS, FULL_CELL_VOLTAGE, Board, ocv
+from .boards import BOARDS, FULL_CELL_VOLTAGE, Board, ocv, soc_at_ocv
 from .gauge import (
     DEFAULT_ADDRESS,
     REG_COMMAND,
@@ -285,15 +285,9 @@ class SimulatedHat:
     def write(self, address: int, reg: int, value: int) -> None:
         self.writes.append((address, reg, value))
         if reg == REG_MODE and value == 0x4000:  # quick-start: the gauge restarts from the voltage
-            self.model.gauge_offset = self.model.soc - _soc_from_voltage(self.model.voltage)
+            self.model.gauge_offset = self.model.soc - soc_at_ocv(self.model.voltage)
         if reg == REG_COMMAND:
-            self.model.gauge_offset = self.model.soc - _soc_from_voltage(self.model.voltage)
-
-
-def _soc_from_voltage(v: float) -> float:
-    from .boards import soc_at_ocv
-
-    return soc_at_ocv(v)
+            self.model.gauge_offset = self.model.soc - soc_at_ocv(self.model.voltage)
 
 
 class SimSMBus:

@@ -81,10 +81,6 @@ class NutServer:
         self._stop = False
         self._wake_r, self._wake_w = -1, -1
 
-    @property
-    def connections(self) -> dict[int, _Conn]:
-        return self._conns
-
     # --- life cycle (called from the asyncio loop) -------------------------------
 
     async def start(self) -> list[tuple[str, int]]:

@@ -111,9 +111,8 @@ class LineTokenizer:
 
     def finish(self) -> Line | None:
         """End of input (a file without a final LF): tie off what is pending."""
-        if self._word or self._state in (_COLLECT, _COLLECT_LITERAL):
-            if self._word or self._state == _COLLECT:
-                self._end_word()
+        if self._word:  # parseconf: "still building a word? tie it off"
+            self._end_word()
         words, self._words = self._words, []
         self._state = _FIND_WORD_START
         self._word.clear()
