@@ -27,6 +27,7 @@ from .state import UpsState
 log = logging.getLogger("nutups")
 
 RESTART_DELAY = 5.0  # seconds before a crashed driver is started again
+STOP_STAGE_S = 3.0  # the most one part of the daemon may take to stop
 
 
 def default_statepath() -> Path:
@@ -215,12 +216,26 @@ class Daemon:
                 self.engine.observe(self.states[0])
 
     async def stop(self) -> None:
+        """Stop drivers, server and events, each within STOP_STAGE_S: a stage that hangs
+        is named in the log and left behind, so the daemon still exits."""
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.server.close()
+        stages = [("drivers", asyncio.gather(*self._tasks, return_exceptions=True)),
+                  ("NUT server", self.server.close())]
         if self.engine is not None:
-            await self.engine.close()
+            stages.append(("events", self.engine.close()))
+        for name, stage in stages:
+            try:
+                await asyncio.wait_for(stage, STOP_STAGE_S)
+            except TimeoutError:
+                log.warning("stopping the %s took longer than %.0f s; going on", name, STOP_STAGE_S)
+        # asyncio.run() would wait for whatever is left (a child's handler, a plug's request)
+        leftovers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in leftovers:
+            task.cancel()
+        if leftovers:
+            await asyncio.wait(leftovers, timeout=STOP_STAGE_S)
+        log.info("stopped")
 
     async def run_forever(self) -> None:
         await self.start()

@@ -132,7 +132,7 @@ class NutServer:
             return
         self._stop = True
         os.write(self._wake_w, b"x")
-        await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 5)
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 2)
         self._thread = None
 
     # --- the I/O thread ----------------------------------------------------------------
