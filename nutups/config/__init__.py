@@ -39,6 +39,7 @@ class Configuration:
     users: UserTable = field(default_factory=UserTable)
     extra: dict = field(default_factory=dict)  # nutups.yaml
     events: Any = field(default_factory=lambda: _events_config())  # nutups.events.config.EventsConfig
+    shutdown: Any = None  # nutups.shutdown.settings.ShutdownSettings; None: the policy is off
     problems: list[ConfigProblem] = field(default_factory=list)
 
     @property
@@ -120,12 +121,17 @@ def load_configuration(confpath: Path, require_ups_conf: bool = True) -> Configu
 
     lines = cfg.extra.pop("__lines__", {})
     known = {"event_log", "event_log_max_bytes", "event_log_backups", "event_syslog", "thresholds", "outputs",
-             "integrations", "events", "action_timeout", "action_retries", "hook_timeout"}
+             "integrations", "events", "action_timeout", "action_retries", "hook_timeout", "shutdown"}
     for key in cfg.extra:
         if key not in known:
             problems.append(ConfigProblem(str(confpath / "nutups.yaml"), lines.get((id(cfg.extra), key)),
                                           f"unknown setting {key!r}"))
     cfg.events, p = parse_events_config(cfg.extra, confpath, str(confpath / "nutups.yaml"), lines)
+    problems.extend(p)
+    from ..shutdown.settings import parse_shutdown_config
+
+    cfg.shutdown, p = parse_shutdown_config(cfg.extra, str(confpath / "nutups.yaml"), lines,
+                                            [s.name for s in cfg.ups])
     problems.extend(p)
     if cfg.upsd.certfile:
         cert = Path(cfg.upsd.certfile)
