@@ -18,7 +18,7 @@ from nutups.events.detector import EventDetector, Snapshot
 from nutups.events.types import EventType
 from nutups.nut.protocol import ServerCore
 from nutups.shutdown.policy import RECHECK_S, Emit, Phase, Reading, RunCommand, SetFsd, ShutdownPolicy
-from nutups.shutdown.runner import ShutdownRunner
+from nutups.shutdown.runner import ShutdownRunner, shutdown_runner
 from nutups.shutdown.settings import ShutdownSettings
 from nutups.state import UpsState
 
@@ -285,21 +285,27 @@ def test_settings_errors_name_file_line_and_what_is_accepted():
     confdir = confpath_with("event_syslog: false\nshutdown:\n  grace: soon\n  hostsync: -1\n"
                             "  command: \"poweroff 'unclosed\"\n  cells: 1.5\n  ups: other\n  halt: yes\n")
     fn = f"{confdir}/nutups.yaml"
-    got = sorted(str(p) for p in load_configuration(confdir).problems)
-    assert got == sorted([
-        f"{fn}:3: shutdown.grace: 'soon' is not a number (seconds on battery before anything may start)",
-        f"{fn}:4: shutdown.hostsync: -1 is out of range: 0..3600 (seconds after FSD to wait for the other "
-        "logged-in hosts to log out)",
+    assert [str(p) for p in load_configuration(confdir).problems] == [
+        f"{fn}:3: shutdown.grace: 'soon' is not a number from 0 to 86400 s",
+        f"{fn}:4: shutdown.hostsync: -1 is not a number from 0 to 3600 s",
         f"{fn}:5: shutdown.command: cannot split \"poweroff 'unclosed\" into words (No closing quotation)",
-        f"{fn}:6: shutdown.cells: 1.5 is not a whole number (cells in series behind battery.voltage "
-        "(default: what the driver says; 1 on every X120X))",
-        f"{fn}:7: shutdown.ups: no UPS 'other' in ups.conf (it has: ups)",
-        f"{fn}:8: shutdown: unknown setting 'halt' (known: grace, hostsync, command, reboot_command, "
+        f"{fn}:6: shutdown.cells: 1.5 is not a whole number from 1 to 24",
+        f"{fn}:8: shutdown.halt: unknown setting in shutdown (known: grace, hostsync, command, reboot_command, "
         "voltage_floor, cells, debounce, ups)",
-    ])
+    ]
     confdir = confpath_with("shutdown: [grace]\n")
-    [problem] = load_configuration(confdir).problems
-    assert str(problem).startswith(f"{confdir}/nutups.yaml:1: shutdown: a mapping of grace, hostsync")
+    assert [str(p) for p in load_configuration(confdir).problems] == [
+        f"{confdir}/nutups.yaml:1: shutdown: a list is not a mapping of shutdown settings (grace, hostsync, "
+        "command, reboot_command, voltage_floor, cells, debounce, ups)"]
+    assert load_configuration(confdir).shutdown is None  # unusable: the policy stays off, and says why
+
+
+def test_runner_watches_the_named_ups_or_says_it_is_not_there(caplog):
+    states = [UpsState("hat"), UpsState("Pi")]
+    assert shutdown_runner(ShutdownSettings(ups="pi"), states, {}, print).state is states[1]
+    assert shutdown_runner(ShutdownSettings(), states, {}, print).state is states[0]
+    assert shutdown_runner(ShutdownSettings(ups="nas"), states, {}, print).state is states[0]
+    assert "shutdown.ups: no UPS 'nas' in ups.conf (it has: hat, Pi); the policy watches [hat]" in caplog.text
 
 
 # --- what clients and the event log see ---------------------------------------------------

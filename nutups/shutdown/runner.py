@@ -116,10 +116,14 @@ class ShutdownRunner:
 def shutdown_runner(settings: ShutdownSettings, states: list[UpsState], drivers: dict[str, Driver],
                     emit: Callable[[Event], None]) -> ShutdownRunner | None:
     """The runner for the UPS that powers this Pi (``shutdown.ups``, else the first)."""
-    wanted = (settings.ups or "").lower()
-    state = next((s for s in states if s.name.lower() == wanted), states[0] if states else None)
-    if state is None:
+    if not states:
         return None
+    wanted = (settings.ups or states[0].name).lower()
+    state = next((s for s in states if s.name.lower() == wanted), None)
+    if state is None:
+        state = states[0]
+        log.error("shutdown.ups: no UPS %r in ups.conf (it has: %s); the policy watches [%s]",
+                  settings.ups, ", ".join(s.name for s in states), state.name)
     driver = drivers.get(state.name)
     policy = ShutdownPolicy(settings, state.name, driver.series_cells if driver is not None else None)
     log.info("[%s]: shutdown policy on: grace %g s, hostsync %g s, floor %s, command %r, reboot_command %r",
