@@ -105,7 +105,7 @@ def test_mains_charges_a_replayed_cell_back_to_full():
 
 def test_load_beyond_the_cell_data_is_refused_in_words():
     _, hat = discharge_hat("lco-ai2020", load_w=5, board="x1201")  # one 3 Ah cell: 10 W is the most
-    with pytest.raises(ValueError, match=r"load_w 12 W is beyond the lco-ai2020 cell data on this 3000 mAh "
+    with pytest.raises(ValueError, match=r"load 12 W is beyond the lco-ai2020 cell data on this 3000 mAh "
                                          r"pack \(at most 10.00 W\)"):
         hat.set(load_w=12)
 

@@ -371,7 +371,7 @@ class SimulatedHat:
         """A replayed cell answers only for the loads its curves cover (it would be optimistic beyond)."""
         m = self.model
         if isinstance(m, CellReplayModel) and load_w > m.max_load_w() * 1.0001:
-            raise ValueError(f"load_w {load_w:g} W is beyond the {m.cell.name} cell data on this "
+            raise ValueError(f"load {load_w:g} W is beyond the {m.cell.name} cell data on this "
                              f"{m.capacity_mah:g} mAh pack (at most {m.max_load_w():.2f} W)")
 
     def state(self) -> dict:
