@@ -80,6 +80,13 @@ class EventEngine:
         for s in states:
             s.on_publish(self.observe)
 
+    def reload(self, config: EventsConfig) -> None:
+        """SIGHUP: the new mapping and thresholds apply from the next reading on."""
+        self.config.actions = config.actions
+        self.config.thresholds = config.thresholds
+        for detector in self.detectors.values():
+            detector.use(config.thresholds)
+
     def observe(self, state: UpsState) -> None:
         snap = Snapshot.from_state(state)
         if self.extra and state is self.states[0]:
