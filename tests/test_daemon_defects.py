@@ -56,3 +56,68 @@ def test_sighup_applies_new_thresholds():
         sim(d, "temperature", "80.5")  # a fresh reading after the reload
         poll_until(lambda: events.exists() and "TEMPERATURE_HIGH" in events.read_text(), "TEMPERATURE_HIGH")
         assert '"value":80' in events.read_text()
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of a process group, from /proc."""
+    import os
+
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry))
+    return members
+
+
+def test_a_timed_out_hook_leaves_no_process_of_its_group():
+    """The hook starts a background sleeper (its grandchild) and sleeps: after hook_timeout the
+    whole group is gone, the hook is reaped, and ACTION_FAILED says why."""
+    served = Served(SIM_UPS + " pollinterval = 0.2\n")
+    pids = served.path / "pids"
+    hook = served.path / "hook.sh"
+    hook.write_text(f"#!/bin/sh\nsleep 300 &\necho $$ $! > {pids}.tmp\nmv {pids}.tmp {pids}\nsleep 300\n")
+    hook.chmod(0o755)
+    (served.confdir / "nutups.yaml").write_text(f"hook_timeout: 1\nevents:\n  AC_POWER_LOSS: {{run: {hook}}}\n")
+    with served as d:
+        d.wait_log("simulator control socket")
+        sim(d, "ac", "off")
+        poll_until(pids.exists, "the hook to start its sleeper")
+        hook_pid, sleeper = (int(p) for p in pids.read_text().split())
+        assert sleeper in _group_members(hook_pid)
+        events = d.statepath / "ups_events.log"
+        poll_until(lambda: "ACTION_FAILED" in events.read_text(), "ACTION_FAILED")
+        assert "timed out after 1 s" in events.read_text()
+        poll_until(lambda: not _group_members(hook_pid), "the hook's group to be gone")
+
+
+def test_an_unreachable_plug_is_a_warning_once_then_quiet_until_it_answers():
+    import asyncio
+    import threading
+
+    from fakeplugs import FakeShelly
+
+    dead = free_port()
+    mapping = (f"integrations:\n  device_poll: 1\n  ac_devices:\n"
+               f"    - {{type: shelly, name: plug, host: 127.0.0.1, port: {dead}, gen: 2}}\naction_timeout: 1\n")
+    with Served(SIM_UPS, files={"nutups.yaml": mapping}, args=("-v",)) as d:
+        d.wait_log("outlet 1 (plug) still unreadable", count=2)
+        log = d.log()
+        assert log.count("WARNING nutups.outlets: outlet 1 (plug) unreadable") == 1
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+        fake = asyncio.run_coroutine_threadsafe(FakeShelly(2).start(port=dead), loop).result(10)
+        try:
+            d.wait_log("INFO nutups.outlets: outlet 1 (plug) answers again")
+        finally:
+            asyncio.run_coroutine_threadsafe(fake.close(), loop).result(10)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+            loop.close()
