@@ -113,7 +113,7 @@ def parse_ups_conf(path: Path) -> tuple[list[UpsSection], dict[str, str], list[C
     for section in sections:
         if not section.driver:
             problems.append(ConfigProblem(fn, section.line, f"[{section.name}]: no driver"))
-        if section.port is None and section.driver not in (None, "x120x"):
+        if section.port is None and section.driver not in (None, "x120x", "nutups-x120x"):
             problems.append(ConfigProblem(fn, section.line, f"[{section.name}]: no port"))
     return sections, global_opts, problems
 
