@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from ..state import CommandResult, UpsState, Variable
 from .tokenizer import LineTokenizer, quote
 
-
 # pconf_encode (``\\``, ``"`` and ``#`` get a backslash): dstate.c sends every value through it,
 # as NUT 2.8.0's dummy-ups shows for a value with a ``#`` in it.
 encode = quote
