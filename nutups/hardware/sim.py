@@ -205,13 +205,13 @@ class SimulatedHat:
             i2c_fault: bool | None = None, speed: float | None = None, temperature: float | None = None,
             dc_out: bool | None = None, pld_stuck: bool | None = None) -> None:
         if load_w is not None and not 0 <= load_w <= 50:
-            raise ValueError("load_w must be within 0..50 W")
+            raise ValueError("load must be from 0 to 50 W")
         if soc is not None and not 0 <= soc <= 100:
-            raise ValueError("soc must be within 0..100 %")
+            raise ValueError("soc must be from 0 to 100 %")
         if speed is not None and not 0 < speed <= 100000:
-            raise ValueError("speed must be within 0..100000")
+            raise ValueError("speed must be above 0 and at most 100000 (1 is real time)")
         if temperature is not None and not -40 <= temperature <= 150:
-            raise ValueError("temperature must be within -40..150 C")
+            raise ValueError("temperature must be from -40 to 150 C")
         if temperature is not None:
             self.temperature_c = float(temperature)
         if dc_out is not None:
