@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config.nutconf import parse_ups_conf
+from .config.nutconf import parse_ups_conf, ups_conf_globals
 from .drivers import DRIVERS, Driver, DriverError
 from .nut import sockproto
 from .state import CommandResult, UpsState
@@ -277,7 +277,8 @@ def main(argv: list[str] | None = None, prog: str | None = None, driver_kind: st
     if not args.ups:
         return _die(prog, "give the UPS with -a <id> (a section of ups.conf)")
     confpath, statepath = _confpath(), _statepath()
-    sections, ups_globals, problems = parse_ups_conf(confpath / "ups.conf")
+    sections, problems = parse_ups_conf(confpath / "ups.conf")
+    ups_globals = ups_conf_globals(confpath / "ups.conf")
     section = next((s for s in sections if s.name == args.ups), None)
     if section is None:
         if problems and not (confpath / "ups.conf").exists():

@@ -56,6 +56,29 @@ def _read(path: Path, problems: list[ConfigProblem], required: bool) -> bytes | 
         return None
 
 
+# Global settings of ups.conf that nutups reads (see ups_conf_globals); NUT's drivers ignore
+# globals they do not know, which is why nutups' own choices live here and not in a section.
+UPS_GLOBALS_READ = {"user", "nutups_socket_drivers"}
+
+
+def ups_conf_globals(path: Path) -> dict[str, str]:
+    """The settings before the first [section] (lower-case keys); unreadable file: none."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return {}
+    out: dict[str, str] = {}
+    for _lineno, line in read_config_lines(data):
+        if line.error or not line.words:
+            continue
+        words = line.words
+        if words[0].startswith("["):
+            break
+        if len(words) >= 3 and words[1] == "=":
+            out[words[0].lower()] = words[2]
+    return out
+
+
 def parse_ups_conf(path: Path) -> tuple[list[UpsSection], list[ConfigProblem]]:
     """Sections in file order, and problems.  Global settings (before the first section) are
     NUT's driver-runner settings; nutups has no use for them and says so."""
@@ -101,8 +124,9 @@ def parse_ups_conf(path: Path) -> tuple[list[UpsSection], list[ConfigProblem]]:
             problems.append(ConfigProblem(fn, lineno, f"expected 'key = value', got {' '.join(words)!r}"))
             continue
         if current is None:
-            problems.append(ConfigProblem(fn, lineno, f"{key} (before the first [section]) is accepted "
-                                                      "and ignored by nutups", True))
+            if key.lower() not in UPS_GLOBALS_READ:
+                problems.append(ConfigProblem(fn, lineno, f"{key} (before the first [section]) is accepted "
+                                                          "and ignored by nutups", True))
             continue
         k = key.lower()
         if k == "driver":
