@@ -39,6 +39,7 @@ class UpsdSettings:
     statepath: str | None = None
     certfile: str | None = None
     client_timeout: float = DEFAULT_CLIENT_TIMEOUT
+    allow_no_device: bool = False  # upsd.conf ALLOW_NO_DEVICE: `nutups upsd` may start with no UPS
 
     def listen_addresses(self) -> list[tuple[str, int]]:
         return self.listen or list(DEFAULT_LISTEN)
@@ -59,6 +60,12 @@ def _read(path: Path, problems: list[ConfigProblem], required: bool) -> bytes | 
 # Global settings of ups.conf that nutups reads (see ups_conf_globals); NUT's drivers ignore
 # globals they do not know, which is why nutups' own choices live here and not in a section.
 UPS_GLOBALS_READ = {"user", "nutups_socket_drivers"}
+
+
+def socket_drivers(ups_globals: dict[str, str]) -> frozenset[str]:
+    """`nutups_socket_drivers = dummy-ups ...`: drivers nutups has built in that the user wants
+    served from NUT's own driver's socket instead (names separated by spaces or commas)."""
+    return frozenset(ups_globals.get("nutups_socket_drivers", "").replace(",", " ").split())
 
 
 def ups_conf_globals(path: Path) -> dict[str, str]:
@@ -239,6 +246,10 @@ def parse_upsd_conf(path: Path) -> tuple[UpsdSettings, list[ConfigProblem]]:
                 settings.statepath = args[0]
             else:
                 settings.certfile = args[0]
+        elif key == "ALLOW_NO_DEVICE" and len(args) == 1:
+            # upsd.c: "true", "yes" or a non-zero number
+            settings.allow_no_device = args[0].lower() in ("true", "yes") or args[0].lstrip("-").isdigit() \
+                and int(args[0]) != 0
         elif key in ("ALLOW_NO_DEVICE", "DISABLE_WEAK_SSL", "DEBUG_MIN", "CERTPATH", "CERTIDENT",
                      "CERTREQUEST", "ALLOW_NOT_ALL_LISTENERS", "TRACKINGDELAY"):
             problems.append(ConfigProblem(fn, lineno, f"{key} is accepted and ignored by nutups", True))

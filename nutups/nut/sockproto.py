@@ -216,10 +216,10 @@ def parse_request(words: list[str]) -> Request:
 
 
 def format_instcmd(command: str, param: str | None, tracking: str | None) -> bytes:
-    """What upsd sends for an INSTCMD (server/netinstcmd.c)."""
+    """What upsd sends for an INSTCMD (server/netinstcmd.c): the parameter escaped, unquoted."""
     text = f"INSTCMD {command}"
     if param is not None:
-        text += f' "{encode(param)}"'
+        text += f" {encode(param)}"
     if tracking is not None:
         text += f" TRACKING {tracking}"
     return (text + "\n").encode()
