@@ -289,6 +289,16 @@ def driver(args: tuple[str, ...]) -> None:
     sys.exit(driver_main(list(args), prog="nutups driver"))
 
 
+@main.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def upsd(args: tuple[str, ...]) -> None:
+    """NUT's upsd, drop-in: -F, -FF, -D, -u USER, -c reload|stop, -P PID (-h for all). Serves only
+    NUT drivers' sockets; configuration from $NUT_CONFPATH (default /etc/nut)."""
+    from .upsd import main as upsd_main
+
+    sys.exit(upsd_main(list(args)))
+
+
 @main.command()
 @click.option("--bus", default=1, show_default=True, help="I2C bus number.")
 def doctor(bus: int) -> None:
