@@ -144,3 +144,20 @@ def test_at_start_the_relay_and_leds_show_the_current_power_state():
         assert outputs["red"]["level"] == 0
         events = d.statepath / "ups_events.log"
         assert not events.exists() or "AC_POWER_RESTORED" not in events.read_text()
+
+
+def test_a_second_sim_server_that_cannot_bind_leaves_the_first_ones_socket():
+    import subprocess
+    import sys
+
+    with Served(SIM_UPS) as d:
+        d.wait_log("simulator control socket")
+        sock = d.statepath / "nutups-ups.sim"
+        before = sock.stat().st_ino
+        second = subprocess.run([sys.executable, "-m", "nutups.cli", "serve", "--sim", "--confpath", str(d.confdir),
+                                 "--listen", f"127.0.0.1:{d.port}", "--statepath", str(d.statepath)],
+                                capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2, second.stderr
+        assert "cannot start" in second.stderr and "Traceback" not in second.stderr
+        assert sock.stat().st_ino == before
+        assert sim_status(d)["ac"] is True  # the first server's simulator still answers
