@@ -169,6 +169,7 @@ def test_embedded_default_serves_a_simulated_x1202(tmp_path):
         proc.wait(10)
 
 
+@pytest.mark.machine_dependent
 def test_doctor_on_this_machine_says_no_hat():
     r = CliRunner().invoke(main, ["doctor"])
     if Path("/dev/i2c-1").exists():
