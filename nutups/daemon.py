@@ -7,7 +7,6 @@ import logging
 import os
 import resource
 import signal
-import sys
 from pathlib import Path
 
 from .config import Configuration
@@ -169,8 +168,6 @@ class Daemon:
         except OSError as exc:
             log.warning("cannot create STATEPATH %s: %s", self.statepath, exc.strerror)
         raise_fd_limit(self.config.upsd.maxconn)
-        # The NUT server thread must not wait long for the GIL when a driver is busy.
-        sys.setswitchinterval(0.001)
         loop = asyncio.get_running_loop()
         self.engine = self._build_events()
         self._tasks.append(loop.create_task(self.engine.poll_sensors(), name="sensors"))

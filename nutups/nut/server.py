@@ -35,7 +35,6 @@ CONN_OUT_LIMIT = 64 * 1024  # a client's unsent answers: no more requests of it 
 # a time, and only while it has nothing unsent (others are still answered at once).
 TOTAL_OUT_LIMIT = 4 * 1024 * 1024
 HANDSHAKE_TIMEOUT = 10.0
-SPIN_S = 0.001  # how long to poll without sleeping after a request (CPU only while busy)
 
 _IN = select.EPOLLIN
 _OUT = select.EPOLLOUT
@@ -164,23 +163,12 @@ class NutServer:
         assert ep is not None
         sweep_every = max(min(self.client_timeout / 4, 5.0), 0.05)
         next_sweep = time.monotonic() + sweep_every
-        spin_until = 0.0
-        clock = time.perf_counter
         try:
             while not self._stop:
-                # Right after a request, look for the next one without sleeping for a
-                # short while (adaptive polling): a client that asks again at once is
-                # answered without a thread wake-up, which costs more than the answer.
-                timeout = 0 if clock() < spin_until else sweep_every
                 try:
-                    events = ep.poll(timeout)
+                    events = ep.poll(sweep_every)
                 except InterruptedError:
                     continue
-                if not events:
-                    if timeout == 0:
-                        continue
-                else:
-                    spin_until = clock() + SPIN_S
                 for fd, ev in events:
                     conn = self._conns.get(fd)
                     if conn is not None:
