@@ -160,6 +160,8 @@ class Outage:
         self.sim(speed=1)
 
     def shutdown_command_message(self) -> str:
+        """SHUTDOWN_COMMAND's message (it comes once the Pi's command has ended)."""
+        self.wait_event(EventType.SHUTDOWN_COMMAND)
         [event] = [e for e in read_events(self.statepath / "ups_events.log") if e.type == EventType.SHUTDOWN_COMMAND]
         return event.message
 
