@@ -31,6 +31,9 @@ class Variable:
     string_len: int = 0  # > 0: STRING:n, else NUMBER
     enums: list[str] = field(default_factory=list)
     ranges: list[tuple[int, int]] = field(default_factory=list)
+    # The UPS's version at this variable's last change (or removal), set after the
+    # change itself: the server keeps a reply about one variable while it stays put.
+    stamp: int = 0
 
 
 class UpsState:
@@ -71,6 +74,11 @@ class UpsState:
         self.setvar_handler: CommandHandler | None = None
         self._publish_listeners: list[Callable[[UpsState], None]] = []
         self._change_listeners: list[Callable[[str, str], None]] = []
+
+    @property
+    def stamp(self) -> int:
+        """The version, under the name the server's reply cache compares (Variable.stamp)."""
+        return self.version
 
     @property
     def connected(self) -> bool:
@@ -228,24 +236,31 @@ class UpsState:
         if ranges is not None and var.ranges != ranges:
             var.ranges = list(ranges)
             self.version += 1
-        if self._change_listeners and self.version != before:
-            self._changed("var", key)
+        if self.version != before:
+            var.stamp = self.version
+            if self._change_listeners:
+                self._changed("var", key)
 
     def delete(self, name: str) -> None:
         key = name.lower()
-        if self.variables.pop(key, None) is not None:
+        var = self.variables.pop(key, None)
+        if var is not None:
             self._generation += 1
             self.version += 1
+            var.stamp = self.version
             self._changed("var", key)
 
     def clear(self) -> None:
         """Forget every variable and command (a driver socket reconnected: upsd starts over)."""
+        removed = list(self.variables.values())
         for kind, table in (("var", self.variables), ("cmd", self.commands)):
             for key in list(table):
                 table.pop(key, None)
                 self._changed(kind, key)
         self._generation += 1
         self.version += 1
+        for var in removed:
+            var.stamp = self.version
 
     def sorted_variables(self) -> list[Variable]:
         """Variables in upsd's order: case-insensitive by name."""

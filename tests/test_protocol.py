@@ -222,3 +222,39 @@ def test_reply_cache_stays_bounded(core):
         s.receive(b"LIST VAR hat" + b" " * (i % 200) + b"x" * (i // 200) + b"\n")
         assert core.reply_cache_bytes <= protocol.REPLY_CACHE_BYTES + 4096
     assert len(core.reply_cache) <= protocol.REPLY_CACHE_SIZE
+
+
+def test_reply_cache_per_variable(core, clock):
+    """A poll of an unchanged variable is answered from the cache while others change;
+    a change, a new flag, a removal, FSD or staleness of its own is seen at once."""
+    ups = core.upses["hat"]
+    s = core.session("x")
+    charge = b"GET VAR hat battery.charge\n"
+    assert s.receive(charge) == b'VAR hat battery.charge "80"\n'
+    cached = core.reply_cache[charge]
+    ups.set("ups.status", "OB")  # another variable changes
+    assert s.receive(charge) == b'VAR hat battery.charge "80"\n'
+    assert core.reply_cache[charge] is cached  # still the same entry: it was a hit
+    assert s.receive(b"GET VAR hat ups.status\n") == b'VAR hat ups.status "OB"\n'
+    ups.set("battery.charge", "79")
+    assert s.receive(charge) == b'VAR hat battery.charge "79"\n'
+    assert s.receive(b"GET TYPE hat battery.charge\n") == b"TYPE hat battery.charge RW RANGE NUMBER\n"
+    ups.set("battery.charge", "79", string_len=5)
+    assert s.receive(b"GET TYPE hat battery.charge\n") == b"TYPE hat battery.charge RW RANGE STRING:5\n"
+    ups.fsd = True
+    assert s.receive(b"GET VAR hat ups.status\n") == b'VAR hat ups.status "FSD OB"\n'
+    ups.delete("battery.charge")
+    assert s.receive(charge) == b"ERR VAR-NOT-SUPPORTED\n"
+    ups.set("battery.charge", "78")
+    assert s.receive(charge) == b'VAR hat battery.charge "78"\n'
+    assert s.receive(b"GET DESC hat battery.charge\n") == s.receive(b"GET DESC hat battery.charge\n")
+    clock.now += 16
+    assert s.receive(charge) == b"ERR DATA-STALE\n"
+    assert s.receive(b"GET DESC hat battery.charge\n") == b"ERR DATA-STALE\n"
+    ups.data_ok()
+    ups.clear()
+    assert s.receive(charge) == b"ERR VAR-NOT-SUPPORTED\n"
+    # the same requests, not in plain words, take the tokenizer's path to the same answers
+    ups.set("battery.charge", "77")
+    assert s.receive(b'GET VAR hat "battery.charge"\n') == b'VAR hat battery.charge "77"\n'
+    assert s.receive(b"get var hat battery.charge\n") == b'VAR hat battery.charge "77"\n'

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 from .. import __version__
 from ..config.users import UserTable
-from ..state import CommandResult, UpsState
+from ..state import CommandResult, UpsState, Variable
 from .descriptions import Descriptions
-from .tokenizer import Line, LineTokenizer, quote
+from .tokenizer import PLAIN_LINE, Line, LineTokenizer, quote
 
 NUT_VERSION = "2.8.0"  # the upsd release whose behaviour we reproduce (server.version)
 # Exporters parse VER with `upsd (?P<version>.+) -` (greedy, up to the last " -"),
@@ -31,9 +31,21 @@ HELP_TEXT = b"Commands: HELP VER GET LIST SET INSTCMD LOGIN LOGOUT USERNAME PASS
 READ_CHUNK = 512  # upsd reads at most this much at a time; a parse error drops the rest
 REPLY_CACHE_SIZE = 4096
 REPLY_CACHE_BYTES = 2 * 1024 * 1024
-# A reply that depends on the request line alone (and on the UPS's state version,
-# while its data is fresh) is cached: pipelined GET VAR floods cost a dict lookup.
+# A reply that depends on the request line alone (and, while the UPS's data is fresh,
+# on what it tells: one variable's stamp, or the UPS's version) is cached, so a poll
+# of an unchanged variable costs a dict lookup even while other variables change.
 _NOT_CACHEABLE = object()
+_CACHEABLE_LINE = 256  # longer request lines are not cached
+
+
+class _Unchanging:
+    """What a reply depends on when nothing but the UPS's freshness can change it."""
+
+    __slots__ = ()
+    stamp = 0
+
+
+_UNCHANGING = _Unchanging()
 NO_LIMIT = 1 << 62  # feed() without a limit on the answers
 TRACKING_KEEP = 60.0  # seconds a tracking result is kept (upsd's default)
 
@@ -177,7 +189,7 @@ class Session:
     __slots__ = (
         "core", "addr", "username", "password", "login_ups", "tracking", "tls",
         "close_requested", "starttls_requested", "last_heard", "_tok", "_out", "closed",
-        "_cache_ups", "_cache_version", "_now",
+        "_cache_ups", "_cache_source", "_cache_stamp", "_now",
     )
 
     def __init__(self, core: ServerCore, addr: str) -> None:
@@ -195,7 +207,8 @@ class Session:
         self._tok = LineTokenizer()
         self._out: list[bytes] = []
         self._cache_ups: object = _NOT_CACHEABLE
-        self._cache_version = 0
+        self._cache_source: Variable | UpsState | _Unchanging = _UNCHANGING
+        self._cache_stamp = 0
         self._now = self.last_heard
 
     # --- I/O boundary ----------------------------------------------------
@@ -232,11 +245,25 @@ class Session:
             if idle and nl >= 0:
                 hit = cache.get(raw)
                 if hit is not None:
-                    reply, ups, version = hit
-                    if ups is None or (ups.version == version and now <= ups.fresh_until()):
+                    reply, ups, source, stamp = hit
+                    if ups is None or (source.stamp == stamp and now <= ups.fresh_until()):
                         out.append(reply)
                         size += len(reply)
                         self.last_heard = now
+                        pos = stop
+                        continue
+                # The common requests of a poll, on a line of plain words: straight to
+                # their handler (the tokenizer's result would be raw.split() anyway).
+                if len(raw) <= _CACHEABLE_LINE and _PLAIN_LINE(raw):
+                    words = raw.split()
+                    fast = _FAST.get((words[0], words[1])) if len(words) > 1 else None
+                    if fast is not None and len(words) == fast[1]:
+                        self.last_heard = now
+                        mark = len(out)
+                        fast[0](self, *[w.decode() for w in words[2:]])
+                        reply = out[mark] if len(out) == mark + 1 else b"".join(out[mark:])
+                        size += len(reply)
+                        self._remember(raw, reply)
                         pos = stop
                         continue
             lines, used = tok.feed(raw, stop_on_error=True)
@@ -254,14 +281,8 @@ class Session:
                 self._dispatch(line)
                 for part in out[mark:]:
                     size += len(part)
-                ups = self._cache_ups
-                if ups is not _NOT_CACHEABLE and idle and used == len(raw) and len(raw) <= 256:
-                    reply = b"".join(out[mark:])
-                    core.reply_cache_bytes += len(raw) + len(reply)
-                    if len(cache) >= REPLY_CACHE_SIZE or core.reply_cache_bytes > REPLY_CACHE_BYTES:
-                        cache.clear()  # bounded: spelling variants must not grow it without end
-                        core.reply_cache_bytes = len(raw) + len(reply)
-                    cache[raw] = (reply, ups, self._cache_version if ups else 0)
+                if idle and used == len(raw) and len(raw) <= _CACHEABLE_LINE:
+                    self._remember(raw, b"".join(out[mark:]))
                 if self.starttls_requested:
                     # Never process plaintext that was pipelined behind STARTTLS
                     # as if it had come over TLS (CVE-2011-0411). upsd 2.8.0 would.
@@ -328,12 +349,26 @@ class Session:
             return False
         return True
 
-    def _cacheable(self, ups: UpsState | None) -> None:
-        """This reply depends on the request line and on ``ups`` (None: on nothing)."""
-        self._cache_ups = ups
+    def _remember(self, raw: bytes, reply: bytes) -> None:
+        """Cache the reply to this request line if the handler said what it depends on."""
+        ups = self._cache_ups
+        if ups is _NOT_CACHEABLE:
+            return
+        core = self.core
+        cache = core.reply_cache
+        core.reply_cache_bytes += len(raw) + len(reply)
+        if len(cache) >= REPLY_CACHE_SIZE or core.reply_cache_bytes > REPLY_CACHE_BYTES:
+            cache.clear()  # bounded: spelling variants must not grow it without end
+            core.reply_cache_bytes = len(raw) + len(reply)
+        if ups is None:
+            cache[raw] = (reply, None, _UNCHANGING, 0)
+        else:
+            cache[raw] = (reply, ups, self._cache_source, self._cache_stamp)
 
     def _readable_ups(self, name: str) -> UpsState | None:
-        """The UPS for a read-only GET/LIST, whose reply may then be cached."""
+        """The UPS for a read-only GET/LIST, whose reply may then be cached (until the
+        UPS's version changes, unless the handler names something narrower)."""
+        self._cache_ups = _NOT_CACHEABLE
         ups = self.core.upses.get(name.lower())
         if ups is None:
             self._out.append(ERR_UNKNOWN_UPS)
@@ -341,11 +376,16 @@ class Session:
             return None
         version = ups.version  # read before the reply is built: a change meanwhile invalidates it
         if not self._available(ups):
-            self._cache_ups = _NOT_CACHEABLE  # staleness depends on time
-            return None
+            return None  # staleness depends on time: not cached
         self._cache_ups = ups
-        self._cache_version = version
+        self._cache_source = ups
+        self._cache_stamp = version
         return ups
+
+    def _depends_on(self, var: Variable) -> None:
+        """The reply tells about this variable alone (read before the reply is built)."""
+        self._cache_source = var
+        self._cache_stamp = var.stamp
 
     # --- simple commands ----------------------------------------------------
 
@@ -494,49 +534,13 @@ class Session:
             return
         upsname, name = args[1], args[2]
         if sub == "VAR":
-            if name[:7].lower() == "server.":
-                # upsd answers these without looking at the UPS name.
-                low = name.lower()
-                if low == "server.info":
-                    out.append(f'VAR {upsname} server.info "{SERVER_INFO}"\n'.encode())
-                elif low == "server.version":
-                    out.append(f'VAR {upsname} server.version "{NUT_VERSION}"\n'.encode())
-                else:
-                    out.append(ERR_VAR_NOT_SUPPORTED)
-                return
-            ups = self._readable_ups(upsname)
-            if ups is None:
-                return
-            var = ups.variables.get(name.lower())
-            if var is None:
-                out.append(ERR_VAR_NOT_SUPPORTED)
-            elif ups.fsd and name.lower() == "ups.status":
-                out.append(f'VAR {upsname} {name} "{ups.served_status(var.value)}"\n'.encode())
-            else:
-                out.append(f'VAR {upsname} {name} "{quote(var.value)}"\n'.encode())
+            self.get_var(upsname, name)
             return
         if sub == "TYPE":
-            ups = self._readable_ups(upsname)
-            if ups is None:
-                return
-            var = ups.variables.get(name.lower())
-            if var is None:
-                out.append(ERR_VAR_NOT_SUPPORTED)
-                return
-            text = f"TYPE {upsname} {name}"
-            if var.rw:
-                text += " RW"
-            if var.enums:
-                text += " ENUM"
-            if var.ranges:
-                text += " RANGE"
-            text += f" STRING:{var.string_len}\n" if var.string_len > 0 else " NUMBER\n"
-            out.append(text.encode())
+            self.get_type(upsname, name)
             return
         if sub == "DESC":
-            ups = self._readable_ups(upsname)
-            if ups is not None:
-                out.append(f'DESC {upsname} {name} "{self.core.descriptions.variable(name)}"\n'.encode())
+            self.get_desc(upsname, name)
             return
         if sub == "CMDDESC":
             ups = self._readable_ups(upsname)
@@ -544,6 +548,58 @@ class Session:
                 out.append(f'CMDDESC {upsname} {name} "{self.core.descriptions.command(name)}"\n'.encode())
             return
         out.append(ERR_INVALID_ARGUMENT)
+
+    def get_var(self, upsname: str, name: str) -> None:
+        if name[:7].lower() == "server.":
+            # upsd answers these without looking at the UPS name.
+            self._cache_ups = None
+            low = name.lower()
+            if low == "server.info":
+                self._out.append(f'VAR {upsname} server.info "{SERVER_INFO}"\n'.encode())
+            elif low == "server.version":
+                self._out.append(f'VAR {upsname} server.version "{NUT_VERSION}"\n'.encode())
+            else:
+                self._out.append(ERR_VAR_NOT_SUPPORTED)
+            return
+        ups = self._readable_ups(upsname)
+        if ups is None:
+            return
+        var = ups.variables.get(name.lower())
+        if var is None:
+            self._out.append(ERR_VAR_NOT_SUPPORTED)  # until the variable appears (version)
+            return
+        if var.name.lower() == "ups.status":
+            # FSD and the policy's LB change it too (the version, not the stamp)
+            value = ups.served_status(var.value) if ups.fsd else quote(var.value)
+        else:
+            self._depends_on(var)
+            value = quote(var.value)
+        self._out.append(f'VAR {upsname} {name} "{value}"\n'.encode())
+
+    def get_type(self, upsname: str, name: str) -> None:
+        ups = self._readable_ups(upsname)
+        if ups is None:
+            return
+        var = ups.variables.get(name.lower())
+        if var is None:
+            self._out.append(ERR_VAR_NOT_SUPPORTED)
+            return
+        self._depends_on(var)
+        text = f"TYPE {upsname} {name}"
+        if var.rw:
+            text += " RW"
+        if var.enums:
+            text += " ENUM"
+        if var.ranges:
+            text += " RANGE"
+        text += f" STRING:{var.string_len}\n" if var.string_len > 0 else " NUMBER\n"
+        self._out.append(text.encode())
+
+    def get_desc(self, upsname: str, name: str) -> None:
+        ups = self._readable_ups(upsname)
+        if ups is not None:
+            self._cache_source = _UNCHANGING  # descriptions are read once, at start
+            self._out.append(f'DESC {upsname} {name} "{self.core.descriptions.variable(name)}"\n'.encode())
 
     # --- LIST (server/netlist.c) -------------------------------------------
 
@@ -568,30 +624,10 @@ class Session:
             return
         upsname = args[1]
         if sub in ("VAR", "RW"):
-            ups = self._readable_ups(upsname)
-            if ups is None:
-                return
-            parts = [f"BEGIN LIST {sub} {upsname}\n".encode()]
-            only_rw = sub == "RW"
-            for var in ups.sorted_variables():
-                if only_rw and not var.rw:
-                    continue
-                if ups.fsd and var.name.lower() == "ups.status":
-                    value = ups.served_status(var.value)
-                else:
-                    value = quote(var.value)
-                parts.append(f'{sub} {upsname} {var.name} "{value}"\n'.encode())
-            parts.append(f"END LIST {sub} {upsname}\n".encode())
-            out.append(b"".join(parts))
+            self._list_vars(sub, upsname)
             return
         if sub == "CMD":
-            ups = self._readable_ups(upsname)
-            if ups is None:
-                return
-            parts = [f"BEGIN LIST CMD {upsname}\n".encode()]
-            parts.extend(f"CMD {upsname} {c}\n".encode() for c in ups.sorted_commands())
-            parts.append(f"END LIST CMD {upsname}\n".encode())
-            out.append(b"".join(parts))
+            self.list_cmd(upsname)
             return
         if sub == "CLIENT":
             self._cache_ups = _NOT_CACHEABLE
@@ -627,6 +663,36 @@ class Session:
             out.append(b"".join(parts))
             return
         out.append(ERR_INVALID_ARGUMENT)
+
+    def _list_vars(self, sub: str, upsname: str) -> None:
+        ups = self._readable_ups(upsname)
+        if ups is None:
+            return
+        fsd = ups.fsd
+        only_rw = sub == "RW"
+        lines = [f"BEGIN LIST {sub} {upsname}\n"]
+        for var in ups.sorted_variables():
+            if only_rw and not var.rw:
+                continue
+            if fsd and var.name.lower() == "ups.status":
+                value = ups.served_status(var.value)
+            else:
+                value = quote(var.value)
+            lines.append(f'{sub} {upsname} {var.name} "{value}"\n')
+        lines.append(f"END LIST {sub} {upsname}\n")
+        self._out.append("".join(lines).encode())
+
+    def list_var(self, upsname: str) -> None:
+        self._list_vars("VAR", upsname)
+
+    def list_cmd(self, upsname: str) -> None:
+        ups = self._readable_ups(upsname)
+        if ups is None:
+            return
+        lines = [f"BEGIN LIST CMD {upsname}\n"]
+        lines.extend(f"CMD {upsname} {c}\n" for c in ups.sorted_commands())
+        lines.append(f"END LIST CMD {upsname}\n")
+        self._out.append("".join(lines).encode())
 
     # --- SET (server/netset.c) ---------------------------------------------
 
@@ -730,6 +796,17 @@ def _atoi(text: str) -> int:
         j += 1
     return int(text[:j]) if j > i else 0
 
+
+# The requests a poll is made of, taken without the tokenizer when their line is plain
+# words: (command, subcommand) -> (handler of the remaining words, number of words).
+_FAST: dict[tuple[bytes, bytes], tuple[Callable[..., None], int]] = {
+    (b"GET", b"VAR"): (Session.get_var, 4),
+    (b"GET", b"TYPE"): (Session.get_type, 4),
+    (b"GET", b"DESC"): (Session.get_desc, 4),
+    (b"LIST", b"VAR"): (Session.list_var, 3),
+    (b"LIST", b"CMD"): (Session.list_cmd, 3),
+}
+_PLAIN_LINE = PLAIN_LINE.fullmatch
 
 _COMMANDS: dict[str, tuple[Callable[[Session, list[str]], None], bool]] = {
     # name: (handler, needs USERNAME and PASSWORD first)

@@ -39,7 +39,7 @@ _COLLECT = 5
 _COLLECT_LITERAL = 6
 
 # A line is "plain" when nothing in it can change how split() reads it.
-_PLAIN_LINE = re.compile(rb"[ !$-<>-\[\]-~]*\n")
+PLAIN_LINE = re.compile(rb"[ !$-<>-\[\]-~]*\n")
 # Bytes that end or alter a word, in a bare word and in a quoted one.
 _COLLECT_SPECIAL = re.compile(rb"[\s#=\\]")
 _QUOTE_SPECIAL = re.compile(rb'[#"\\]')
@@ -79,7 +79,7 @@ class LineTokenizer:
         lines: list[Line] = []
         pos = 0
         end = len(data)
-        plain = _PLAIN_LINE.match
+        plain = PLAIN_LINE.match
         while pos < end:
             if self._state == _FIND_WORD_START and not self._words and not self._word:
                 m = plain(data, pos)
