@@ -26,6 +26,12 @@ def _events_config():
     return EventsConfig()
 
 
+def _web_config():
+    from ..web.config import WebSettings  # late, like the events config: each layer owns its schema
+
+    return WebSettings()
+
+
 def default_confpath() -> Path:
     return Path(os.environ.get("NUT_CONFPATH") or DEFAULT_CONFPATH)
 
@@ -39,6 +45,7 @@ class Configuration:
     users: UserTable = field(default_factory=UserTable)
     extra: dict = field(default_factory=dict)  # nutups.yaml
     events: Any = field(default_factory=lambda: _events_config())  # nutups.events.config.EventsConfig
+    web: Any = field(default_factory=lambda: _web_config())  # nutups.web.config.WebSettings
     problems: list[ConfigProblem] = field(default_factory=list)
 
     @property
@@ -120,11 +127,15 @@ def load_configuration(confpath: Path, require_ups_conf: bool = True) -> Configu
 
     lines = cfg.extra.pop("__lines__", {})
     known = {"event_log", "event_log_max_bytes", "event_log_backups", "event_syslog", "thresholds", "outputs",
-             "integrations", "events", "action_timeout", "action_retries", "hook_timeout"}
+             "integrations", "events", "action_timeout", "action_retries", "hook_timeout", "web", "history"}
     for key in cfg.extra:
         if key not in known:
             problems.append(ConfigProblem(str(confpath / "nutups.yaml"), lines.get((id(cfg.extra), key)),
                                           f"unknown setting {key!r}"))
+    from ..web.config import parse_web_config
+
+    cfg.web, p = parse_web_config(cfg.extra, confpath, str(confpath / "nutups.yaml"), lines)
+    problems.extend(p)
     cfg.events, p = parse_events_config(cfg.extra, confpath, str(confpath / "nutups.yaml"), lines)
     problems.extend(p)
     if cfg.upsd.certfile:
