@@ -158,7 +158,7 @@ class RawClient:
         self.sock.sendall(data)
         try:
             self.sock.shutdown(socket.SHUT_WR)
-        except OSError:  # the server closed first (LOGOUT in data): read what it sent
+        except OSError:  # the server already closed (e.g. after a line it refuses): read what it sent
             pass
         chunks = [self.buf]
         while True:

@@ -7,56 +7,98 @@ from pathlib import Path
 from typing import Any
 
 from ..config.nutconf import parse_listen
-from ..config.problems import ConfigProblem
-from ..config.schema import Key, read_section
+from ..config.schema import INVALID, Checked, Converted, Fields, Flag, Section, Spec, Text, _show
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def _listen(value: Any) -> tuple[str, int]:
-    if not isinstance(value, str):
-        raise ValueError("a text such as 127.0.0.1:8080")
-    host, port = parse_listen(value, default_port=8080)
-    return host, port
-
-
-def _discovery(value: Any) -> str | None:
-    if value is False:
+def parse_duration(value: Any) -> float | None:
+    """30 (seconds), "30s", "15m", "2h", "30d", "1w" -> seconds; None when it is none of these."""
+    if isinstance(value, bool) or value is None or isinstance(value, (dict, list)):
         return None
-    if isinstance(value, str) and value and "#" not in value and "+" not in value:
-        return value.strip("/")
-    raise ValueError("a topic prefix, or false")
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = str(value).strip().lower()
+    unit = DURATION_UNITS.get(text[-1:])
+    try:
+        return float(text[:-1] if unit else text) * (unit or 1)
+    except ValueError:
+        return None
 
 
-def _topic(value: Any) -> str:
-    if isinstance(value, str) and value.strip("/") and "#" not in value and "+" not in value:
-        return value.strip("/")
-    raise ValueError("no wildcards")
+class Duration(Spec):
+    """A length of time: seconds, or a number with s, m, h, d, w."""
+
+    def __init__(self, minimum: float, maximum: float | None = None) -> None:
+        self.minimum, self.maximum = minimum, maximum
+
+    @property
+    def accepts(self) -> str:  # type: ignore[override]
+        text = "a duration such as 60s, 15m, 2h, 30d"
+        if self.maximum is not None:
+            return f"{text}, from {self.minimum:g} s to {self.maximum:g} s"
+        return f"{text}, of at least {self.minimum:g} s"
+
+    def check(self, value: Any, path: str, walk: Checked) -> Any:
+        seconds = parse_duration(value)
+        if seconds is None or seconds < self.minimum or (self.maximum is not None and seconds > self.maximum):
+            return self.wrong(value, path, walk)
+        return seconds
 
 
-WEB_KEYS = [
-    Key("listen", "custom", None, convert=_listen, accepts="HOST:PORT such as 127.0.0.1:8080"),
-]
-HISTORY_KEYS = [
-    Key("keep", "duration", 30 * 86400.0, minimum=3600),
-    Key("raw", "duration", 2 * 86400.0, minimum=600),
-    Key("bucket", "duration", 900.0, minimum=60, maximum=86400),
-    Key("sample", "duration", 60.0, minimum=1, maximum=3600),
-    Key("flush", "duration", 900.0, minimum=10, maximum=86400),
-    Key("path", "str", None),
-]
-# integrations.mqtt is shared with the zigbee plugs (host, port, base_topic, username,
-# password): these are the keys of nutups' own publishing, and the broker's TLS.
-MQTT_PUBLISH_KEYS = [
-    Key("publish", "bool", False),
-    Key("topic_prefix", "custom", "nutups", convert=_topic, accepts="an MQTT topic prefix"),
-    Key("discovery_prefix", "custom", "homeassistant", convert=_discovery,
-        accepts="the Home Assistant discovery prefix, or false"),
-    Key("expose_commands", "bool", False),
-    Key("tls", "bool", False),
-    Key("ca_file", "str", None),
-    Key("cert_file", "str", None),
-    Key("key_file", "str", None),
-]
-MQTT_BROKER_KEYS = ("host", "port", "base_topic", "username", "password")
+class Listen(Spec):
+    accepts = "HOST:PORT, such as 127.0.0.1:8080"
+
+    def check(self, value: Any, path: str, walk: Checked) -> Any:
+        try:
+            return parse_listen(str(value), default_port=8080) if isinstance(value, str) else self.wrong(
+                value, path, walk)
+        except ValueError as exc:
+            walk.bad(path, f"{_show(value)} is not {self.accepts} ({exc})")
+            return INVALID
+
+
+class Topic(Spec):
+    """An MQTT topic prefix (no wildcards); with ``can_be_off``, false turns the feature off."""
+
+    def __init__(self, can_be_off: bool = False) -> None:
+        self.can_be_off = can_be_off
+        self.accepts = "an MQTT topic prefix without + or #" + (", or false" if can_be_off else "")
+
+    def check(self, value: Any, path: str, walk: Checked) -> Any:
+        if value is False and self.can_be_off:
+            return None
+        if isinstance(value, str) and value.strip("/") and "#" not in value and "+" not in value:
+            return value.strip("/")
+        return self.wrong(value, path, walk)
+
+
+def _path(value: str) -> Path:
+    return Path(value)
+
+
+WEB = Fields({"listen": Listen()})
+HISTORY = Fields({
+    "keep": Duration(3600),
+    "raw": Duration(600),
+    "bucket": Duration(60, 86400),
+    "sample": Duration(1, 3600),
+    "flush": Duration(10, 86400),
+    "path": Converted(Text("a file path"), _path),
+})
+# integrations.mqtt is the broker section the zigbee plugs use too (the events layer owns
+# host, port, base_topic, username, password); these are the keys of nutups' own
+# publishing and the broker's TLS, merged into it.
+MQTT_PUBLISH = Fields({
+    "publish": Flag(),
+    "topic_prefix": Topic(),
+    "discovery_prefix": Topic(can_be_off=True),
+    "expose_commands": Flag(),
+    "tls": Flag(),
+    "ca_file": Converted(Text("a file path"), _path),
+    "cert_file": Converted(Text("a file path"), _path),
+    "key_file": Converted(Text("a file path"), _path),
+})
 
 
 @dataclass
@@ -71,11 +113,10 @@ class HistorySettings:
 
 @dataclass
 class MqttPublishSettings:
+    """What nutups publishes; the broker (host, port, username, password) is the events
+    layer's integrations.mqtt, shared with the zigbee plugs."""
+
     publish: bool = False
-    host: str = "127.0.0.1"
-    port: int = 1883
-    username: str | None = None
-    password: str | None = None
     topic_prefix: str = "nutups"
     discovery_prefix: str | None = "homeassistant"
     expose_commands: bool = False
@@ -92,45 +133,27 @@ class WebSettings:
     mqtt: MqttPublishSettings = field(default_factory=MqttPublishSettings)
 
 
-def parse_web_config(data: dict, confpath: Path, fn: str, lines: dict) -> tuple[WebSettings, list[ConfigProblem]]:
-    """web:, history: and the publishing keys of integrations.mqtt.  The publishing keys
-    are taken out of integrations.mqtt, so that the zigbee part sees its own keys only."""
-    problems: list[ConfigProblem] = []
-    web, p = read_section(data.get("web"), WEB_KEYS, "web", fn, lines, data)
-    problems += p
-    hist, p = read_section(data.get("history"), HISTORY_KEYS, "history", fn, lines, data)
-    problems += p
-    settings = WebSettings(listen=web["listen"])
-    if hist["path"] is not None:
-        path = Path(hist["path"])
-        hist["path"] = path if path.is_absolute() else confpath / path
-    settings.history = HistorySettings(**hist)
-    if settings.history.raw > settings.history.keep:
-        settings.history.raw = settings.history.keep
-    integrations = data.get("integrations")
-    mqtt = integrations.get("mqtt") if isinstance(integrations, dict) else None
-    if isinstance(mqtt, dict):
-        mine = {k: v for k, v in mqtt.items() if k not in MQTT_BROKER_KEYS}
-        for key in mine:
-            del mqtt[key]
-        for key in ("host", "port", "username", "password"):
-            if key in mqtt:
-                mine[key] = mqtt[key]
-        keys = [*MQTT_PUBLISH_KEYS, Key("host", "str", "127.0.0.1"), Key("port", "int", 1883, 1, 65535),
-                Key("username", "str", None), Key("password", "str", None)]
-        for (parent_id, key), line in list(lines.items()):
-            if parent_id == id(mqtt):
-                lines[(id(mine), key)] = line
-        values, p = read_section(mine, keys, "integrations.mqtt", fn, lines, ignore=MQTT_BROKER_KEYS)
-        problems += [q for q in p if not q.message.startswith(("integrations.mqtt.host", "integrations.mqtt.port"))]
-        for key in ("ca_file", "cert_file", "key_file"):
-            if values[key] is not None:
-                path = Path(values[key])
-                values[key] = path if path.is_absolute() else confpath / path
-                if not values[key].exists():
-                    problems.append(ConfigProblem(fn, lines.get((id(mine), key)),
-                                                  f"integrations.mqtt.{key}: {values[key]} not found"))
-        settings.mqtt = MqttPublishSettings(**values)
-        if settings.mqtt.tls and settings.mqtt.port == 1883 and "port" not in mine:
-            settings.mqtt.port = 8883
-    return settings, problems
+def build_web_settings(values: dict[str, Any], walk: Checked, confpath: Path) -> WebSettings:
+    settings = WebSettings(listen=values.get("web", {}).get("listen"))
+    hist = settings.history
+    for key, value in values.get("history", {}).items():
+        setattr(hist, key, value)
+    if hist.path is not None and not hist.path.is_absolute():
+        hist.path = confpath / hist.path
+    hist.raw = min(hist.raw, hist.keep)
+    mqtt = values.get("integrations", {}).get("mqtt", {})
+    out = settings.mqtt
+    for key, value in mqtt.items():
+        setattr(out, key, value)
+    for key in ("ca_file", "cert_file", "key_file"):
+        path = getattr(out, key)
+        if path is not None:
+            path = path if path.is_absolute() else confpath / path
+            setattr(out, key, path)
+            if not path.exists():
+                walk.bad(f"integrations.mqtt.{key}", f"{path} not found")
+    return settings
+
+
+WEB_SECTION = Section("web", {"web": WEB, "history": HISTORY,
+                              "integrations": Fields({"mqtt": MQTT_PUBLISH})}, build_web_settings)
