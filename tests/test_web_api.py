@@ -274,9 +274,10 @@ def test_a_bad_web_section_is_reported_with_its_line(tmp_path):
     text = sorted(str(p) for p in cfg.errors)
     fn = str(tmp_path / "nutups.yaml")
     assert text == sorted([
-        f"{fn}:2: web.listen: '127.0.0.1:99999' is not HOST:PORT such as 127.0.0.1:8080 (port 99999 out of range)",
-        f"{fn}:4: history.keep: 'forever' is not a duration such as 60s, 15m, 2h, 30d of at least 3600 s",
-        f"{fn}:5: history.flush: '5s' is not a duration such as 60s, 15m, 2h, 30d from 10 to 86400 s",
-        f"{fn}:6: history: unknown setting 'colour' (known: bucket, flush, keep, path, raw, sample)",
+        f"{fn}:2: web.listen: '127.0.0.1:99999' is not HOST:PORT, such as 127.0.0.1:8080 (port 99999 out of range)",
+        f"{fn}:4: history.keep: 'forever' is not a duration such as 60s, 15m, 2h, 30d, of at least 3600 s",
+        f"{fn}:5: history.flush: '5s' is not a duration such as 60s, 15m, 2h, 30d, from 10 s to 86400 s",
+        f"{fn}:6: history.colour: unknown setting in history (known: keep, raw, bucket, sample, flush, path)",
         f"{fn}:10: integrations.mqtt.publish: 'yes please' is not true or false",
     ])
+    assert cfg.events.mqtt == {"host": "127.0.0.1"}  # the broker keys stay the plugs' (events layer)

@@ -90,6 +90,7 @@ class Dashboard:
         r.add_get("/api/v1/ups", self.list_ups)
         r.add_get("/api/v1/ups/{name}", self.get_ups)
         r.add_get("/api/v1/events", self.events)
+        r.add_get("/api/v1/events/types", self.event_types)
         r.add_get("/api/v1/history/{name}", self.get_history)
         r.add_get("/api/v1/live", self.live_feed)
         r.add_get("/api/v1/session", self.get_session)
@@ -166,6 +167,9 @@ class Dashboard:
             return [dict(json.loads(e.to_json()), timestamp=event_timestamp(e)) for e in found[-limit:][::-1]]
 
         return web.json_response(await asyncio.to_thread(select))
+
+    async def event_types(self, request: web.Request) -> web.Response:
+        return web.json_response([str(t) for t in EventType])
 
     async def get_history(self, request: web.Request) -> web.Response:
         s = self._state(request)
