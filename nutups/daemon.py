@@ -22,6 +22,7 @@ from .hardware.sim import SimSensors
 from .nut.descriptions import Descriptions
 from .nut.protocol import ServerCore
 from .nut.server import NutServer
+from .shutdown.runner import shutdown_runner
 from .state import UpsState
 from .web.service import WebService
 
@@ -183,6 +184,10 @@ class Daemon:
         for driver in self.drivers.values():
             if getattr(driver, "hardware", None) is not None:
                 driver.on_control = self._after_sim_change
+        if self.config.shutdown is not None:  # the Pi's own shutdown policy (shutdown: in nutups.yaml)
+            runner = shutdown_runner(self.config.shutdown, self.states, self.drivers, self.engine.emit)
+            if runner is not None:
+                self._tasks.append(loop.create_task(runner.run(), name="shutdown"))
         for name, driver in self.drivers.items():
             self._tasks.append(loop.create_task(self._supervise(name, driver), name=f"driver-{name}"))
         self.bound = await self.server.start()

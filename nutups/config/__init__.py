@@ -24,9 +24,10 @@ def yaml_sections() -> list[Section]:
     define a Section in your module and list it here (imported here, not at the top:
     the layers that own the sections import config types themselves)."""
     from ..events.config import EVENTS
+    from ..shutdown.settings import SHUTDOWN
     from ..web.config import WEB_SECTION
 
-    return [EVENTS, WEB_SECTION]
+    return [EVENTS, SHUTDOWN, WEB_SECTION]
 
 
 def _web_settings():
@@ -52,6 +53,7 @@ class Configuration:
     upsd: UpsdSettings = field(default_factory=UpsdSettings)
     users: UserTable = field(default_factory=UserTable)
     events: Any = field(default_factory=lambda: _events_config())  # nutups.events.config.EventsConfig
+    shutdown: Any = None  # nutups.shutdown.settings.ShutdownSettings; None: the policy is off
     web: Any = field(default_factory=lambda: _web_settings())  # nutups.web.config.WebSettings
     problems: list[ConfigProblem] = field(default_factory=list)
 

@@ -462,7 +462,7 @@ class Session:
             if var is None:
                 out.append(ERR_VAR_NOT_SUPPORTED)
             elif ups.fsd and name.lower() == "ups.status":
-                out.append(f'VAR {upsname} {name} "FSD {var.value}"\n'.encode())
+                out.append(f'VAR {upsname} {name} "{ups.served_status(var.value)}"\n'.encode())
             else:
                 out.append(f'VAR {upsname} {name} "{quote(var.value)}"\n'.encode())
             return
@@ -528,7 +528,7 @@ class Session:
                 if only_rw and not var.rw:
                     continue
                 if ups.fsd and var.name.lower() == "ups.status":
-                    value = "FSD " + var.value
+                    value = ups.served_status(var.value)
                 else:
                     value = quote(var.value)
                 parts.append(f'{sub} {upsname} {var.name} "{value}"\n'.encode())
