@@ -86,7 +86,7 @@ class Daemon:
             certfile = str(config.confpath / certfile)
         self.core = ServerCore.for_states(
             self.states, config.users, descriptions=Descriptions.load(config.confpath),
-            log=logging.getLogger("nutups.upsd").info,
+            log=logging.getLogger("nutups.upsd").info, warn=logging.getLogger("nutups.upsd").warning,
         )
         self.server = NutServer(self.core, self.listen, maxconn=config.upsd.maxconn,
                                 client_timeout=config.upsd.client_timeout, certfile=certfile)
@@ -216,9 +216,8 @@ class Daemon:
             log.info("reload: %d user(s) from upsd.users", len(fresh.users.users))
         yaml_file = str(confpath / "nutups.yaml")
         if self.engine is not None and not [p for p in fresh.errors if p.file == yaml_file]:
-            self.engine.config.actions = fresh.events.actions
-            self.engine.config.thresholds = fresh.events.thresholds
-            log.info("reload: event mapping from nutups.yaml")
+            self.engine.reload(fresh.events)
+            log.info("reload: event mapping and thresholds from nutups.yaml")
 
     async def _after_sim_change(self) -> None:
         """The simulator changed: read its sensors now, not at the next sensor poll."""

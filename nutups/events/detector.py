@@ -100,7 +100,6 @@ class EventDetector:
         self.charging = _Level(n)
         self.dc_out = _Level(n)
         self.voltage_level = 0  # 0 normal, 1 low, 2 critical
-        self._vdebounce = Debounce(n)
         self._vcandidate = 0
         self._vstreak = 0
         self.full = False
@@ -110,6 +109,12 @@ class EventDetector:
         self.stale: bool | None = None
         self.fsd = False
         self._started = False
+
+    def use(self, thresholds: Thresholds) -> None:
+        """New thresholds (SIGHUP): the levels keep what they know; limits and debounce change."""
+        self.t = thresholds
+        for level in (self.charging, self.dc_out, self.hot, self.over):
+            level.debounce.count = max(1, thresholds.debounce)
 
     def _event(self, kind: EventType, message: str, value: float | None = None, unit: str | None = None) -> None:
         self.emit(Event(kind, self.ups, message, value, unit))
