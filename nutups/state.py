@@ -71,6 +71,7 @@ class UpsState:
         self.setvar_handler: CommandHandler | None = None
         self._publish_listeners: list[Callable[[UpsState], None]] = []
         self.read_errors = 0  # readings the driver could not make (data_stale calls), for /metrics
+        self._change_listeners: list[Callable[[str, str], None]] = []
 
     @property
     def connected(self) -> bool:
@@ -159,9 +160,19 @@ class UpsState:
     def on_publish(self, listener: Callable[[UpsState], None]) -> None:
         """Call ``listener(state)`` after each full reading (or failed one) the driver delivers.
 
-        This is the one subscription for state changes: the event engine, the history,
-        the dashboard and MQTT all observe the state through it (on the drivers' loop)."""
+        The subscription for whole readings: the event engine, the history, the dashboard
+        and MQTT all observe the state through it (on the drivers' loop)."""
         self._publish_listeners.append(listener)
+
+    def on_change(self, listener: Callable[[str, str], None]) -> None:
+        """Call ``listener(kind, key)`` when a variable (kind "var") or a command ("cmd") is
+        added, changed or removed; ``key`` is its lower-case name.  The driver host uses it
+        to push updates down a NUT driver socket; with no listener it costs one test."""
+        self._change_listeners.append(listener)
+
+    def _changed(self, kind: str, key: str) -> None:
+        for listener in self._change_listeners:
+            listener(kind, key)
 
     def _published(self) -> None:
         for listener in self._publish_listeners:
@@ -200,6 +211,7 @@ class UpsState:
     ) -> None:
         """Create or update a variable; flags given as None keep what they were."""
         key = name.lower()
+        before = self.version
         var = self.variables.get(key)
         if var is None:
             var = Variable(name, value)
@@ -221,11 +233,24 @@ class UpsState:
         if ranges is not None and var.ranges != ranges:
             var.ranges = list(ranges)
             self.version += 1
+        if self._change_listeners and self.version != before:
+            self._changed("var", key)
 
     def delete(self, name: str) -> None:
-        if self.variables.pop(name.lower(), None) is not None:
+        key = name.lower()
+        if self.variables.pop(key, None) is not None:
             self._generation += 1
             self.version += 1
+            self._changed("var", key)
+
+    def clear(self) -> None:
+        """Forget every variable and command (a driver socket reconnected: upsd starts over)."""
+        for kind, table in (("var", self.variables), ("cmd", self.commands)):
+            for key in list(table):
+                table.pop(key, None)
+                self._changed(kind, key)
+        self._generation += 1
+        self.version += 1
 
     def sorted_variables(self) -> list[Variable]:
         """Variables in upsd's order: case-insensitive by name."""
@@ -238,10 +263,19 @@ class UpsState:
         return cached[1]
 
     def add_command(self, name: str) -> None:
-        if name.lower() not in self.commands:
-            self.commands[name.lower()] = name
+        key = name.lower()
+        if key not in self.commands:
+            self.commands[key] = name
             self._generation += 1
             self.version += 1
+            self._changed("cmd", key)
+
+    def delete_command(self, name: str) -> None:
+        key = name.lower()
+        if self.commands.pop(key, None) is not None:
+            self._generation += 1
+            self.version += 1
+            self._changed("cmd", key)
 
     def sorted_commands(self) -> list[str]:
         gen = self._generation
