@@ -144,9 +144,13 @@ class ServerCore:
     warn: Callable[[str], None] = lambda message: None  # a command the driver could not carry out
     tracker: Tracker = field(init=False)
     sessions: list[Session] = field(default_factory=list)
-    # raw request line -> (reply, UPS it depends on or None, that UPS's version)
-    reply_cache: dict[bytes, tuple[bytes, UpsState | None, int]] = field(default_factory=dict)
+    # raw request line -> (reply, UPS it depends on or None, what in it the reply
+    # tells about (a Variable or the UpsState), its stamp then, command word)
+    reply_cache: dict[bytes, tuple[bytes, UpsState | None, object, int, str]] = field(default_factory=dict)
     reply_cache_bytes: int = 0
+    # Counters for /metrics: plain increments on the server thread, read when scraped.
+    connections_total: int = 0
+    requests: dict[str, int] = field(default_factory=lambda: dict.fromkeys([*_COMMANDS, "UNKNOWN"], 0))
 
     def __post_init__(self) -> None:
         self.tracker = Tracker(self.clock)
@@ -172,6 +176,7 @@ class ServerCore:
             self.tracker.complete(tid, outcome)
 
     def session(self, addr: str) -> Session:
+        self.connections_total += 1
         s = Session(self, addr)
         self.sessions.append(s)
         return s
@@ -245,8 +250,9 @@ class Session:
             if idle and nl >= 0:
                 hit = cache.get(raw)
                 if hit is not None:
-                    reply, ups, source, stamp = hit
+                    reply, ups, source, stamp, command = hit
                     if ups is None or (source.stamp == stamp and now <= ups.fresh_until()):
+                        core.requests[command] += 1
                         out.append(reply)
                         size += len(reply)
                         self.last_heard = now
@@ -258,12 +264,13 @@ class Session:
                     words = raw.split()
                     fast = _FAST.get((words[0], words[1])) if len(words) > 1 else None
                     if fast is not None and len(words) == fast[1]:
+                        core.requests[fast[2]] += 1
                         self.last_heard = now
                         mark = len(out)
                         fast[0](self, *[w.decode() for w in words[2:]])
                         reply = out[mark] if len(out) == mark + 1 else b"".join(out[mark:])
                         size += len(reply)
-                        self._remember(raw, reply)
+                        self._remember(raw, reply, fast[2])
                         pos = stop
                         continue
             lines, used = tok.feed(raw, stop_on_error=True)
@@ -282,7 +289,7 @@ class Session:
                 for part in out[mark:]:
                     size += len(part)
                 if idle and used == len(raw) and len(raw) <= _CACHEABLE_LINE:
-                    self._remember(raw, b"".join(out[mark:]))
+                    self._remember(raw, b"".join(out[mark:]), line.words[0].upper())
                 if self.starttls_requested:
                     # Never process plaintext that was pipelined behind STARTTLS
                     # as if it had come over TLS (CVE-2011-0411). upsd 2.8.0 would.
@@ -317,12 +324,16 @@ class Session:
     def _dispatch(self, line: Line) -> None:
         words = line.words
         if not words:
+            self.core.requests["UNKNOWN"] += 1
             self._out.append(ERR_UNKNOWN_COMMAND)
             return
-        entry = _COMMANDS.get(words[0].upper())
+        command = words[0].upper()
+        entry = _COMMANDS.get(command)
         if entry is None:
+            self.core.requests["UNKNOWN"] += 1
             self._out.append(ERR_UNKNOWN_COMMAND)
             return
+        self.core.requests[command] += 1
         handler, needs_user = entry
         if needs_user:
             if self.username is None:
@@ -349,7 +360,7 @@ class Session:
             return False
         return True
 
-    def _remember(self, raw: bytes, reply: bytes) -> None:
+    def _remember(self, raw: bytes, reply: bytes, command: str) -> None:
         """Cache the reply to this request line if the handler said what it depends on."""
         ups = self._cache_ups
         if ups is _NOT_CACHEABLE:
@@ -361,9 +372,9 @@ class Session:
             cache.clear()  # bounded: spelling variants must not grow it without end
             core.reply_cache_bytes = len(raw) + len(reply)
         if ups is None:
-            cache[raw] = (reply, None, _UNCHANGING, 0)
+            cache[raw] = (reply, None, _UNCHANGING, 0, command)
         else:
-            cache[raw] = (reply, ups, self._cache_source, self._cache_stamp)
+            cache[raw] = (reply, ups, self._cache_source, self._cache_stamp, command)
 
     def _readable_ups(self, name: str) -> UpsState | None:
         """The UPS for a read-only GET/LIST, whose reply may then be cached (until the
@@ -799,12 +810,12 @@ def _atoi(text: str) -> int:
 
 # The requests a poll is made of, taken without the tokenizer when their line is plain
 # words: (command, subcommand) -> (handler of the remaining words, number of words).
-_FAST: dict[tuple[bytes, bytes], tuple[Callable[..., None], int]] = {
-    (b"GET", b"VAR"): (Session.get_var, 4),
-    (b"GET", b"TYPE"): (Session.get_type, 4),
-    (b"GET", b"DESC"): (Session.get_desc, 4),
-    (b"LIST", b"VAR"): (Session.list_var, 3),
-    (b"LIST", b"CMD"): (Session.list_cmd, 3),
+_FAST: dict[tuple[bytes, bytes], tuple[Callable[..., None], int, str]] = {
+    (b"GET", b"VAR"): (Session.get_var, 4, "GET"),
+    (b"GET", b"TYPE"): (Session.get_type, 4, "GET"),
+    (b"GET", b"DESC"): (Session.get_desc, 4, "GET"),
+    (b"LIST", b"VAR"): (Session.list_var, 3, "LIST"),
+    (b"LIST", b"CMD"): (Session.list_cmd, 3, "LIST"),
 }
 _PLAIN_LINE = PLAIN_LINE.fullmatch
 
