@@ -288,7 +288,7 @@ class Session:
                 self._dispatch(line)
                 for part in out[mark:]:
                     size += len(part)
-                if idle and used == len(raw) and len(raw) <= _CACHEABLE_LINE:
+                if idle and used == len(raw) and len(raw) <= _CACHEABLE_LINE and self._cache_ups is not _NOT_CACHEABLE:
                     self._remember(raw, b"".join(out[mark:]), line.words[0].upper())
                 if self.starttls_requested:
                     # Never process plaintext that was pipelined behind STARTTLS
