@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import Configuration, default_confpath, load_configuration
+from .config import ConfigError, Configuration, default_confpath, load_configuration
 from .config.nutconf import UpsSection, parse_listen
 
 
@@ -117,7 +117,8 @@ def serve(confpath: Path | None, listen: tuple[str, ...], statepath: Path | None
         cfg = load_configuration(confpath)
         for problem in cfg.problems:
             (log.warning if problem.warning else log.error)("%s", problem)
-        if not confpath.is_dir():
+        if cfg.errors:  # as upsd: a broken configuration is refused, never half served
+            log.error("%d error(s) in %s: not starting", len(cfg.errors), confpath)
             raise SystemExit(2)
         if sim:
             for section in cfg.ups:
@@ -130,6 +131,11 @@ def serve(confpath: Path | None, listen: tuple[str, ...], statepath: Path | None
         raise SystemExit(2) from None
     try:
         asyncio.run(daemon.run_forever())
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("%s", problem)
+        log.error("not starting")
+        raise SystemExit(2) from None
     except OSError as exc:
         log.error("cannot start: %s", exc)
         raise SystemExit(2) from None

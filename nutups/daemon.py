@@ -10,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .config import Configuration
+from .config import ConfigError, ConfigProblem, Configuration
 from .drivers import DRIVERS, Driver, DriverError
 from .events.devices import MqttSettings, make_device
 from .events.engine import EventEngine, HostSensors
@@ -21,7 +21,7 @@ from .hardware.gpio import GpioError, import_gpiod
 from .hardware.sim import SimSensors
 from .nut.descriptions import Descriptions
 from .nut.protocol import ServerCore
-from .nut.server import NutServer
+from .nut.server import ListenError, NutServer
 from .state import UpsState
 
 log = logging.getLogger("nutups")
@@ -61,6 +61,7 @@ class Daemon:
     def __init__(self, config: Configuration, listen: list[tuple[str, int]] | None = None,
                  statepath: Path | None = None) -> None:
         self.config = config
+        self.listen_option = bool(listen)  # --listen: every address must be bound, as a LISTEN line
         self.listen = listen or config.upsd.listen_addresses()
         self.statepath = statepath or (Path(config.upsd.statepath) if config.upsd.statepath
                                        else default_statepath())
@@ -181,7 +182,26 @@ class Daemon:
                 driver.on_control = self._after_sim_change
         for name, driver in self.drivers.items():
             self._tasks.append(loop.create_task(self._supervise(name, driver), name=f"driver-{name}"))
-        self.bound = await self.server.start()
+        try:
+            self.bound = await self.server.start(all_required=self.listen_option or bool(self.config.upsd.listen))
+        except ListenError as exc:
+            await self.stop()
+            raise ConfigError(self.listen_problems(exc)) from None
+
+    def listen_problems(self, exc: ListenError) -> list[ConfigProblem]:
+        """Each address that could not be bound, as `upsd.conf:line: problem` (or the option)."""
+        upsd_conf = str(self.config.confpath / "upsd.conf")
+        out = []
+        for host, port, reason in exc.failures:
+            where = f"LISTEN {host} {port}: cannot listen: {reason}"
+            line = self.config.upsd.listen_lines.get((host, port))
+            if self.listen_option:
+                out.append(ConfigProblem("--listen", None, f"{host}:{port}: cannot listen: {reason}"))
+            elif line is not None:
+                out.append(ConfigProblem(upsd_conf, line, where))
+            else:  # the default addresses
+                out.append(ConfigProblem(upsd_conf, None, f"{where} (the default; set LISTEN)"))
+        return out
 
     def reload(self) -> None:
         """SIGHUP, as upsd: read upsd.users again (and the event mapping of nutups.yaml).

@@ -87,7 +87,7 @@ def _check_driver_options(section: UpsSection, confpath: Path, fn: str) -> list[
 
 def load_configuration(confpath: Path, require_ups_conf: bool = True) -> Configuration:
     """Read ups.conf, upsd.conf, upsd.users and nutups.yaml; collect every problem."""
-    from ..drivers import DRIVERS  # late: drivers import config types
+    from ..drivers import DRIVERS, known_driver, nut_driver_dirs  # late: drivers import config types
 
     cfg = Configuration(confpath)
     problems = cfg.problems
@@ -98,19 +98,25 @@ def load_configuration(confpath: Path, require_ups_conf: bool = True) -> Configu
     if require_ups_conf or ups_conf.exists():
         cfg.ups, cfg.ups_globals, p = parse_ups_conf(ups_conf)
         problems.extend(p)
+        if not cfg.ups and not p:  # upsd refuses to start without a UPS (ALLOW_NO_DEVICE)
+            problems.append(ConfigProblem(str(ups_conf), None, "no UPS defined: add a [name] section with a driver"))
+    driverpath = cfg.ups_globals.get("driverpath")
     for section in cfg.ups:
-        if section.driver and section.driver not in DRIVERS:
+        if section.driver and not known_driver(section.driver, driverpath):
+            dirs = ", ".join(str(d) for d in nut_driver_dirs(driverpath))
             problems.append(ConfigProblem(
                 str(ups_conf), section.line,
-                f"[{section.name}]: unknown driver {section.driver!r} (nutups has: {', '.join(sorted(DRIVERS))})",
+                f"[{section.name}]: unknown driver {section.driver!r}: neither built in "
+                f"({', '.join(sorted(DRIVERS))}) nor a NUT driver in {dirs}",
             ))
         if section.driver in DRIVERS:
             problems.extend(_check_driver_options(section, confpath, str(ups_conf)))
         if section.driver == "dummy-ups" and section.port:
             dev = Path(section.port) if os.path.isabs(section.port) else confpath / section.port
             if not dev.exists():
-                problems.append(ConfigProblem(str(ups_conf), section.line,
-                                              f"[{section.name}]: port file {dev} not found"))
+                problems.append(ConfigProblem(  # as dummy-ups: served once it appears
+                    str(ups_conf), section.line,
+                    f"[{section.name}]: port file {dev} not found: DRIVER-NOT-CONNECTED until it exists", True))
     cfg.upsd, p = parse_upsd_conf(confpath / "upsd.conf")
     problems.extend(p)
     cfg.users, p = parse_users(confpath / "upsd.users")

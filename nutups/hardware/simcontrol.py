@@ -64,6 +64,7 @@ class SimControlServer:
         self.path = path
         self.driver = driver
         self.server: asyncio.AbstractServer | None = None
+        self._clients: set[asyncio.Task] = set()  # one task per connected client
         self.after_change = None  # set by the daemon: refresh the sensors the events read
 
     async def start(self) -> None:
@@ -79,6 +80,9 @@ class SimControlServer:
         log.info("simulator control socket: %s", self.path)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._clients.add(task)
         try:
             while True:
                 try:
@@ -105,6 +109,7 @@ class SimControlServer:
             pass
         finally:
             writer.close()
+            self._clients.discard(task)  # type: ignore[arg-type]
 
     async def _took_effect(self, changes: dict) -> None:
         """Answer only once the driver saw the change: a mains change through the
@@ -123,6 +128,12 @@ class SimControlServer:
     async def close(self) -> None:
         if self.server is not None:
             self.server.close()
+            # Since Python 3.12 wait_closed() also waits for every open connection:
+            # end the clients first, or an idle `nutups sim` client holds the stop.
+            clients = list(self._clients)
+            for task in clients:
+                task.cancel()
+            await asyncio.gather(*clients, return_exceptions=True)
             await self.server.wait_closed()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
