@@ -245,10 +245,11 @@ def events(confpath: Path | None, statepath: Path | None, types: tuple[str, ...]
             click.echo(f"{kind:28} {mark}  {text}")
         click.echo("\n(the simulator, nutups serve --sim, produces every type)")
         return
-    try:
-        wanted = {EventType(t.upper()) for t in types} or None
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--type") from None
+    unknown = [t for t in types if t.upper() not in EventType.__members__]
+    if unknown:
+        raise click.BadParameter(f"{unknown[0]!r} is not an event type (one of {', '.join(EventType)}; "
+                                 "nutups events --types lists them)", param_hint="--type")
+    wanted = {EventType(t.upper()) for t in types} or None
     try:
         t0 = parse_time(since) if since else None
         t1 = parse_time(until) if until else None

@@ -72,8 +72,9 @@ class Daemon:
             self.states.append(state)
             cls = DRIVERS.get(section.driver or "")
             if cls is None:
-                log.error("[%s]: unknown driver %r: the UPS is listed but reports DRIVER-NOT-CONNECTED",
-                          section.name, section.driver)
+                what = f"unknown driver {section.driver!r}" if section.driver else "no driver = line"
+                log.error("[%s]: %s (nutups has: %s); the UPS is listed but reports DRIVER-NOT-CONNECTED",
+                          section.name, what, ", ".join(sorted(DRIVERS)))
                 continue
             try:
                 self.drivers[section.name] = cls(state, section, config.confpath, statepath=self.statepath)

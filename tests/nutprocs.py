@@ -156,7 +156,10 @@ class RawClient:
     def session(self, data: bytes) -> bytes:
         """Send everything at once, half-close, and read until the server closes."""
         self.sock.sendall(data)
-        self.sock.shutdown(socket.SHUT_WR)
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:  # the server already closed (e.g. after a line it refuses): read what it sent
+            pass
         chunks = [self.buf]
         while True:
             try:

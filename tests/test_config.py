@@ -67,11 +67,11 @@ def test_ups_conf_sections_and_errors(tmp_path):
     path.write_text('maxretry = 3\n[a]\n driver = dummy-ups\n port = a.dev\n desc = "x \\"y\\""\n'
                     " pollinterval = 1\n[b]\n driver = dummy-ups\n[a]\n driver = x\n[bad name]\n"
                     ' desc = "oops # here"\n')
-    sections, globals_, problems = parse_ups_conf(path)
+    sections, problems = parse_ups_conf(path)
     assert [s.name for s in sections] == ["a", "b"]
     assert sections[0].desc == 'x "y"' and sections[0].options == {"pollinterval": "1"}
-    assert globals_ == {"maxretry": "3"}
     text = "\n".join(str(p) for p in problems)
+    assert f"{path}:1: warning: maxretry (before the first [section]) is accepted and ignored" in text
     assert f"{path}:9: UPS 'a' already defined on line 2" in text
     assert f"{path}:11: bad section header" in text
     assert f"{path}:12: Unbalanced word due to unescaped # in quotes" in text

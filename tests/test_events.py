@@ -181,15 +181,15 @@ def test_mapping_errors_name_file_and_line(tmp_path):
     assert r.exit_code == 1
     f = tmp_path / "nutups.yaml"
     for expected in (
-        f"{f}:3: relay: GPIO 16 belongs to the HAT",
-        f"{f}:6: device 'a': type 'tplink'",
-        f"{f}:8: unknown event 'AC_POWER_LOST'",
-        f"{f}:11: UPS_FAULT: unknown led 'green'",
-        f"{f}:12: UPS_FAULT: buzzer: no outputs.buzzer line",
-        f"{f}:14: UPS_FAULT: unknown device 'ghost'",
-        f"{f}:16: CHARGING_STARTED: led pattern 'strobe'",
-        f"{f}:17: CHARGING_STARTED: unknown action 'teleport'",
-        f"{f}:18: unknown setting 'bogus'",
+        f"{f}:3: outputs.relay: GPIO 16 is the HAT's charge control",
+        f"{f}:6: integrations.ac_devices.0.type: 'tplink' is not one of kasa, shelly, zigbee",
+        f"{f}:8: events.AC_POWER_LOST: unknown event type 'AC_POWER_LOST'; did you mean AC_POWER_LOSS?",
+        f"{f}:11: events.UPS_FAULT.leds: unknown LED 'green' (outputs.leds has red)",
+        f"{f}:12: events.UPS_FAULT.buzzer: there is no buzzer: give its GPIO line as outputs.buzzer",
+        f"{f}:14: events.UPS_FAULT.integrations.ghost: unknown device",
+        f"{f}:16: events.CHARGING_STARTED.leds: 'strobe' is not one of solid, off, blink, fast_blink, pulse",
+        f"{f}:17: events.CHARGING_STARTED.teleport: unknown setting in events.CHARGING_STARTED",
+        f"{f}:18: bogus: unknown setting in this file (known: event_log,",
     ):
         assert expected in r.output, r.output
 

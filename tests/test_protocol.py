@@ -163,11 +163,12 @@ def test_tokenizer_rules():
     assert split_line(" ".join(["w"] * 40)).words == ["w"] * 32
     assert split_line("x" * 600).words == ["x" * 512]
     assert split_line(b"a\x01b\x80c\xffd").words == ["abcd"]
+    assert split_line(b"a\x80b").dropped and not split_line(b"ab # \x80").dropped  # a comment keeps nothing
     assert split_line('a "b#c"').error is not None
     tok = LineTokenizer()
     assert tok.feed(b'"open\n') == ([], 6)
     assert not tok.idle
-    assert tok.feed(b'quote"\n')[0] == [Line(["openquote"])]
+    assert tok.feed(b'quote"\n')[0] == [Line(["openquote"], dropped=True)]  # the LF inside the quotes
     assert quote('a"b\\c#d') == 'a\\"b\\\\c\\#d'
 
 

@@ -67,7 +67,7 @@ def test_control_socket_protocol(simd):
     for key in ("ac", "load_w", "soc", "gauge_soc", "voltage", "charging", "i2c_fault", "speed", "clock_s",
                 "time_to_empty_s"):
         assert key in reply["state"]
-    assert request(sock, {"cmd": "set", "load_w": -1}) == {"ok": False, "error": "load_w must be within 0..50 W"}
+    assert request(sock, {"cmd": "set", "load_w": -1}) == {"ok": False, "error": "load must be from 0 to 50 W"}
     assert request(sock, {"cmd": "set", "volts": 3})["ok"] is False
     assert request(sock, {"cmd": "set", "ac": "no"})["error"] == "ac: wrong type str"
     assert request(sock, {"cmd": "fly"})["ok"] is False

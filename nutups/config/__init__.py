@@ -7,17 +7,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .nutconf import UpsdSettings, UpsSection, parse_ups_conf, parse_upsd_conf
-from .problems import ConfigError, ConfigProblem
+from .problems import ConfigProblem
+from .schema import Section, check, load_yaml
 from .users import UserTable, parse_users
 
 DEFAULT_CONFPATH = "/etc/nutups"
 
 __all__ = [
-    "ConfigError", "ConfigProblem", "Configuration", "default_confpath", "load_configuration",
+    "ConfigProblem", "Configuration", "default_confpath", "load_configuration", "yaml_sections",
 ]
+
+
+def yaml_sections() -> list[Section]:
+    """The parts of nutups.yaml, each with the schema its own layer owns.  To add a part:
+    define a Section in your module and list it here (imported here, not at the top:
+    the layers that own the sections import config types themselves)."""
+    from ..events.config import EVENTS
+
+    return [EVENTS]
 
 
 def _events_config():
@@ -34,10 +42,8 @@ def default_confpath() -> Path:
 class Configuration:
     confpath: Path
     ups: list[UpsSection] = field(default_factory=list)
-    ups_globals: dict[str, str] = field(default_factory=dict)
     upsd: UpsdSettings = field(default_factory=UpsdSettings)
     users: UserTable = field(default_factory=UserTable)
-    extra: dict = field(default_factory=dict)  # nutups.yaml
     events: Any = field(default_factory=lambda: _events_config())  # nutups.events.config.EventsConfig
     problems: list[ConfigProblem] = field(default_factory=list)
 
@@ -46,31 +52,23 @@ class Configuration:
         return [p for p in self.problems if not p.warning]
 
 
-def _load_yaml(path: Path, problems: list[ConfigProblem]) -> dict:
+def _load_yaml(path: Path, problems: list[ConfigProblem], confpath: Path, cfg: Configuration) -> None:
+    """nutups.yaml: every registered section checked against its schema, then built."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
-        return {}
-    except (OSError, UnicodeDecodeError) as exc:
-        problems.append(ConfigProblem(str(path), None, f"cannot read: {exc}"))
-        return {}
-    from ..events.config import load_yaml_with_lines
-
-    try:
-        data, lines = load_yaml_with_lines(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        reason = getattr(exc, "problem", None) or str(exc)
-        problems.append(ConfigProblem(str(path), line, f"YAML error: {reason}"))
-        return {}
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        problems.append(ConfigProblem(str(path), 1, "must be a mapping of settings"))
-        return {}
-    data["__lines__"] = lines
-    return data
+        data = b""
+    except OSError as exc:
+        problems.append(ConfigProblem(str(path), None, f"cannot read: {exc.strerror}"))
+        data = b""
+    value, walk = load_yaml(data, str(path))
+    sections = yaml_sections()
+    settings = {key: spec for section in sections for key, spec in section.settings.items()}
+    values = check(settings, value, walk) if not walk.problems else {}
+    for section in sections:
+        own = {k: v for k, v in values.items() if k in section.settings}
+        setattr(cfg, section.name, section.build(own, walk, confpath))
+    problems.extend(sorted(walk.problems, key=lambda p: p.line or 0))
 
 
 def _check_driver_options(section: UpsSection, confpath: Path, fn: str) -> list[ConfigProblem]:
@@ -96,7 +94,7 @@ def load_configuration(confpath: Path, require_ups_conf: bool = True) -> Configu
         return cfg
     ups_conf = confpath / "ups.conf"
     if require_ups_conf or ups_conf.exists():
-        cfg.ups, cfg.ups_globals, p = parse_ups_conf(ups_conf)
+        cfg.ups, p = parse_ups_conf(ups_conf)
         problems.extend(p)
         if not cfg.ups and not p:  # upsd refuses to start without a UPS (ALLOW_NO_DEVICE)
             problems.append(ConfigProblem(str(ups_conf), None, "no UPS defined: add a [name] section with a driver"))
@@ -121,18 +119,7 @@ def load_configuration(confpath: Path, require_ups_conf: bool = True) -> Configu
     problems.extend(p)
     cfg.users, p = parse_users(confpath / "upsd.users")
     problems.extend(p)
-    cfg.extra = _load_yaml(confpath / "nutups.yaml", problems)
-    from ..events.config import parse_events_config
-
-    lines = cfg.extra.pop("__lines__", {})
-    known = {"event_log", "event_log_max_bytes", "event_log_backups", "event_syslog", "thresholds", "outputs",
-             "integrations", "events", "action_timeout", "action_retries", "hook_timeout"}
-    for key in cfg.extra:
-        if key not in known:
-            problems.append(ConfigProblem(str(confpath / "nutups.yaml"), lines.get((id(cfg.extra), key)),
-                                          f"unknown setting {key!r}"))
-    cfg.events, p = parse_events_config(cfg.extra, confpath, str(confpath / "nutups.yaml"), lines)
-    problems.extend(p)
+    _load_yaml(confpath / "nutups.yaml", problems, confpath, cfg)
     if cfg.upsd.certfile:
         cert = Path(cfg.upsd.certfile)
         if not cert.is_absolute():

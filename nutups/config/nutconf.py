@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..nut.tokenizer import read_config_lines
-from .problems import ConfigProblem
+from .problems import DROPPED_BYTE, ConfigProblem
 
 DEFAULT_PORT = 3493
 DEFAULT_LISTEN = (("127.0.0.1", DEFAULT_PORT), ("::1", DEFAULT_PORT))
@@ -57,14 +57,14 @@ def _read(path: Path, problems: list[ConfigProblem], required: bool) -> bytes | 
         return None
 
 
-def parse_ups_conf(path: Path) -> tuple[list[UpsSection], dict[str, str], list[ConfigProblem]]:
-    """Sections in file order, the global settings before the first section, problems."""
+def parse_ups_conf(path: Path) -> tuple[list[UpsSection], list[ConfigProblem]]:
+    """Sections in file order, and problems.  Global settings (before the first section) are
+    NUT's driver-runner settings; nutups has no use for them and says so."""
     problems: list[ConfigProblem] = []
     data = _read(path, problems, required=True)
     sections: list[UpsSection] = []
-    global_opts: dict[str, str] = {}
     if data is None:
-        return sections, global_opts, problems
+        return sections, problems
     fn = str(path)
     seen: dict[str, int] = {}
     current: UpsSection | None = None
@@ -72,6 +72,8 @@ def parse_ups_conf(path: Path) -> tuple[list[UpsSection], dict[str, str], list[C
         if line.error:
             problems.append(ConfigProblem(fn, lineno, line.error))
             continue
+        if line.dropped:
+            problems.append(ConfigProblem(fn, lineno, DROPPED_BYTE, True))
         words = line.words
         head = words[0]
         if head.startswith("["):
@@ -100,7 +102,8 @@ def parse_ups_conf(path: Path) -> tuple[list[UpsSection], dict[str, str], list[C
             problems.append(ConfigProblem(fn, lineno, f"expected 'key = value', got {' '.join(words)!r}"))
             continue
         if current is None:
-            global_opts[key.lower()] = value
+            problems.append(ConfigProblem(fn, lineno, f"{key} (before the first [section]) is accepted "
+                                                      "and ignored by nutups", True))
             continue
         k = key.lower()
         if k == "driver":
@@ -116,7 +119,7 @@ def parse_ups_conf(path: Path) -> tuple[list[UpsSection], dict[str, str], list[C
             problems.append(ConfigProblem(fn, section.line, f"[{section.name}]: no driver"))
         if section.port is None and section.driver not in (None, "x120x"):
             problems.append(ConfigProblem(fn, section.line, f"[{section.name}]: no port"))
-    return sections, global_opts, problems
+    return sections, problems
 
 
 def _number(fn: str, lineno: int, key: str, text: str, problems: list[ConfigProblem],
@@ -170,6 +173,8 @@ def parse_upsd_conf(path: Path) -> tuple[UpsdSettings, list[ConfigProblem]]:
         if line.error:
             problems.append(ConfigProblem(fn, lineno, line.error))
             continue
+        if line.dropped:
+            problems.append(ConfigProblem(fn, lineno, DROPPED_BYTE, True))
         words = line.words
         key = words[0].upper()
         args = words[1:]
@@ -191,7 +196,7 @@ def parse_upsd_conf(path: Path) -> tuple[UpsdSettings, list[ConfigProblem]]:
                 continue
             settings.listen.append((host, port))
             settings.listen_lines[(host, port)] = lineno
-        elif key in ("MAXAGE", "MAXCONN", "CLIENT_TIMEOUT", "TRACKINGDELAY"):
+        elif key in ("MAXAGE", "MAXCONN", "CLIENT_TIMEOUT"):
             if len(args) != 1:
                 problems.append(ConfigProblem(fn, lineno, f"{key} takes one number"))
                 continue

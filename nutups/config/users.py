@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..nut.tokenizer import read_config_lines
-from .problems import ConfigProblem
+from .problems import DROPPED_BYTE, ConfigProblem
 
 
 @dataclass(slots=True)
@@ -109,6 +109,8 @@ def parse_users(path: Path) -> tuple[UserTable, list[ConfigProblem]]:
         if line.error:
             problems.append(ConfigProblem(fn, lineno, line.error))
             continue
+        if line.dropped:
+            problems.append(ConfigProblem(fn, lineno, DROPPED_BYTE, True))
         words = line.words
         if words[0].startswith("["):
             name = words[0][1:-1] if words[0].endswith("]") else ""

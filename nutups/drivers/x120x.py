@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 from .. import __version__
@@ -47,7 +48,7 @@ def _truthy(value: str | None) -> bool:
 class X120xDriver(Driver):
     """`driver = x120x`.  Options: board, capacity_mah, i2c_bus, i2c_address, gpiochip,
     pld_line, charge_line, pld_active, pollinterval, load_w, critical_voltage,
-    lb_debounce, battery_charge_warning, sim."""
+    lb_debounce, battery_charge_warning, sim (with sim_load_w, sim_chip, sim_cell)."""
 
     name = "x120x"
 
@@ -416,6 +417,20 @@ class X120xDriver(Driver):
             self.state.connected = False
 
 
+def _sim_cell(section, confpath):
+    """`sim_cell = FILE.csv` (relative to the confpath): the simulator replays that cell's curves."""
+    from ..hardware.cells import CellCurves, CellDataError
+
+    path = section.options.get("sim_cell")
+    if not path:
+        return None
+    full = Path(path) if os.path.isabs(path) else Path(confpath) / path
+    try:
+        return CellCurves.load(full)
+    except CellDataError as exc:
+        raise DriverError(f"[{section.name}] sim_cell = {path}: {exc}") from None
+
+
 def make_x120x(state, section, confpath, statepath=None, clock=None):
     """Driver factory: builds the simulated HAT for `sim = yes`, else the real one."""
     sim = "sim" in section.options and _truthy(section.options.get("sim"))
@@ -429,9 +444,13 @@ def make_x120x(state, section, confpath, statepath=None, clock=None):
     except ValueError:
         capacity = None  # the driver reports the bad option
     chip = section.options.get("sim_chip", "MAX17048").upper()
-    hat = SimulatedHat(board if board in BOARDS else "x1202", capacity_mah=capacity,
-                       chip=chip if chip in ("MAX17040", "MAX17043", "MAX17048") else "MAX17048",
-                       clock=SimClock(), load_w=float(section.options.get("sim_load_w", "5") or 5))
+    cell = _sim_cell(section, confpath)
+    try:
+        hat = SimulatedHat(board if board in BOARDS else "x1202", capacity_mah=capacity,
+                           chip=chip if chip in ("MAX17040", "MAX17043", "MAX17048") else "MAX17048",
+                           clock=SimClock(), load_w=float(section.options.get("sim_load_w", "5") or 5), cell=cell)
+    except ValueError as exc:
+        raise DriverError(f"[{section.name}] sim_load_w: {exc}") from None
     return X120xDriver(state, section, confpath, clock=hat.clock, statepath=statepath, hardware=hat)
 
 

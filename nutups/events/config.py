@@ -1,5 +1,5 @@
-"""The events part of nutups.yaml: event log, thresholds, outputs, devices, and the
-mapping of events to actions, validated with the line of every mistake."""
+"""The events part of nutups.yaml (event log, thresholds, outputs, devices, and the mapping of
+events to actions): its schema, and the checks that relate one setting to another."""
 
 from __future__ import annotations
 
@@ -7,9 +7,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..config.problems import ConfigProblem
+from ..config.schema import (
+    GPIO_LINE,
+    INVALID,
+    PORT,
+    AnyOf,
+    Checked,
+    Converted,
+    Fields,
+    Flag,
+    ListOf,
+    MapOf,
+    Number,
+    OneOf,
+    Section,
+    Spec,
+    Text,
+)
 from . import outputs as _outputs
 from .detector import Thresholds
 from .log import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
@@ -21,6 +35,7 @@ BUZZER_PATTERNS = tuple(_outputs.BUZZER_PATTERNS)
 RELAY_STATES = tuple(_outputs.RELAY_STATES)
 DEVICE_TYPES = ("kasa", "shelly", "zigbee")
 DEVICE_ACTIONS = ("turn_on", "turn_off", "toggle", "capture_power_state")
+HAT_LINES = {6: "the HAT's power-loss line (PLD)", 16: "the HAT's charge control"}
 
 
 @dataclass
@@ -66,259 +81,168 @@ class EventsConfig:
     hook_timeout: float = 30.0
 
 
-class _Lines:
-    """YAML node -> Python value, remembering the line of every mapping key."""
 
-    def __init__(self) -> None:
-        self.at: dict[tuple[int, str], int] = {}
-        self.scalars = yaml.constructor.SafeConstructor()
-        self.keep: list[Any] = []  # keeps mappings alive so their id()s stay unique
+class _LedActions(Spec):
+    """`leds: [led, pattern]` or `leds: [[led, pattern], [led, pattern]]`."""
 
-    def build(self, node: yaml.Node) -> Any:
-        if isinstance(node, yaml.MappingNode):
-            out: dict = {}
-            self.keep.append(out)
-            for k, v in node.value:
-                key = self.build(k)
-                out[key] = self.build(v)
-                self.at[(id(out), str(key))] = k.start_mark.line + 1
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self.build(v) for v in node.value]
-        return self.scalars.construct_object(node)
+    accepts = "[led, pattern] or a list of them"
+    pattern = OneOf(LED_PATTERNS, aliases={False: "off"})  # YAML 1.1 reads a bare `off` as false
+
+    def check(self, value: Any, path: str, walk: Checked) -> Any:
+        if not isinstance(value, list) or not value:
+            return self.wrong(value, path, walk)
+        pairs = value if isinstance(value[0], list) else [value]
+        out = []
+        for pair in pairs:
+            if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], (str, int))
+                    and not isinstance(pair[0], bool)):
+                return self.wrong(value, path, walk)
+            pattern = self.pattern.check(pair[1], path, walk)
+            if pattern is not INVALID:
+                out.append((str(pair[0]), pattern))
+        return out
 
 
-def parse_events_config(data: dict, confpath: Path, fn: str, key_lines: dict) -> tuple[EventsConfig, list[ConfigProblem]]:
-    """Validate the events part of an already-loaded nutups.yaml."""
+_DEVICE_ACTION = OneOf(DEVICE_ACTIONS)
+_ACTIONS = Fields({
+    "leds": _LedActions(),
+    "relay": OneOf(RELAY_STATES, aliases={True: "on", False: "off"}),
+    "buzzer": OneOf(BUZZER_PATTERNS, aliases={False: "off"}),
+    "dashboard_notify": Flag(),
+    "run": Text("a command"),
+    "integrations": MapOf(AnyOf((_DEVICE_ACTION, Converted(Fields({"action": _DEVICE_ACTION}, required=("action",)),
+                                                             lambda d: d["action"])),
+                                f"an action ({', '.join(DEVICE_ACTIONS)}), alone or as {{action: ...}}"),
+                          what="a mapping of device name: action"),
+}, what="a mapping of actions")
+_DEVICE = Fields({
+    "type": OneOf(DEVICE_TYPES),
+    "name": Text("a name"),
+    "host": Text("a host name or address"),
+    "port": PORT,
+    "id": Text("the device's zigbee2mqtt name"),
+    "username": Text(),
+    "password": Text(),
+    "channel": Number(0, integer=True),  # Shelly: which relay of a multi-channel device
+    "gen": Number(1, integer=True),  # Shelly: API generation, found out when not given
+    "protocol": OneOf(("discovery", "legacy")),  # Kasa: legacy skips discovery
+}, required=("type", "name"), what="a device")
+
+SETTINGS: dict[str, Spec] = {
+    "event_log": Text("a file path"),
+    "event_log_max_bytes": Number(1024, integer=True, unit="bytes"),
+    "event_log_backups": Number(0, integer=True),
+    "event_syslog": Flag(),
+    "action_timeout": Number(0.1, unit="s"),
+    "action_retries": Number(0, integer=True),
+    "hook_timeout": Number(0.1, unit="s"),
+    "thresholds": Fields({
+        "voltage_low": Number(0, unit="V"), "voltage_critical": Number(0, unit="V"),
+        "voltage_hysteresis": Number(0, unit="V"),
+        "full": Number(0, 100, unit="%"), "full_hysteresis": Number(0, 100, unit="%"),
+        "temperature_high": Number(unit="C"), "temperature_hysteresis": Number(0, unit="C"),
+        "current_max": Number(0, unit="A"), "current_hysteresis": Number(0, unit="A"),
+        "debounce": Number(1, integer=True, unit="readings"),
+    }),
+    "outputs": Fields({
+        "leds": MapOf(GPIO_LINE, what="a mapping of LED name: GPIO line"),
+        "relay": GPIO_LINE,
+        "buzzer": GPIO_LINE,
+    }),
+    "integrations": Fields({
+        "ac_devices": ListOf(_DEVICE, what="a list of devices"),
+        "mqtt": Fields({"host": Text("a host name or address"), "port": PORT, "base_topic": Text(),
+                        "username": Text(), "password": Text()}),
+        "device_poll": Number(1, unit="s"),
+    }),
+    "events": MapOf(_ACTIONS, key=OneOf(tuple(EventType)), key_is="event type",
+                    what="a mapping of EVENT_TYPE: actions"),
+}
+
+
+def build_events_config(values: dict[str, Any], walk: Checked, confpath: Path) -> EventsConfig:
+    """The checked settings as an EventsConfig, after the checks that relate settings."""
     cfg = EventsConfig()
-    problems: list[ConfigProblem] = []
+    if "event_log" in values:
+        p = Path(values["event_log"])
+        cfg.event_log = p if p.is_absolute() else confpath / p
+    for key, attr in (("event_log_max_bytes", "max_bytes"), ("event_log_backups", "backups"),
+                      ("event_syslog", "syslog"), ("action_timeout", "action_timeout"),
+                      ("action_retries", "action_retries"), ("hook_timeout", "hook_timeout")):
+        if key in values:
+            setattr(cfg, attr, values[key])
+    for key, value in values.get("thresholds", {}).items():
+        setattr(cfg.thresholds, key, value)
+    if cfg.thresholds.voltage_critical >= cfg.thresholds.voltage_low:
+        walk.bad("thresholds.voltage_critical", "must be below voltage_low "
+                 f"({cfg.thresholds.voltage_critical:g} V is not below {cfg.thresholds.voltage_low:g} V)")
+        cfg.thresholds = Thresholds()
+    _outputs_of(values.get("outputs", {}), walk, cfg)
+    integrations = values.get("integrations", {})
+    cfg.mqtt = integrations.get("mqtt", {})
+    cfg.device_poll = integrations.get("device_poll", cfg.device_poll)
+    for i, dev in enumerate(integrations.get("ac_devices", [])):
+        _device(dev, f"integrations.ac_devices.{i}", walk, cfg)
+    for name, spec in values.get("events", {}).items():
+        cfg.actions[EventType(name)] = _actions(spec, f"events.{name}", walk, cfg)
+    return cfg
 
-    def line(parent: dict, key: str) -> int | None:
-        return key_lines.get((id(parent), key))
 
-    def bad(parent: dict, key: str, message: str) -> None:
-        problems.append(ConfigProblem(fn, line(parent, key), message))
-
-    def number(parent: dict, key: str, minimum: float, integer: bool = False) -> float | None:
-        value = parent[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
-            bad(parent, key, f"{key}: {value!r} is not a{'n integer' if integer else ' number'}")
-            return None
-        if value < minimum:
-            bad(parent, key, f"{key}: must be at least {minimum:g}")
-            return None
-        return value
-
-    def gpio_line(parent: dict, key: str, label: str) -> int | None:
-        value = parent[key]
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 53:
-            bad(parent, key, f"{label}: GPIO line {value!r} is not 0..53")
-            return None
-        return value
-
-    if "event_log" in data:
-        if not isinstance(data["event_log"], str) or not data["event_log"]:
-            bad(data, "event_log", "event_log: a file path")
-        else:
-            p = Path(data["event_log"])
-            cfg.event_log = p if p.is_absolute() else confpath / p
-    for key, attr, minimum, integer in (("event_log_max_bytes", "max_bytes", 1024, True),
-                                        ("event_log_backups", "backups", 0, True),
-                                        ("action_timeout", "action_timeout", 0.1, False),
-                                        ("action_retries", "action_retries", 0, True),
-                                        ("hook_timeout", "hook_timeout", 0.1, False)):
-        if key in data:
-            v = number(data, key, minimum, integer)
-            if v is not None:
-                setattr(cfg, attr, v)
-    if "event_syslog" in data:
-        if isinstance(data["event_syslog"], bool):
-            cfg.syslog = data["event_syslog"]
-        else:
-            bad(data, "event_syslog", "event_syslog: true or false")
-
-    th = data.get("thresholds", {})
-    if not isinstance(th, dict):
-        bad(data, "thresholds", "thresholds: a mapping")
-    else:
-        for key in th:
-            if key not in Thresholds.names():
-                bad(th, key, f"thresholds: unknown setting {key!r} (known: {', '.join(sorted(Thresholds.names()))})")
-                continue
-            v = number(th, key, 0, integer=key == "debounce")
-            if v is not None:
-                setattr(cfg.thresholds, key, v)
-        if cfg.thresholds.voltage_critical >= cfg.thresholds.voltage_low:
-            bad(data, "thresholds", "thresholds: voltage_critical must be below voltage_low")
-
-    outputs = data.get("outputs", {})
+def _outputs_of(outputs: dict[str, Any], walk: Checked, cfg: EventsConfig) -> None:
     used: dict[int, str] = {}
-    if not isinstance(outputs, dict):
-        bad(data, "outputs", "outputs: a mapping of leds, relay, buzzer")
-    else:
-        for key in outputs:
-            if key not in ("leds", "relay", "buzzer"):
-                bad(outputs, key, f"outputs: unknown output {key!r} (leds, relay, buzzer)")
-        leds = outputs.get("leds", {})
-        if not isinstance(leds, dict):
-            bad(outputs, "leds", "leds: a mapping of name: GPIO line")
+    placed = [(f"outputs.leds.{k}", v) for k, v in outputs.get("leds", {}).items()]
+    placed += [(f"outputs.{k}", outputs[k]) for k in ("relay", "buzzer") if k in outputs]
+    for path, line in placed:
+        if line in HAT_LINES:
+            walk.bad(path, f"GPIO {line} is {HAT_LINES[line]}; choose another line")
+        elif line in used:
+            walk.bad(path, f"GPIO {line} is already {used[line]}")
         else:
-            for name in leds:
-                n = gpio_line(leds, name, f"led {name}")
-                if n is not None:
-                    cfg.leds[str(name)] = n
-        for key in ("relay", "buzzer"):
-            if key in outputs:
-                n = gpio_line(outputs, key, key)
-                setattr(cfg, key, n)
-        placed = [("led " + k, v, leds, k) for k, v in cfg.leds.items()] if isinstance(leds, dict) else []
-        placed += [(k, getattr(cfg, k), outputs, k) for k in ("relay", "buzzer")]
-        for label, n, parent, key in placed:
-            if n is None:
-                continue
-            if n in (6, 16):
-                bad(parent, key, f"{label}: GPIO {n} belongs to the HAT (PLD / charge control)")
-            elif n in used:
-                bad(parent, key, f"{label}: GPIO {n} is also {used[n]}")
-            used[n] = label
-
-    integrations = data.get("integrations", {})
-    if not isinstance(integrations, dict):
-        bad(data, "integrations", "integrations: a mapping")
-    else:
-        for key in integrations:
-            if key not in ("ac_devices", "mqtt", "device_poll"):
-                bad(integrations, key, f"integrations: unknown setting {key!r} (ac_devices, mqtt, device_poll)")
-        if "device_poll" in integrations:
-            v = number(integrations, "device_poll", 1)
-            if v is not None:
-                cfg.device_poll = v
-        mqtt = integrations.get("mqtt", {})
-        if not isinstance(mqtt, dict):
-            bad(integrations, "mqtt", "mqtt: host, port, base_topic, username, password")
-        else:
-            for key, value in mqtt.items():
-                if key not in ("host", "port", "base_topic", "username", "password"):
-                    bad(mqtt, key, f"mqtt: unknown setting {key!r}")
-                elif key == "port" and (isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536):
-                    bad(mqtt, key, f"mqtt: bad port {value!r}")
-                else:
-                    cfg.mqtt[key] = value
-        devices = integrations.get("ac_devices", [])
-        if not isinstance(devices, list):
-            bad(integrations, "ac_devices", "ac_devices: a list of devices")
-            devices = []
-        for dev in devices:
-            if not isinstance(dev, dict):
-                bad(integrations, "ac_devices", "ac_devices: each device is a mapping")
-                continue
-            kind, name = dev.get("type"), dev.get("name")
-            where = line(dev, "type") or line(dev, "name") or line(integrations, "ac_devices")
-            if kind not in DEVICE_TYPES:
-                problems.append(ConfigProblem(fn, where, f"device {name!r}: type {kind!r} (one of {', '.join(DEVICE_TYPES)})"))
-                continue
-            if not isinstance(name, str) or not name:
-                problems.append(ConfigProblem(fn, where, "device: a name is required"))
-                continue
-            if name in cfg.devices:
-                problems.append(ConfigProblem(fn, where, f"device {name!r} defined twice"))
-                continue
-            if kind in ("kasa", "shelly") and not isinstance(dev.get("host"), str):
-                problems.append(ConfigProblem(fn, where, f"device {name!r}: host is required for {kind}"))
-                continue
-            if kind == "zigbee" and not isinstance(dev.get("id"), str):
-                problems.append(ConfigProblem(fn, where, f"device {name!r}: id (the zigbee2mqtt name) is required"))
-                continue
-            port = dev.get("port")
-            if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536):
-                problems.append(ConfigProblem(fn, line(dev, "port") or where, f"device {name!r}: bad port {port!r}"))
-                continue
-            extra = {k: v for k, v in dev.items() if k not in ("type", "name", "host", "port", "id", "username", "password")}
-            cfg.devices[name] = DeviceConfig(kind, name, dev.get("host"), port, dev.get("id"),
-                                             dev.get("username"), dev.get("password"), extra)
-
-    events = data.get("events", {})
-    if not isinstance(events, dict):
-        bad(data, "events", "events: a mapping of EVENT_TYPE: actions")
-        events = {}
-    for ev_name, spec in events.items():
-        try:
-            kind = EventType(ev_name)
-        except ValueError:
-            bad(events, ev_name, f"unknown event {ev_name!r}")
-            continue
-        if spec is None:
-            spec = {}
-        if not isinstance(spec, dict):
-            bad(events, ev_name, f"{ev_name}: a mapping of actions")
-            continue
-        actions = ActionSet()
-        for key, value in spec.items():
-            if key == "leds":
-                pairs = value if isinstance(value, list) and value and isinstance(value[0], list) else [value]
-                for pair in pairs:
-                    if not (isinstance(pair, list) and len(pair) == 2):
-                        bad(spec, key, f"{ev_name}: leds: [led, pattern]")
-                        continue
-                    # YAML 1.1 reads a bare `off` as false
-                    led, pattern = str(pair[0]), "off" if pair[1] is False else str(pair[1])
-                    if led not in cfg.leds:
-                        bad(spec, key, f"{ev_name}: unknown led {led!r}" + (
-                            f" (outputs.leds has {', '.join(cfg.leds)})" if cfg.leds else " (no outputs.leds)"))
-                    elif pattern not in LED_PATTERNS:
-                        bad(spec, key, f"{ev_name}: led pattern {pattern!r} (one of {', '.join(LED_PATTERNS)})")
-                    else:
-                        actions.leds.append((led, pattern))
-            elif key == "relay":
-                state = {True: "on", False: "off"}.get(value, value)
-                if cfg.relay is None:
-                    bad(spec, key, f"{ev_name}: relay: no outputs.relay line")
-                elif state not in RELAY_STATES:
-                    bad(spec, key, f"{ev_name}: relay {value!r} (on or off)")
-                else:
-                    actions.relay = state
-            elif key == "buzzer":
-                state = {False: "off"}.get(value, value)
-                if cfg.buzzer is None:
-                    bad(spec, key, f"{ev_name}: buzzer: no outputs.buzzer line")
-                elif state not in BUZZER_PATTERNS:
-                    bad(spec, key, f"{ev_name}: buzzer pattern {value!r} (one of {', '.join(BUZZER_PATTERNS)})")
-                else:
-                    actions.buzzer = state
-            elif key == "dashboard_notify":
-                if isinstance(value, bool):
-                    actions.dashboard_notify = value
-                else:
-                    bad(spec, key, f"{ev_name}: dashboard_notify: true or false")
-            elif key == "run":
-                if isinstance(value, str) and value.strip():
-                    actions.run = value
-                else:
-                    bad(spec, key, f"{ev_name}: run: a command")
-            elif key == "integrations":
-                if not isinstance(value, dict):
-                    bad(spec, key, f"{ev_name}: integrations: device: {{action: ...}}")
-                    continue
-                for dev_name, dev_spec in value.items():
-                    action = dev_spec.get("action") if isinstance(dev_spec, dict) else dev_spec
-                    if dev_name not in cfg.devices:
-                        bad(value, dev_name, f"{ev_name}: unknown device {dev_name!r}")
-                    elif action not in DEVICE_ACTIONS:
-                        bad(value, dev_name, f"{ev_name}: {dev_name}: action {action!r} "
-                                             f"(one of {', '.join(DEVICE_ACTIONS)})")
-                    else:
-                        actions.devices[dev_name] = action
+            used[line] = path
+            name = path.rpartition(".")[2]
+            if path.startswith("outputs.leds."):
+                cfg.leds[name] = line
             else:
-                bad(spec, key, f"{ev_name}: unknown action {key!r}")
-        cfg.actions[kind] = actions
-    return cfg, problems
+                setattr(cfg, name, line)
 
 
-def load_yaml_with_lines(text: str) -> tuple[Any, dict]:
-    """yaml.safe_load, plus {(id(mapping), key): line} for error messages."""
-    node = yaml.compose(text, Loader=yaml.SafeLoader)
-    if node is None:
-        return None, {}
-    builder = _Lines()
-    data = builder.build(node)
-    return data, builder.at
+def _device(dev: dict[str, Any], path: str, walk: Checked, cfg: EventsConfig) -> None:
+    kind, name = dev["type"], dev["name"]
+    if name in cfg.devices:
+        walk.bad(f"{path}.name", f"device {name!r} is defined twice")
+    elif kind in ("kasa", "shelly") and "host" not in dev:
+        walk.bad(path, f"device {name!r}: a {kind} device needs host")
+    elif kind == "zigbee" and "id" not in dev:
+        walk.bad(path, f"device {name!r}: a zigbee device needs id (its zigbee2mqtt name)")
+    else:
+        known = ("type", "name", "host", "port", "id", "username", "password")
+        cfg.devices[name] = DeviceConfig(kind, name, dev.get("host"), dev.get("port"), dev.get("id"),
+                                         dev.get("username"), dev.get("password"),
+                                         {k: v for k, v in dev.items() if k not in known})
+
+
+def _actions(spec: dict[str, Any], path: str, walk: Checked, cfg: EventsConfig) -> ActionSet:
+    actions = ActionSet(dashboard_notify=spec.get("dashboard_notify", False), run=spec.get("run"))
+    for led, pattern in spec.get("leds", []):
+        if led in cfg.leds:
+            actions.leds.append((led, pattern))
+        else:
+            walk.bad(f"{path}.leds", f"unknown LED {led!r} " + (
+                f"(outputs.leds has {', '.join(cfg.leds)})" if cfg.leds else "(outputs.leds names none)"))
+    for key in ("relay", "buzzer"):
+        if key in spec:
+            if getattr(cfg, key) is None:
+                walk.bad(f"{path}.{key}", f"there is no {key}: give its GPIO line as outputs.{key}")
+            else:
+                setattr(actions, key, spec[key])
+    for device, action in spec.get("integrations", {}).items():
+        if device in cfg.devices:
+            actions.devices[device] = action
+        else:
+            walk.bad(f"{path}.integrations.{device}", "unknown device " + (
+                f"(integrations.ac_devices has {', '.join(cfg.devices)})" if cfg.devices
+                else "(integrations.ac_devices names none)"))
+    return actions
+
+
+EVENTS = Section("events", SETTINGS, build_events_config)

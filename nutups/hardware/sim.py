@@ -8,8 +8,10 @@ front of a Raspberry Pi header chip whose PLD line produces edge events on a
 file descriptor.  Behind both sits a battery model: open-circuit voltage
 curve, sag under load, CC/CV charging only with mains present and charging
 enabled, and a gauge whose state of charge lags the true charge after a
-load change.  Time comes from an injected clock; a speed factor runs hours of
-discharge in seconds.
+load change.  With ``cell=`` the pack is a real cell replayed from published
+discharge curves instead (``CellReplayModel``), with the gauge reading low near
+empty as these boards' gauges do.  Time comes from an injected clock; a speed
+factor runs hours of discharge in seconds.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from enum import Enum
 from types import SimpleNamespace
 
 from .boards import BOARDS, FULL_CELL_VOLTAGE, Board, ocv, soc_at_ocv
+from .cells import CellCurves
 from .gauge import (
     DEFAULT_ADDRESS,
     REG_COMMAND,
@@ -109,6 +112,19 @@ class BatteryModel:
     def gauge_soc(self) -> float:
         return self.soc - self.gauge_offset
 
+    def set_soc(self, soc: float) -> None:
+        """Put the pack at a true state of charge, the gauge settled on it."""
+        self.soc = soc
+        self.gauge_offset = 0.0
+
+    def quick_start(self) -> None:
+        """The gauge restarts from the present (maybe loaded) voltage, as the chip does."""
+        self.gauge_offset = self.gauge_soc + self.gauge_offset - soc_at_ocv(self.voltage)
+
+    def _settle_gauge(self, h: float) -> None:
+        target = self.gauge_gain * self.current_a
+        self.gauge_offset += (target - self.gauge_offset) * (1 - math.exp(-h / self.gauge_tau_s))
+
     def _discharge_current(self, power_w: float) -> float:
         e, r = ocv(self.soc), self.resistance
         disc = e * e - 4 * r * power_w
@@ -142,8 +158,7 @@ class BatteryModel:
             self._update_electrics()
             self.soc -= self.current_a * h / 3600.0 / self.capacity_ah * 100.0
             self.soc = min(max(self.soc, 0.0), 100.0)
-            target = self.gauge_gain * self.current_a
-            self.gauge_offset += (target - self.gauge_offset) * (1 - math.exp(-h / self.gauge_tau_s))
+            self._settle_gauge(h)
         self._update_electrics()
 
     def time_to_empty(self) -> float:
@@ -171,16 +186,132 @@ class BatteryModel:
         return t
 
 
+# The fuel gauge near empty, as a function of the energy truly left at the present load:
+# MAX17043-class gauges on these boards read about 6 % with about 29 % of the energy left and
+# 0 % with about 23 % left (the figures of issue 7). The mechanism is the one Analog Devices
+# describes for its ModelGauge parts ("What is the definition of empty on a battery?",
+# ez.analog.com, battery-management-system documents 20405): the chip's cell model places
+# "empty" at a fixed voltage of its default cell, not where this cell under this load gives
+# out, so its 0 % lands at a state that moves with the cell and the load. Linear between.
+GAUGE_NEAR_EMPTY: tuple[tuple[float, float], ...] = ((23.0, 0.0), (29.0, 6.0), (100.0, 100.0))
+
+
+def gauge_reading_at(energy_left_pct: float) -> float:
+    """What a MAX17043-class gauge reads (%) with this share of the deliverable energy left."""
+    pts = GAUGE_NEAR_EMPTY
+    if energy_left_pct <= pts[0][0]:
+        return 0.0
+    for (e0, g0), (e1, g1) in zip(pts, pts[1:], strict=False):
+        if energy_left_pct <= e1:
+            return g0 + (g1 - g0) * (energy_left_pct - e0) / (e1 - e0)
+    return pts[-1][1]
+
+
+@dataclass
+class CellReplayModel(BatteryModel):
+    """A pack of real cells: voltage under load and time to empty come from published discharge
+    curves (nutups.hardware.cells), not from nutups' own OCV table; the gauge reads low near empty.
+
+    The state is the charge delivered since full (``q``, Ah per nominal Ah); ``soc`` follows it
+    as the share of the most charge the cell gives at its lightest load. Charging is the HAT's
+    CC/CV charger against the lightest-load curve, which stands in for the resting voltage."""
+
+    cell: CellCurves | None = None
+    q: float = field(default=0.0, init=False)
+
+    def __post_init__(self) -> None:
+        assert self.cell is not None
+        self.q_full = self.cell.q_end(self.cell.min_w_per_ah)
+        self.q = (1 - self.soc / 100.0) * self.q_full
+        super().__post_init__()
+
+    @property
+    def w_per_ah(self) -> float:
+        """The pack's power per nominal Ah at the present load."""
+        return self.load_w / self.efficiency / self.capacity_ah
+
+    def max_load_w(self) -> float:
+        """The heaviest load the cell data covers on this pack."""
+        return self.cell.max_w_per_ah * self.capacity_ah * self.efficiency
+
+    def energy_left_pct(self) -> float:
+        """Share of the energy deliverable at the present load (the lightest while on mains) still left."""
+        p = max(self.w_per_ah, self.cell.min_w_per_ah) if not self.ac else self.cell.min_w_per_ah
+        total = self.cell.energy_total(p)
+        return 100.0 * self.cell.energy_left(self.q, p) / total if total > 0 else 0.0
+
+    @property
+    def gauge_soc(self) -> float:
+        return gauge_reading_at(self.energy_left_pct()) - self.gauge_offset
+
+    def set_soc(self, soc: float) -> None:
+        self.q = (1 - soc / 100.0) * self.q_full
+        self._sync_soc()
+        self.gauge_offset = 0.0
+
+    def _sync_soc(self) -> None:
+        self.soc = min(max(100.0 * (1 - self.q / self.q_full), 0.0), 100.0)
+
+    def _resting_voltage(self) -> float:
+        return self.cell.voltage(self.q, self.cell.min_w_per_ah)
+
+    def _empty(self) -> bool:
+        return self.q >= self.cell.q_end(self.w_per_ah)
+
+    def _update_electrics(self) -> None:
+        cell = self.cell
+        if not self.ac:
+            if self.load_w <= 0:
+                self.current_a, self.voltage = 0.0, self._resting_voltage()
+            elif self._empty():  # at the cut-off: the converter gives up, nothing flows
+                self.current_a, self.voltage = 0.0, cell.cutoff_v
+            else:
+                self.voltage = cell.voltage(self.q, self.w_per_ah)
+                self.current_a = self.load_w / self.efficiency / self.voltage
+            return
+        e, r = self._resting_voltage(), self.resistance
+        if self.charge_enabled and self.q > 0:
+            i = min(self.charge_current_a, max((FULL_CELL_VOLTAGE - e) / r, 0.02 * self.cells_parallel))
+            self.current_a = -i
+            self.voltage = min(e + i * r, FULL_CELL_VOLTAGE)
+        else:
+            self.current_a = 0.0
+            self.voltage = e
+
+    def step(self, dt: float) -> None:
+        while dt > 0:
+            h = min(dt, MAX_STEP_S)
+            dt -= h
+            self._update_electrics()
+            self.q = max(self.q + self.current_a * h / 3600.0 / self.capacity_ah, 0.0)
+            if not self.ac and self.load_w > 0:
+                self.q = min(self.q, self.cell.q_end(self.w_per_ah))
+            self._sync_soc()
+            self._settle_gauge(h)
+        self._update_electrics()
+
+    def time_to_empty(self) -> float:
+        """True time until the pack reaches the cut-off at the present load, from the cell's curves."""
+        if self.ac or self.load_w <= 0:
+            return math.inf
+        return self.cell.seconds_left(self.q, self.w_per_ah)
+
+
 class SimulatedHat:
     """The whole simulated board: battery, gauge registers, PLD and charge lines."""
 
     def __init__(self, board: Board | str = "x1202", capacity_mah: float | None = None, chip: str = "MAX17048",
-                 clock: SimClock | None = None, soc: float = 100.0, load_w: float = 5.0) -> None:
+                 clock: SimClock | None = None, soc: float = 100.0, load_w: float = 5.0,
+                 cell: CellCurves | None = None) -> None:
         self.board = BOARDS[board] if isinstance(board, str) else board
         self.clock = clock or SimClock()
         self.chip = chip
-        self.model = BatteryModel(capacity_mah or self.board.capacity_mah, self.board.cells_parallel,
-                                  soc=soc, load_w=load_w)
+        capacity = capacity_mah or self.board.capacity_mah
+        if cell is None:
+            self.model = BatteryModel(capacity, self.board.cells_parallel, soc=soc, load_w=load_w)
+        else:  # a real cell's curves replace the OCV table: see CellReplayModel
+            self.model = CellReplayModel(capacity, self.board.cells_parallel, soc=soc, load_w=load_w, cell=cell)
+            self._check_load(load_w)
         self.i2c_fault = False
         self.temperature_c = 45.0  # the Pi's thermal zone
         self.dc_out = True  # the HAT's 5 V output reaching the Pi
@@ -205,13 +336,15 @@ class SimulatedHat:
             i2c_fault: bool | None = None, speed: float | None = None, temperature: float | None = None,
             dc_out: bool | None = None, pld_stuck: bool | None = None) -> None:
         if load_w is not None and not 0 <= load_w <= 50:
-            raise ValueError("load_w must be within 0..50 W")
+            raise ValueError("load must be from 0 to 50 W")
+        if load_w is not None:
+            self._check_load(load_w)
         if soc is not None and not 0 <= soc <= 100:
-            raise ValueError("soc must be within 0..100 %")
+            raise ValueError("soc must be from 0 to 100 %")
         if speed is not None and not 0 < speed <= 100000:
-            raise ValueError("speed must be within 0..100000")
+            raise ValueError("speed must be above 0 and at most 100000 (1 is real time)")
         if temperature is not None and not -40 <= temperature <= 150:
-            raise ValueError("temperature must be within -40..150 C")
+            raise ValueError("temperature must be from -40 to 150 C")
         if temperature is not None:
             self.temperature_c = float(temperature)
         if dc_out is not None:
@@ -222,8 +355,7 @@ class SimulatedHat:
         if load_w is not None:
             self.model.load_w = float(load_w)
         if soc is not None:
-            self.model.soc = float(soc)
-            self.model.gauge_offset = 0.0
+            self.model.set_soc(float(soc))
         if i2c_fault is not None:
             self.i2c_fault = bool(i2c_fault)
         if speed is not None:
@@ -234,6 +366,13 @@ class SimulatedHat:
                 self.gpio.set_level(PLD_OFFSET, self.model.ac)
         self.model.charge_enabled = self.gpio.charge_enabled()
         self.model.step(0)
+
+    def _check_load(self, load_w: float) -> None:
+        """A replayed cell answers only for the loads its curves cover (it would be optimistic beyond)."""
+        m = self.model
+        if isinstance(m, CellReplayModel) and load_w > m.max_load_w() * 1.0001:
+            raise ValueError(f"load {load_w:g} W is beyond the {m.cell.name} cell data on this "
+                             f"{m.capacity_mah:g} mAh pack (at most {m.max_load_w():.2f} W)")
 
     def state(self) -> dict:
         self.advance()
@@ -247,6 +386,7 @@ class SimulatedHat:
             "board": self.board.name, "capacity_mah": m.capacity_mah, "chip": self.chip,
             "temperature": self.temperature_c, "dc_out": self.dc_out, "pld_stuck": self.pld_stuck, "output_current_a": round(self.output_current(), 3),
             "outputs": self.outputs_state() if self.outputs_state else {},
+            "cell": m.cell.name if isinstance(m, CellReplayModel) else None,
         }
 
     def output_current(self) -> float:
@@ -285,9 +425,9 @@ class SimulatedHat:
     def write(self, address: int, reg: int, value: int) -> None:
         self.writes.append((address, reg, value))
         if reg == REG_MODE and value == 0x4000:  # quick-start: the gauge restarts from the voltage
-            self.model.gauge_offset = self.model.soc - soc_at_ocv(self.model.voltage)
+            self.model.quick_start()
         if reg == REG_COMMAND:
-            self.model.gauge_offset = self.model.soc - soc_at_ocv(self.model.voltage)
+            self.model.quick_start()
 
 
 class SimSMBus:

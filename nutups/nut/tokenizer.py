@@ -51,23 +51,19 @@ class Line:
 
     words: list[str]
     error: str | None = None
+    dropped: bool = False  # a byte outside printable ASCII was left out of a word, as NUT does
 
 
 class LineTokenizer:
-    """Stateful tokenizer: feed bytes, get complete lines back.
+    """Stateful tokenizer: feed bytes, get complete lines back."""
 
-    ``limits=False`` lifts the 32-word / 512-byte limits (NUT's config
-    readers call pconf_init with the same defaults, so the limits stay on
-    for them too; the switch exists for tests).
-    """
+    __slots__ = ("_state", "_word", "_words", "_dropped")
 
-    __slots__ = ("_state", "_word", "_words", "_limits")
-
-    def __init__(self, limits: bool = True) -> None:
+    def __init__(self) -> None:
         self._state = _FIND_WORD_START
         self._word = bytearray()
         self._words: list[str] = []
-        self._limits = limits
+        self._dropped = False
 
     @property
     def idle(self) -> bool:
@@ -116,7 +112,8 @@ class LineTokenizer:
         words, self._words = self._words, []
         self._state = _FIND_WORD_START
         self._word.clear()
-        return Line(words) if words else None
+        dropped, self._dropped = self._dropped, False
+        return Line(words, dropped=dropped) if words else None
 
     def _skip(self, data: bytes, pos: int, stop: int) -> int:
         """Jump over bytes that cannot change anything: a comment's text, or
@@ -124,7 +121,7 @@ class LineTokenizer:
         state = self._state
         if state == _FIND_EOL:
             return stop - 1 if data[stop - 1] == 0x0A else stop
-        if self._limits and len(self._word) >= WORDLEN_LIMIT:
+        if len(self._word) >= WORDLEN_LIMIT:
             if state == _COLLECT:
                 m = _COLLECT_SPECIAL.search(data, pos, stop)
                 return m.start() if m else stop
@@ -137,20 +134,22 @@ class LineTokenizer:
 
     def _add(self, ch: int) -> None:
         if ch < 0x20 or ch > 0x7F:
+            self._dropped = True
             return
-        if self._limits and len(self._word) >= WORDLEN_LIMIT:
+        if len(self._word) >= WORDLEN_LIMIT:
             return
         self._word.append(ch)
 
     def _end_word(self) -> None:
-        if not (self._limits and len(self._words) >= ARG_LIMIT):
+        if len(self._words) < ARG_LIMIT:
             self._words.append(self._word.decode("ascii"))
         self._word.clear()
 
     def _eol(self) -> Line:
         words, self._words = self._words, []
         self._state = _FIND_WORD_START
-        return Line(words)
+        dropped, self._dropped = self._dropped, False
+        return Line(words, dropped=dropped)
 
     def _step(self, ch: int) -> Line | None:
         state = self._state
@@ -180,6 +179,7 @@ class LineTokenizer:
                 self._end_word()
                 words, self._words = self._words, []
                 self._state = _FIND_WORD_START
+                self._dropped = False
                 return Line(words, "Unbalanced word due to unescaped # in quotes")
             if ch == 0x22:
                 self._end_word()
@@ -237,7 +237,8 @@ def read_config_lines(data: bytes):
     """Yield ``(line_number, Line)`` for a whole config file, as pconf_file_next does.
 
     Empty lines are skipped; a parse error yields a Line with ``error`` set
-    (and, as in NUT, the rest of that physical line is read as a new line).
+    (and, as in NUT, the rest of that physical line is read as a new line);
+    ``dropped`` says a byte NUT leaves out of a value was left out.
     The number is that of the physical line where the logical line ended.
     """
     tok = LineTokenizer()
