@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from .nutconf import UpsdSettings, UpsSection, parse_ups_conf, parse_upsd_conf
-from .problems import ConfigProblem
+from .problems import ConfigError, ConfigProblem
 from .schema import Section, check, load_yaml
 from .users import UserTable, parse_users
 
 DEFAULT_CONFPATH = "/etc/nutups"
 
 __all__ = [
-    "ConfigProblem", "Configuration", "default_confpath", "load_configuration", "yaml_sections",
+    "ConfigError", "ConfigProblem", "Configuration", "default_confpath", "load_configuration", "yaml_sections",
 ]
 
 
@@ -98,10 +98,9 @@ def load_configuration(confpath: Path, require_ups_conf: bool = True) -> Configu
         problems.extend(p)
         if not cfg.ups and not p:  # upsd refuses to start without a UPS (ALLOW_NO_DEVICE)
             problems.append(ConfigProblem(str(ups_conf), None, "no UPS defined: add a [name] section with a driver"))
-    driverpath = cfg.ups_globals.get("driverpath")
     for section in cfg.ups:
-        if section.driver and not known_driver(section.driver, driverpath):
-            dirs = ", ".join(str(d) for d in nut_driver_dirs(driverpath))
+        if section.driver and not known_driver(section.driver):
+            dirs = ", ".join(str(d) for d in nut_driver_dirs())
             problems.append(ConfigProblem(
                 str(ups_conf), section.line,
                 f"[{section.name}]: unknown driver {section.driver!r}: neither built in "
