@@ -126,6 +126,7 @@ def serve(confpath: Path | None, listen: tuple[str, ...], statepath: Path | None
                     section.options["sim"] = "yes"
     try:
         daemon = Daemon(cfg, listen=_listen_option(listen) or None, statepath=statepath)
+        daemon.all_listen_required = bool(listen or cfg.upsd.listen)
     except (OSError, ValueError) as exc:
         log.error("cannot start: %s", exc)
         raise SystemExit(2) from None

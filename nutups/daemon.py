@@ -67,7 +67,9 @@ class Daemon:
     def __init__(self, config: Configuration, listen: list[tuple[str, int]] | None = None,
                  statepath: Path | None = None, builtin_drivers: bool = True) -> None:
         self.config = config
-        self.listen_option = bool(listen)  # --listen: every address must be bound, as a LISTEN line
+        self.listen_option = bool(listen)  # given beside the configuration (--listen)
+        # serve: every LISTEN (or --listen) must be bound, as upsd without ALLOW_NOT_ALL_LISTENERS
+        self.all_listen_required = False
         self.listen = listen or config.upsd.listen_addresses()
         self.statepath = statepath or (Path(config.upsd.statepath) if config.upsd.statepath
                                        else default_statepath())
@@ -196,7 +198,7 @@ class Daemon:
         for name, driver in self.drivers.items():
             self._tasks.append(loop.create_task(self._supervise(name, driver), name=f"driver-{name}"))
         try:
-            self.bound = await self.server.start(all_required=self.listen_option or bool(self.config.upsd.listen))
+            self.bound = await self.server.start(all_required=self.all_listen_required)
         except ListenError as exc:
             await self.stop()
             raise ConfigError(self.listen_problems(exc)) from None
