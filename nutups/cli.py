@@ -118,7 +118,7 @@ def serve(confpath: Path | None, listen: tuple[str, ...], statepath: Path | None
         for problem in cfg.problems:
             (log.warning if problem.warning else log.error)("%s", problem)
         if cfg.errors:  # as upsd: a broken configuration is refused, never half served
-            log.error("%d error(s) in %s: not starting", len(cfg.errors), confpath)
+            log.error("cannot start: %d error(s) in %s", len(cfg.errors), confpath)
             raise SystemExit(2)
         if sim:
             for section in cfg.ups:
@@ -135,7 +135,7 @@ def serve(confpath: Path | None, listen: tuple[str, ...], statepath: Path | None
     except ConfigError as exc:
         for problem in exc.problems:
             log.error("%s", problem)
-        log.error("not starting")
+        log.error("cannot start: %d LISTEN address(es) cannot be bound", len(exc.problems))
         raise SystemExit(2) from None
     except OSError as exc:
         log.error("cannot start: %s", exc)

@@ -52,7 +52,7 @@ def refused(result: subprocess.CompletedProcess, *expected: str) -> None:
     assert "Traceback" not in result.stderr
     for text in expected:
         assert text in result.stderr, f"{text!r} not in:\n{result.stderr}"
-    assert "not starting" in result.stderr
+    assert "cannot start" in result.stderr
 
 
 def conf(ups_conf: str, upsd_conf: str = "", files: dict | None = None) -> Path:

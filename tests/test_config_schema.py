@@ -105,7 +105,7 @@ def test_serve_refuses_a_broken_mapping_naming_every_problem():
     assert f"{f}:3: events.AC_POWER_LOSS.relay: a list is not on or off" in log
     assert f"{f}:6: integrations.ac_devices.0.gen: 'two' is not a whole number of at least 1" in log
     assert f"{confdir}/ups.conf:4: [nodriver]: no driver" in log
-    assert "not starting" in log and "nutups serving" not in log
+    assert "cannot start" in log and "nutups serving" not in log
     for word in PYTHON_INTERNALS:
         assert word not in log, log
 
