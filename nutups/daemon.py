@@ -24,6 +24,7 @@ from .nut.protocol import ServerCore
 from .nut.server import ListenError, NutServer
 from .shutdown.runner import shutdown_runner
 from .state import UpsState
+from .web.service import WebService
 
 log = logging.getLogger("nutups")
 
@@ -102,6 +103,8 @@ class Daemon:
         self._tasks: list[asyncio.Task] = []
         self.bound: list[tuple[str, int]] = []
         self.engine: EventEngine | None = None
+        self.certfile = certfile
+        self.web: WebService | None = None
 
     def _simulated_hat(self):
         for driver in self.drivers.values():
@@ -202,6 +205,9 @@ class Daemon:
         except ListenError as exc:
             await self.stop()
             raise ConfigError(self.listen_problems(exc)) from None
+        self.web = WebService(self.config.web, self.states, self.core, self.engine, self.statepath,
+                              self.event_log_path(), self.certfile)
+        await self.web.start()
 
     def listen_problems(self, exc: ListenError) -> list[ConfigProblem]:
         """Each address that could not be bound, as `upsd.conf:line: problem` (or the option)."""
@@ -256,6 +262,8 @@ class Daemon:
             task.cancel()
         stages = [("drivers", asyncio.gather(*self._tasks, return_exceptions=True)),
                   ("NUT server", self.server.close())]
+        if self.web is not None:
+            stages.append(("dashboard", self.web.stop()))
         if self.engine is not None:
             stages.append(("events", self.engine.close()))
         for name, stage in stages:
