@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from .config import ConfigError, ConfigProblem, Configuration
+from .datapath import migrate_from_statepath
 from .drivers import DRIVERS, Driver, DriverError, NutSocketDriver, driver_factory
 from .events.devices import MqttSettings, make_device
 from .events.engine import EventEngine, HostSensors
@@ -74,6 +75,9 @@ class Daemon:
         self.listen = listen or config.upsd.listen_addresses()
         self.statepath = statepath or (Path(config.upsd.statepath) if config.upsd.statepath
                                        else default_statepath())
+        # what must survive a restart; STATEPATH keeps sockets only (nutups/datapath.py)
+        self.datapath: Path = config.datapath
+        migrate_from_statepath(self.statepath, self.datapath, log)
         self.states: list[UpsState] = []
         self.drivers: dict[str, Driver] = {}
         for section in config.ups:
@@ -88,7 +92,8 @@ class Daemon:
             # NUT's drivers put their sockets in NUT's STATEPATH, which may not be ours
             where = nut_statepath(config) if cls is NutSocketDriver else self.statepath
             try:
-                self.drivers[section.name] = cls(state, section, config.confpath, statepath=where)
+                self.drivers[section.name] = cls(state, section, config.confpath, statepath=where,
+                                                 datapath=self.datapath)
             except (DriverError, ValueError) as exc:
                 log.error("%s: the UPS is listed but reports DRIVER-NOT-CONNECTED", exc)
         certfile = config.upsd.certfile
@@ -114,7 +119,7 @@ class Daemon:
         return None
 
     def event_log_path(self) -> Path:
-        return self.config.events.event_log or self.statepath / "ups_events.log"
+        return self.config.events.event_log or self.datapath / "ups_events.log"
 
     def _build_events(self) -> EventEngine:
         """The event layer: log, outputs (the simulator's lines, or the Pi's), sensors."""
@@ -174,6 +179,11 @@ class Daemon:
             self.statepath.mkdir(parents=True, exist_ok=True, mode=0o750)
         except OSError as exc:
             log.warning("cannot create STATEPATH %s: %s", self.statepath, exc.strerror)
+        try:
+            self.datapath.mkdir(parents=True, exist_ok=True, mode=0o750)
+        except OSError as exc:
+            log.warning("cannot create the datapath %s: %s; settings and events are not kept",
+                        self.datapath, exc.strerror)
         raise_fd_limit(self.config.upsd.maxconn)
         # The NUT server thread must not wait long for the GIL when a driver is busy.
         sys.setswitchinterval(0.001)
@@ -205,7 +215,7 @@ class Daemon:
         except ListenError as exc:
             await self.stop()
             raise ConfigError(self.listen_problems(exc)) from None
-        self.web = WebService(self.config.web, self.states, self.core, self.engine, self.statepath,
+        self.web = WebService(self.config.web, self.states, self.core, self.engine, self.datapath,
                               self.event_log_path(), self.certfile)
         await self.web.start()
 

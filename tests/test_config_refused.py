@@ -29,7 +29,7 @@ def serve(confdir: Path, *args: str) -> subprocess.CompletedProcess:
     """`nutups serve` on the confdir; it must exit by itself (a refused configuration)."""
     return subprocess.run(
         [sys.executable, "-m", "nutups.cli", "serve", "--confpath", str(confdir),
-         "--statepath", str(confdir / "nutups-state"), *args],
+         "--statepath", str(confdir / "nutups-state"), "--datapath", str(confdir / "nutups-data"), *args],
         capture_output=True, text=True, timeout=TIMEOUT)
 
 

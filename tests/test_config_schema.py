@@ -84,7 +84,7 @@ def test_a_dropped_byte_in_nut_files_is_a_warning_with_its_line(tmp_path):
 
 
 def test_events_type_and_sim_speed_messages_are_words():
-    r = CliRunner().invoke(main, ["events", "--type", "BOGUS", "--statepath", tempfile.mkdtemp()])
+    r = CliRunner().invoke(main, ["events", "--type", "BOGUS", "--datapath", tempfile.mkdtemp()])
     assert r.exit_code == 2
     assert "'BOGUS' is not an event type (one of AC_POWER_LOSS," in r.output
     assert "EventType" not in r.output
@@ -97,7 +97,7 @@ def test_serve_refuses_a_broken_mapping_naming_every_problem():
     base = nut_tmpdir()
     confdir = make_confdir(base / "conf", SIM_UPS + "[nodriver]\n port = x\n", files={"nutups.yaml": yaml_text})
     r = subprocess.run([sys.executable, "-m", "nutups.cli", "serve", "--confpath", str(confdir),
-                        "--listen", f"127.0.0.1:{free_port()}", "--statepath", str(base / "state")],
+                        "--listen", f"127.0.0.1:{free_port()}", "--statepath", str(base / "state"), "--datapath", str(base / "state") + "-data"],
                        capture_output=True, text=True, timeout=60)
     log = r.stderr
     assert r.returncode == 2, log

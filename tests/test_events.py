@@ -290,14 +290,14 @@ def test_events_cli_filters(tmp_path):
     for kind in (EventType.AC_POWER_LOSS, EventType.CHARGING_STOPPED, EventType.AC_POWER_RESTORED):
         log.append(Event(kind, "ups", kind.lower()))
     log.close()
-    r = CliRunner().invoke(main, ["events", "--statepath", str(tmp_path), "--confpath", str(tmp_path / "none"),
+    r = CliRunner().invoke(main, ["events", "--datapath", str(tmp_path), "--confpath", str(tmp_path / "none"),
                                   "--type", "ac_power_loss", "--type", "AC_POWER_RESTORED", "--json"])
     assert r.exit_code == 0, r.output
     assert [json.loads(line)["type"] for line in r.output.splitlines()] == ["AC_POWER_LOSS", "AC_POWER_RESTORED"]
-    r = CliRunner().invoke(main, ["events", "--statepath", str(tmp_path), "--confpath", str(tmp_path / "none"),
+    r = CliRunner().invoke(main, ["events", "--datapath", str(tmp_path), "--confpath", str(tmp_path / "none"),
                                   "--since", "2099-01-01"])
     assert r.exit_code == 0 and r.output == ""
-    r = CliRunner().invoke(main, ["events", "--statepath", str(tmp_path), "--confpath", str(tmp_path / "none"),
+    r = CliRunner().invoke(main, ["events", "--datapath", str(tmp_path), "--confpath", str(tmp_path / "none"),
                                   "--since", "yesterday-ish"])
     assert r.exit_code != 0 and "ISO 8601" in r.output
     r = CliRunner().invoke(main, ["events", "--types"])

@@ -30,11 +30,18 @@ def yaml_sections() -> list[Section]:
     """The parts of nutups.yaml, each with the schema its own layer owns.  To add a part:
     define a Section in your module and list it here (imported here, not at the top:
     the layers that own the sections import config types themselves)."""
+    from ..datapath import DATAPATH
     from ..events.config import EVENTS
     from ..shutdown.settings import SHUTDOWN
     from ..web.config import WEB_SECTION
 
-    return [EVENTS, SHUTDOWN, WEB_SECTION]
+    return [EVENTS, SHUTDOWN, WEB_SECTION, DATAPATH]
+
+
+def _datapath() -> Path:
+    from ..datapath import resolve_datapath
+
+    return resolve_datapath(None)
 
 
 def _web_settings():
@@ -64,6 +71,8 @@ class Configuration:
     events: Any = field(default_factory=lambda: _events_config())  # nutups.events.config.EventsConfig
     shutdown: Any = None  # nutups.shutdown.settings.ShutdownSettings; None: the policy is off
     web: Any = field(default_factory=lambda: _web_settings())  # nutups.web.config.WebSettings
+    # what survives a restart (settings, learned load, event log, history): nutups.datapath
+    datapath: Path = field(default_factory=lambda: _datapath())
     problems: list[ConfigProblem] = field(default_factory=list)
 
     @property

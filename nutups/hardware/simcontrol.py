@@ -129,6 +129,8 @@ class SimControlServer:
             except TimeoutError:
                 log.warning("no PLD edge seen within %.1f s; polling", EDGE_WAIT_S)
         driver.poll()
+        if "speed" in changes:  # the next reading comes at the new pace, not after the old interval
+            driver.poll_now.set()
         if self.after_change is not None:
             await self.after_change()
 
