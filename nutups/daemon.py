@@ -21,6 +21,7 @@ from .events.outlets import Outlets
 from .events.outputs import Outputs
 from .hardware.gpio import GpioError, import_gpiod
 from .hardware.sim import SimSensors
+from .notify import SystemdNotifier
 from .nut.descriptions import Descriptions
 from .nut.protocol import ServerCore
 from .nut.server import ListenError, NutServer
@@ -293,9 +294,16 @@ class Daemon:
     async def run_forever(self, after_start: Callable[[], None] | None = None) -> None:
         """Serve until SIGTERM/SIGINT; ``after_start`` runs once the ports are bound
         (`nutups upsd` drops its privileges there, as upsd does after binding)."""
+        notifier = SystemdNotifier()
+        notifier.status("starting")
         await self.start()
         if after_start is not None:
             after_start()
+        names = ", ".join(s.name for s in self.states)
+        notifier.ready(f"serving {len(self.states)} UPS ({names}) on "
+                       + ", ".join(f"{h} port {p}" for h, p in self.bound))
+        self._tasks.append(asyncio.get_running_loop().create_task(notifier.watchdog(self.server.running),
+                                                                  name="watchdog"))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -310,4 +318,6 @@ class Daemon:
         log.info("nutups serving %d UPS: %s", len(self.states), ", ".join(s.name for s in self.states))
         await stop.wait()
         log.info("stopping")
+        notifier.stopping()
         await self.stop()
+        notifier.close()

@@ -5,6 +5,10 @@
 ``{"cmd": "set", "speed": 60}`` / ``{"cmd": "get"}``; the answer comes once
 the change took effect in the driver: ``{"ok": true, "state": {...}}`` or
 ``{"ok": false, "error": "..."}``.
+
+``{"cmd": "stall", "until": "/path/to/fifo"}`` plays a daemon whose event loop is
+stuck (what the systemd watchdog is for): the loop blocks until someone writes to
+that FIFO and closes it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +43,10 @@ def handle_request(hat: SimulatedHat, line: bytes) -> tuple[dict, dict[str, Any]
     cmd = req.get("cmd")
     if cmd == "get":
         return {"ok": True, "state": hat.state()}, {}
+    if cmd == "stall":
+        return stall_event_loop(req.get("until")), {}
     if cmd != "set":
-        return {"ok": False, "error": f"unknown cmd {cmd!r} (set or get)"}, {}
+        return {"ok": False, "error": f"unknown cmd {cmd!r} (set, get or stall)"}, {}
     changes = {k: v for k, v in req.items() if k != "cmd"}
     if not changes:
         return {"ok": False, "error": "set what? one of " + ", ".join(SETTABLE)}, {}
@@ -54,6 +61,22 @@ def handle_request(hat: SimulatedHat, line: bytes) -> tuple[dict, dict[str, Any]
     except ValueError as exc:
         return {"ok": False, "error": str(exc)}, {}
     return {"ok": True}, changes  # the state is added once the change took effect
+
+
+def stall_event_loop(fifo: Any) -> dict:
+    """Block the calling thread (the event loop) until the FIFO is written and closed."""
+    if not isinstance(fifo, str) or not fifo:
+        return {"ok": False, "error": "stall until: the path of a FIFO (mkfifo)"}
+    try:
+        if not stat.S_ISFIFO(os.stat(fifo).st_mode):
+            return {"ok": False, "error": f"{fifo} is not a FIFO"}
+        log.warning("simulator: the event loop stalls until %s is written", fifo)
+        with open(fifo, "rb") as f:  # blocks on purpose: nothing else on the loop runs
+            f.read()
+    except OSError as exc:
+        return {"ok": False, "error": f"{fifo}: {exc.strerror or exc}"}
+    log.warning("simulator: the event loop runs again")
+    return {"ok": True}
 
 
 class SimControlServer:

@@ -161,6 +161,10 @@ class NutServer:
         self._thread.start()
         return bound
 
+    def running(self) -> bool:
+        """The I/O thread is serving (what the systemd watchdog vouches for, beside the loop)."""
+        return self._thread is not None and self._thread.is_alive()
+
     async def close(self) -> None:
         if self._thread is None:
             return
