@@ -158,11 +158,20 @@ def test_kill_9_during_a_burst_keeps_every_earlier_line(tmp_path):
         assert e.seq == n and e.value == float(n)
 
 
-def test_example_configuration_loads_and_validates():
-    cfg = load_configuration(EXAMPLE)
+def test_example_configuration_loads_and_validates(tmp_path, monkeypatch):
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    shipped = load_configuration(EXAMPLE)  # as shipped: every example commented out
+    assert shipped.errors == [] and shipped.events.devices == {} and shipped.events.leds == {}
+    # uncommented (what a user does), the example is valid too
+    for name in ("ups.conf", "upsd.conf", "upsd.users"):
+        (tmp_path / name).write_bytes((EXAMPLE / name).read_bytes())
+    text = (EXAMPLE / "nutups.yaml").read_text()
+    (tmp_path / "nutups.yaml").write_text("\n".join(line[2:] if line.startswith("# ") else line
+                                                    for line in text.splitlines()))
+    cfg = load_configuration(tmp_path)
     assert cfg.errors == []
     ev = cfg.events
-    assert ev.event_log == EXAMPLE / "data/logs/ups_events.log"
+    assert ev.event_log == Path("/var/lib/nutups/ups_events.log") and cfg.datapath == Path("/var/lib/nutups")
     assert ev.leds == {"red": 17, "green": 27, "yellow": 22, "blue": 23} and ev.relay == 24 and ev.buzzer == 25
     assert set(ev.devices) == {"rack_ac", "backup_outlet", "lab_outlet"}
     loss = ev.actions[EventType.AC_POWER_LOSS]
