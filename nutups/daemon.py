@@ -218,7 +218,7 @@ class Daemon:
             await self.stop()
             raise ConfigError(self.listen_problems(exc)) from None
         self.web = WebService(self.config.web, self.states, self.core, self.engine, self.datapath,
-                              self.event_log_path(), self.certfile)
+                              self.event_log_path(), self.certfile, broker=self.config.events.mqtt)
         await self.web.start()
 
     def listen_problems(self, exc: ListenError) -> list[ConfigProblem]:
