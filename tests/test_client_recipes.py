@@ -78,3 +78,32 @@ def test_recipe_logs_in_and_shuts_down_on_low_battery(name, role):
 def test_debian_recipe_sets_netclient_mode():
     assert (CLIENTS / "nut.conf").read_text().splitlines()[-1] == "MODE=netclient"
     assert "MODE=netclient" in DOC
+
+
+def test_home_assistant_recipe_with_aionut():
+    """Home Assistant's NUT integration (its library, aionut) with the recipe's settings:
+    host and port, user monuser, password secret, UPS ups."""
+    import asyncio
+
+    from aionut import AIONUTClient
+
+    assert "*Username* `monuser`, *Password* `secret`" in DOC
+    base = nut_tmpdir()
+    users = (REPO / "nut-config" / "upsd.users").read_text()
+    confdir = make_confdir(base / "server", "[ups]\n driver = dummy-ups\n port = ups.dev\n", "", users,
+                           files={"ups.dev": "ups.status: OL\nbattery.charge: 100\n"})
+    server = Nutups(confdir).start()
+
+    async def go():
+        c = AIONUTClient("127.0.0.1", server.port, "monuser", "secret", persistent=True)
+        try:
+            return await c.list_ups(), await c.list_vars("ups")
+        finally:
+            c.disconnect()
+
+    try:
+        upses, variables = asyncio.run(go())
+    finally:
+        server.stop()
+    assert list(upses) == ["ups"]
+    assert variables["ups.status"] == "OL" and variables["battery.charge"] == "100"
