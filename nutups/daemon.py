@@ -8,6 +8,7 @@ import os
 import resource
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from .config import Configuration
@@ -24,6 +25,7 @@ from .nut.protocol import ServerCore
 from .nut.server import NutServer
 from .shutdown.runner import shutdown_runner
 from .state import UpsState
+from .web.service import WebService
 
 log = logging.getLogger("nutups")
 
@@ -99,6 +101,8 @@ class Daemon:
         self._tasks: list[asyncio.Task] = []
         self.bound: list[tuple[str, int]] = []
         self.engine: EventEngine | None = None
+        self.certfile = certfile
+        self.web: WebService | None = None
 
     def _simulated_hat(self):
         for driver in self.drivers.values():
@@ -195,6 +199,9 @@ class Daemon:
         for name, driver in self.drivers.items():
             self._tasks.append(loop.create_task(self._supervise(name, driver), name=f"driver-{name}"))
         self.bound = await self.server.start()
+        self.web = WebService(self.config.web, self.states, self.core, self.engine, self.statepath,
+                              self.event_log_path(), self.certfile)
+        await self.web.start()
 
     def reload(self) -> None:
         """SIGHUP, as upsd: read upsd.users again (and the event mapping of nutups.yaml).
@@ -234,6 +241,8 @@ class Daemon:
             task.cancel()
         stages = [("drivers", asyncio.gather(*self._tasks, return_exceptions=True)),
                   ("NUT server", self.server.close())]
+        if self.web is not None:
+            stages.append(("dashboard", self.web.stop()))
         if self.engine is not None:
             stages.append(("events", self.engine.close()))
         for name, stage in stages:
@@ -249,8 +258,12 @@ class Daemon:
             await asyncio.wait(leftovers, timeout=STOP_STAGE_S)
         log.info("stopped")
 
-    async def run_forever(self) -> None:
+    async def run_forever(self, after_start: Callable[[], None] | None = None) -> None:
+        """Serve until SIGTERM/SIGINT; ``after_start`` runs once the ports are bound
+        (`nutups upsd` drops its privileges there, as upsd does after binding)."""
         await self.start()
+        if after_start is not None:
+            after_start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
