@@ -25,7 +25,6 @@ from .nut.protocol import ServerCore
 from .nut.server import NutServer
 from .shutdown.runner import shutdown_runner
 from .state import UpsState
-from .web.service import WebService
 
 log = logging.getLogger("nutups")
 
@@ -102,7 +101,7 @@ class Daemon:
         self.bound: list[tuple[str, int]] = []
         self.engine: EventEngine | None = None
         self.certfile = certfile
-        self.web: WebService | None = None
+        self.web = None  # nutups.web.service.WebService, when the dashboard or MQTT is on
 
     def _simulated_hat(self):
         for driver in self.drivers.values():
@@ -199,9 +198,14 @@ class Daemon:
         for name, driver in self.drivers.items():
             self._tasks.append(loop.create_task(self._supervise(name, driver), name=f"driver-{name}"))
         self.bound = await self.server.start()
-        self.web = WebService(self.config.web, self.states, self.core, self.engine, self.statepath,
-                              self.event_log_path(), self.certfile, broker=self.config.events.mqtt)
-        await self.web.start()
+        web = self.config.web
+        if web.listen is not None or web.mqtt.publish:
+            # imported only when asked for: aiohttp costs half a second of start-up on a Pi
+            from .web.service import WebService
+
+            self.web = WebService(web, self.states, self.core, self.engine, self.statepath,
+                                  self.event_log_path(), self.certfile, broker=self.config.events.mqtt)
+            await self.web.start()
 
     def reload(self) -> None:
         """SIGHUP, as upsd: read upsd.users again (and the event mapping of nutups.yaml).
