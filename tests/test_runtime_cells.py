@@ -12,7 +12,7 @@ from runtime_trials import CELL_NAMES, run_outage
 from nutups.hardware.boards import BOARDS
 
 EFFICIENCY = 0.9
-# The bounds stated in docs (README "Runtime estimate"), measured over every cell, pack and load in
+# The bounds stated in docs/runtime.md, measured over every cell, pack and load in
 # tests/data/cells: where the pack runs at up to 2 W per nominal Ah (every load on the X1200 and
 # X1202, up to 5.4 W on the one-cell X1201) the estimate is within 15 % of the cell's true time to
 # 2.5 V at 2, 5 and 15 minutes (worst seen: -12.4 %); beyond, a cell loses capacity to the rate
