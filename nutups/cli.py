@@ -233,7 +233,8 @@ def events(confpath: Path | None, statepath: Path | None, types: tuple[str, ...]
 
     if list_types:
         have = HostSensors().available()
-        have.update({"pld": True, "gauge": True, "driver": True, "server": True, "actions": True})
+        have.update({"pld": True, "gauge": True, "driver": True, "server": True, "actions": True,
+                     "shutdown": True})
         for kind, (source, text) in SOURCES.items():
             mark = "available  " if have.get(source) else "unavailable"
             click.echo(f"{kind:28} {mark}  {text}")

@@ -22,6 +22,7 @@ from .hardware.sim import SimSensors
 from .nut.descriptions import Descriptions
 from .nut.protocol import ServerCore
 from .nut.server import NutServer
+from .shutdown.runner import shutdown_runner
 from .state import UpsState
 
 log = logging.getLogger("nutups")
@@ -84,7 +85,7 @@ class Daemon:
             certfile = str(config.confpath / certfile)
         self.core = ServerCore.for_states(
             self.states, config.users, descriptions=Descriptions.load(config.confpath),
-            log=logging.getLogger("nutups.upsd").info,
+            log=logging.getLogger("nutups.upsd").info, warn=logging.getLogger("nutups.upsd").warning,
         )
         self.server = NutServer(self.core, self.listen, maxconn=config.upsd.maxconn,
                                 client_timeout=config.upsd.client_timeout, certfile=certfile)
@@ -180,6 +181,10 @@ class Daemon:
         for driver in self.drivers.values():
             if getattr(driver, "hardware", None) is not None:
                 driver.on_control = self._after_sim_change
+        if self.config.shutdown is not None:  # the Pi's own shutdown policy (shutdown: in nutups.yaml)
+            runner = shutdown_runner(self.config.shutdown, self.states, self.drivers, self.engine.emit)
+            if runner is not None:
+                self._tasks.append(loop.create_task(runner.run(), name="shutdown"))
         for name, driver in self.drivers.items():
             self._tasks.append(loop.create_task(self._supervise(name, driver), name=f"driver-{name}"))
         self.bound = await self.server.start()
@@ -205,9 +210,8 @@ class Daemon:
             log.info("reload: %d user(s) from upsd.users", len(fresh.users.users))
         yaml_file = str(confpath / "nutups.yaml")
         if self.engine is not None and not [p for p in fresh.errors if p.file == yaml_file]:
-            self.engine.config.actions = fresh.events.actions
-            self.engine.config.thresholds = fresh.events.thresholds
-            log.info("reload: event mapping from nutups.yaml")
+            self.engine.reload(fresh.events)
+            log.info("reload: event mapping and thresholds from nutups.yaml")
 
     async def _after_sim_change(self) -> None:
         """The simulator changed: read its sensors now, not at the next sensor poll."""

@@ -56,7 +56,9 @@ class UpsState:
         # Bumped on every change a client could see; lets the server reuse replies.
         self.version = 0
         self._fsd = False
-        self.numlogins = 0
+        self._fsd_low_battery = False
+        self._numlogins = 0
+        self._login_listeners: list[Callable[[int], None]] = []
         self._connected = False
         self._last_ok: float | None = None  # clock time of the last full reading
         self._stale_reason: str | None = "no reading yet"
@@ -90,6 +92,50 @@ class UpsState:
         if value != self._fsd:
             self._fsd = value
             self.version += 1
+
+    def force_shutdown(self) -> None:
+        """The Pi's own shutdown policy sets the FSD latch.  Clients then see LB as well
+        while on battery, whatever the driver computed: the policy may go down on a
+        voltage floor or a failed gauge before the driver's LB, and Synology DSM acts
+        on FSD only together with OB LB."""
+        if not self._fsd_low_battery:
+            self._fsd_low_battery = True
+            self.version += 1
+        self.fsd = True
+
+    @property
+    def fsd_by_policy(self) -> bool:
+        """The FSD latch was set by the Pi's own shutdown policy (not a client's FSD)."""
+        return self._fsd_low_battery
+
+    def served_status(self, value: str) -> str:
+        """ups.status as clients see it: upsd puts FSD in front while the latch is set;
+        LB is added on battery when the Pi's own policy set it."""
+        if not self._fsd:
+            return value
+        if self._fsd_low_battery:
+            tokens = value.split()
+            if "OB" in tokens and "LB" not in tokens:
+                value = f"{value} LB"
+        return f"FSD {value}"
+
+    # --- logins (upsd: NUMLOGINS, LIST CLIENT) ----------------------------
+
+    @property
+    def numlogins(self) -> int:
+        """Clients logged into this UPS (LOGIN; upsmon does, and stays logged in)."""
+        return self._numlogins
+
+    @numlogins.setter
+    def numlogins(self, value: int) -> None:
+        self._numlogins = value
+        for listener in self._login_listeners:
+            listener(value)
+
+    def on_logins(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener(count)`` on every LOGIN and logout.  It runs on the NUT
+        server's thread: hand the news to your own loop (call_soon_threadsafe)."""
+        self._login_listeners.append(listener)
 
     # --- freshness (upsd: DATAOK / DATASTALE / MAXAGE) -----------------
 

@@ -4,7 +4,11 @@ protocol (length-prefixed, XOR-obfuscated JSON), and Shelly Gen1/Gen2 HTTP APIs 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
+import re
+import secrets
 import struct
 
 from aiohttp import web
@@ -46,6 +50,9 @@ class FakeKasaPlug:
         self.power_mw = 12_500
         self.requests: list[dict] = []
         self.hang = False
+        self.broken = False  # answer every command with an error, as a plug in trouble does
+        self.connections = 0  # open client connections
+        self.all_closed = asyncio.Event()
         self.server: asyncio.AbstractServer | None = None
         self.port = 0
 
@@ -79,7 +86,9 @@ class FakeKasaPlug:
         for module, methods in req.items():
             out[module] = {}
             for method, params in (methods or {}).items():
-                if module == "system" and method == "get_sysinfo":
+                if self.broken:
+                    out[module][method] = {"err_code": -2, "err_msg": "internal error"}
+                elif module == "system" and method == "get_sysinfo":
                     out[module][method] = dict(SYSINFO, relay_state=int(self.on))
                 elif module == "system" and method == "set_relay_state":
                     self.on = bool(params["state"])
@@ -98,6 +107,8 @@ class FakeKasaPlug:
         return out
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.all_closed.clear()
         try:
             while True:
                 head = await reader.readexactly(4)
@@ -113,6 +124,9 @@ class FakeKasaPlug:
             pass
         finally:
             writer.close()
+            self.connections -= 1
+            if not self.connections:
+                self.all_closed.set()
 
 
 class _Discovery(asyncio.DatagramProtocol):
@@ -133,11 +147,24 @@ class _Discovery(asyncio.DatagramProtocol):
         self.transport.sendto(xor_encrypt(json.dumps(self.plug._answer(req)).encode()), addr)
 
 
-class FakeShelly:
-    """Shelly Gen1 (`/relay/0`, `/status`) or Gen2+ (`/rpc/Switch.*`) over aiohttp."""
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
-    def __init__(self, gen: int) -> None:
+
+class FakeShelly:
+    """Shelly Gen1 (`/relay/0`, `/status`) or Gen2+ (`/rpc/Switch.*`) over aiohttp.
+
+    With a ``password`` it authenticates as the real devices do: Gen1 with HTTP Basic, Gen2+
+    with HTTP Digest (RFC 7616, SHA-256, user ``admin``, qop=auth, a fresh nonce per challenge),
+    everything but `/shelly`.  The digest is checked here from the RFC, not with the client's code."""
+
+    REALM = "shellyplusplugs-b0b21c10aabb"
+
+    def __init__(self, gen: int, password: str | None = None) -> None:
         self.gen = gen
+        self.password = password
+        self.nonces: set[str] = set()
+        self.refused = 0  # requests answered 401
         self.on = False
         self._released = asyncio.Event()
         self.calls: list[str] = []
@@ -145,12 +172,12 @@ class FakeShelly:
         self.runner: web.AppRunner | None = None
         self.port = 0
 
-    async def start(self) -> FakeShelly:
+    async def start(self, port: int = 0) -> FakeShelly:
         app = web.Application()
         app.router.add_get("/{tail:.*}", self._handle)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        site = web.TCPSite(self.runner, "127.0.0.1", port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         return self
@@ -160,8 +187,35 @@ class FakeShelly:
         if self.runner is not None:
             await self.runner.cleanup()
 
+    def _authorized(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        if self.gen == 1:
+            expected = base64.b64encode(f"admin:{self.password}".encode()).decode()
+            return header == f"Basic {expected}"
+        if not header.startswith("Digest "):
+            return False
+        p = {k: v.strip('"') for k, v in re.findall(r'(\w+)=("[^"]*"|[^,\s]+)', header[7:])}
+        if p.get("username") != "admin" or p.get("realm") != self.REALM or p.get("nonce") not in self.nonces:
+            return False
+        if p.get("uri") != request.path_qs or p.get("qop") != "auth" or p.get("algorithm", "").upper() != "SHA-256":
+            return False
+        ha1 = _sha256(f"admin:{self.REALM}:{self.password}")
+        ha2 = _sha256(f"{request.method}:{p['uri']}")
+        return p.get("response") == _sha256(f"{ha1}:{p['nonce']}:{p.get('nc')}:{p.get('cnonce')}:auth:{ha2}")
+
+    def _challenge(self) -> web.Response:
+        self.refused += 1
+        if self.gen == 1:
+            return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="shelly"'})
+        nonce = secrets.token_hex(8)
+        self.nonces.add(nonce)
+        return web.Response(status=401, headers={"WWW-Authenticate": (
+            f'Digest qop="auth", realm="{self.REALM}", nonce="{nonce}", algorithm=SHA-256')})
+
     async def _handle(self, request: web.Request) -> web.Response:
         self.calls.append(request.path_qs)
+        if self.password and request.path != "/shelly" and not self._authorized(request):
+            return self._challenge()
         if self.hang:
             await self._released.wait()  # until close(): the client must give up first
         path, q = request.path, request.query

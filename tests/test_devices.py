@@ -82,6 +82,30 @@ def test_kasa_legacy_plug():
     asyncio.run(go())
 
 
+def test_kasa_sub_second_timeout_and_disconnect_after_an_error():
+    """action_timeout 0.5 s still reaches the plug (python-kasa takes whole seconds: not 0);
+    after an error the device's connection is closed, and the next request connects afresh."""
+
+    async def go():
+        plug = await FakeKasaPlug().start()
+        dev = KasaDevice(DeviceConfig("kasa", "rack_ac", "127.0.0.1", plug.port, options={"protocol": "legacy"}),
+                         timeout=0.5)
+        assert dev._whole_seconds() == 1
+        r = await asyncio.wait_for(dev.read(), 5)
+        assert r.on is True and plug.connections == 1
+        plug.broken = True
+        with pytest.raises(ConnectionError):
+            await asyncio.wait_for(dev.read(), 5)
+        await asyncio.wait_for(plug.all_closed.wait(), 5)  # the dropped device was disconnected
+        plug.broken = False
+        assert (await asyncio.wait_for(dev.read(), 5)).on is True
+        await dev.close()
+        await asyncio.wait_for(plug.all_closed.wait(), 5)
+        await plug.close()
+
+    asyncio.run(go())
+
+
 def test_kasa_unreachable_port_fails_fast():
     async def go():
         dev = KasaDevice(DeviceConfig("kasa", "gone", "127.0.0.1", free_port(), options={"protocol": "legacy"}),
@@ -137,6 +161,62 @@ def test_shelly(gen):
         fake.hang = True
         await still_responsive(dev.read(), 5)
         await fake.close()
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("gen", [1, 2])
+def test_shelly_authentication_as_each_generation_requires(gen):
+    """Gen2+ wants HTTP Digest with SHA-256 (Gen1: Basic); a wrong password is a clear error."""
+    async def go():
+        fake = await FakeShelly(gen, password="s3cret").start()
+        dev = ShellyDevice(DeviceConfig("shelly", "plug", "127.0.0.1", fake.port, password="s3cret"), timeout=5)
+        await dev.do("turn_on")
+        assert fake.on is True
+        r = await dev.read()
+        assert r.on is True
+        # Gen2: the first request is challenged, the next reuses the nonce (nc counts up)
+        assert fake.refused == (1 if gen == 2 else 0)
+        await dev.close()
+        wrong = ShellyDevice(DeviceConfig("shelly", "plug", "127.0.0.1", fake.port, password="guess"), timeout=5)
+        with pytest.raises(ConnectionError, match="HTTP 401: the device wants a different password"):
+            await wrong.switch(False)
+        nobody = ShellyDevice(DeviceConfig("shelly", "plug", "127.0.0.1", fake.port), timeout=5)
+        with pytest.raises(ConnectionError, match=r"HTTP 401: the device wants a password \(password:\)"):
+            await nobody.read()
+        assert fake.on is True
+        await wrong.close()
+        await nobody.close()
+        await fake.close()
+
+    asyncio.run(go())
+
+
+def test_shelly_answers_that_are_not_json_or_too_large_are_connection_errors():
+    async def go():
+        from aiohttp import web
+
+        async def handle(request):
+            if request.path == "/shelly":
+                return web.json_response({"gen": 2})
+            if "GetStatus" in request.path_qs:
+                return web.Response(body=b"x" * 200_000)
+            return web.Response(text="<html>captive portal</html>")
+
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        dev = ShellyDevice(DeviceConfig("shelly", "plug", "127.0.0.1", port), timeout=5)
+        with pytest.raises(ConnectionError, match="not JSON"):
+            await dev.switch(True)
+        with pytest.raises(ConnectionError, match="over 65536 bytes"):
+            await dev.read()
+        await dev.close()
+        await runner.cleanup()
 
     asyncio.run(go())
 

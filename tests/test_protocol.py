@@ -91,7 +91,7 @@ def test_range_and_enum_checks(core):
 def test_async_driver_command_is_tracked(core):
     loop = asyncio.new_event_loop()
     try:
-        core.spawn = lambda aw: loop.create_task(aw)
+        core.call_driver = lambda handler, args: asyncio.run_coroutine_threadsafe(handler(*args), loop)
         gate = loop.create_future()
 
         async def slow(cmd, param):
@@ -111,13 +111,20 @@ def test_async_driver_command_is_tracked(core):
         loop.close()
 
 
-def test_driver_exception_gives_instcmd_failed(core):
+def test_driver_exception_is_ok_then_failed_in_tracking_and_logged(core):
+    """As upsd: OK once the command is passed on; GET TRACKING tells the driver's result."""
     def broken(cmd, param):
         raise RuntimeError("relay stuck")
 
+    warnings = []
+    core.warn = warnings.append
     core.upses["hat"].instcmd_handler = broken
     s = core.session("x")
-    assert s.receive(b"USERNAME admin\nPASSWORD pw\nINSTCMD hat load.off\n") == b"OK\nOK\nERR INSTCMD-FAILED\n"
+    assert s.receive(b"USERNAME admin\nPASSWORD pw\nINSTCMD hat load.off\n") == b"OK\nOK\nOK\n"
+    out = s.receive(b"SET TRACKING ON\nINSTCMD hat load.off\n")
+    tid = out.split()[-1]
+    assert s.receive(b"GET TRACKING " + tid + b"\n") == b"ERR FAILED\n"
+    assert warnings == ["INSTCMD load.off on hat failed: relay stuck"] * 2
 
 
 def test_starttls_discards_pipelined_plaintext(core):

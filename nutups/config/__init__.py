@@ -24,8 +24,9 @@ def yaml_sections() -> list[Section]:
     define a Section in your module and list it here (imported here, not at the top:
     the layers that own the sections import config types themselves)."""
     from ..events.config import EVENTS
+    from ..shutdown.settings import SHUTDOWN
 
-    return [EVENTS]
+    return [EVENTS, SHUTDOWN]
 
 
 def _events_config():
@@ -45,6 +46,7 @@ class Configuration:
     upsd: UpsdSettings = field(default_factory=UpsdSettings)
     users: UserTable = field(default_factory=UserTable)
     events: Any = field(default_factory=lambda: _events_config())  # nutups.events.config.EventsConfig
+    shutdown: Any = None  # nutups.shutdown.settings.ShutdownSettings; None: the policy is off
     problems: list[ConfigProblem] = field(default_factory=list)
 
     @property

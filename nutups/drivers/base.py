@@ -27,6 +27,9 @@ class Driver:
     """
 
     name = "driver"
+    # Cells in series behind battery.voltage, when the driver knows (the shutdown
+    # policy's voltage floor is per cell); None: unknown.
+    series_cells: int | None = None
 
     def __init__(
         self,
@@ -42,6 +45,9 @@ class Driver:
         self.clock = clock
         self.statepath = statepath
         self.log = logging.getLogger(f"nutups.driver.{section.name}")
+        # Mains present per the driver's own line, kept up to date even while other
+        # readings fail and the UPS reports DATA-STALE; None: the driver cannot tell.
+        self.mains: bool | None = None
         state.instcmd_handler = self.instcmd
         state.setvar_handler = self.set_var
 

@@ -54,6 +54,7 @@ class X120xDriver(Driver):
     lb_debounce, battery_charge_warning, load_meter, sim (with sim_load_w, sim_chip, sim_cell)."""
 
     name = "x120x"
+    series_cells = 1  # every X120X is 1S: more cells only add capacity (hardware/boards.py)
 
     def __init__(self, *args: Any, hardware: Any = None, **kw: Any) -> None:
         super().__init__(*args, **kw)
@@ -103,7 +104,6 @@ class X120xDriver(Driver):
         self.gauge: FuelGauge | None = None
         self.pld: PowerLossLine | None = None
         self.charger: ChargeControl | None = None
-        self.mains: bool | None = None
         self.reading: GaugeReading | None = None
         self._errors: dict[str, str] = {}
         self._implausible = 0

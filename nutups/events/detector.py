@@ -42,6 +42,7 @@ class Snapshot:
     fault: str | None = None  # ups.alarm text while ALARM
     stale: bool = False
     fsd: bool = False
+    fsd_by_policy: bool = False  # set by the Pi's own shutdown policy, which reports FSD_SET itself
     dc_out_ok: bool | None = None
     temperature: float | None = None
     current: float | None = None
@@ -60,7 +61,7 @@ class Snapshot:
         return cls(
             mains=mains, charging="CHRG" in tokens if tokens else None, voltage=num("battery.voltage"),
             charge=num("battery.charge"), fault=(ups.value("ups.alarm") or "ALARM") if "ALARM" in tokens else None,
-            stale=ups.stale, fsd=ups.fsd,
+            stale=ups.stale, fsd=ups.fsd, fsd_by_policy=ups.fsd_by_policy,
         )
 
 
@@ -99,7 +100,6 @@ class EventDetector:
         self.charging = _Level(n)
         self.dc_out = _Level(n)
         self.voltage_level = 0  # 0 normal, 1 low, 2 critical
-        self._vdebounce = Debounce(n)
         self._vcandidate = 0
         self._vstreak = 0
         self.full = False
@@ -109,6 +109,12 @@ class EventDetector:
         self.stale: bool | None = None
         self.fsd = False
         self._started = False
+
+    def use(self, thresholds: Thresholds) -> None:
+        """New thresholds (SIGHUP): the levels keep what they know; limits and debounce change."""
+        self.t = thresholds
+        for level in (self.charging, self.dc_out, self.hot, self.over):
+            level.debounce.count = max(1, thresholds.debounce)
 
     def _event(self, kind: EventType, message: str, value: float | None = None, unit: str | None = None) -> None:
         self.emit(Event(kind, self.ups, message, value, unit))
@@ -128,7 +134,7 @@ class EventDetector:
                 self._event(EventType.COMMUNICATION_LOST, "no fresh readings from the UPS")
             else:
                 self._event(EventType.COMMUNICATION_RESTORED, "fresh readings again")
-        if s.fsd and not self.fsd:
+        if s.fsd and not self.fsd and not s.fsd_by_policy:  # the policy reports its own
             self._event(EventType.FSD_SET, "forced shutdown set by a primary upsmon")
             if s.mains is False:
                 self._event(EventType.SHUTDOWN_STARTED, "shutdown sequence started: FSD on battery")

@@ -1,15 +1,17 @@
 """Smart AC devices behind one small async interface: state, on/off, power readings.
 
 One adapter per kind (after python-kasa's split of capability and transport):
-TP-Link Kasa through python-kasa, Shelly through its HTTP API (Gen1 and Gen2+),
+TP-Link Kasa through python-kasa, Shelly through its HTTP API (Gen1 and Gen2+, aiohttp),
 Zigbee plugs through zigbee2mqtt over MQTT.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,93 +69,102 @@ class AcDevice:
 # --- Shelly -------------------------------------------------------------------------
 
 
-async def http_get_json(host: str, port: int, path: str, timeout: float, auth: str | None = None) -> Any:
-    """A small HTTP/1.1 GET: Shelly's API needs nothing more."""
-
-    async def go() -> Any:
-        reader, writer = await asyncio.open_connection(host, port)
-        try:
-            headers = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: application/json\r\n"
-            if auth:
-                headers += f"Authorization: Basic {auth}\r\n"
-            writer.write((headers + "\r\n").encode())
-            await writer.drain()
-            data = await reader.read(1 << 20)
-            while True:
-                more = await reader.read(1 << 20)
-                if not more:
-                    break
-                data += more
-        finally:
-            writer.close()
-        head, _, body = data.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split()
-        if len(parts) < 2 or not parts[1].isdigit():
-            raise ConnectionError(f"not an HTTP answer from {host}:{port}")
-        status = int(parts[1])
-        if status != 200:
-            raise ConnectionError(f"HTTP {status} from {host}:{port}{path}")
-        if any(h.lower().startswith("transfer-encoding:") and "chunked" in h.lower() for h in lines[1:]):
-            body = _unchunk(body)
-        return json.loads(body or b"null")
-
-    return await asyncio.wait_for(go(), timeout)
-
-
-def _unchunk(body: bytes) -> bytes:
-    out = b""
-    while body:
-        size_line, _, rest = body.partition(b"\r\n")
-        size = int(size_line.split(b";")[0], 16)
-        if size == 0:
-            break
-        out += rest[:size]
-        body = rest[size + 2 :]
-    return out
+MAX_ANSWER = 64 * 1024  # a Shelly status is about 2 KiB; anything far larger is not a Shelly
 
 
 class ShellyDevice(AcDevice):
-    """Shelly plugs and relays: Gen1 `/relay/0`, Gen2+ `/rpc/Switch.*`."""
+    """Shelly plugs and relays over HTTP (aiohttp): Gen1 `/relay/N` with Basic authentication,
+    Gen2+ `/rpc/Switch.*` with Digest authentication (SHA-256, user ``admin``), as the devices
+    require.  The generation comes from `/shelly`, which answers without authentication."""
 
     kind = "shelly"
 
     def __init__(self, cfg: DeviceConfig, timeout: float = 10.0) -> None:
         super().__init__(cfg, timeout)
         self.port = cfg.port or 80
-        self.channel = int(cfg.options.get("channel", 0))
+        self.channel = int(cfg.options.get("channel", 0))  # validated by the config schema
         gen = cfg.options.get("gen")
         self.gen: int | None = int(gen) if gen is not None else None
-        self.auth = None
-        if cfg.username and cfg.password:
-            import base64
+        self._session = None  # aiohttp.ClientSession, made on the event loop that uses it
 
-            self.auth = base64.b64encode(f"{cfg.username}:{cfg.password}".encode()).decode()
+    def _new_session(self, gen: int):
+        import aiohttp
 
-    async def _get(self, path: str) -> Any:
-        assert self.cfg.host is not None
-        return await http_get_json(self.cfg.host, self.port, path, self.timeout, self.auth)
+        cfg = self.cfg
+        if not cfg.password:
+            return aiohttp.ClientSession()
+        if gen >= 2:
+            return aiohttp.ClientSession(middlewares=(aiohttp.DigestAuthMiddleware(cfg.username or "admin",
+                                                                                    cfg.password),))
+        basic = base64.b64encode(f"{cfg.username or 'admin'}:{cfg.password}".encode()).decode()
+        return aiohttp.ClientSession(headers={"Authorization": f"Basic {basic}"})
+
+    async def _get(self, session, path: str) -> Any:
+        import aiohttp
+
+        url = f"http://{self.cfg.host}:{self.port}{path}"
+        try:
+            async with session.get(url, timeout=aiohttp.ClientTimeout(total=self.timeout),
+                                         headers={"Accept": "application/json"}) as resp:
+                if resp.status == 401:
+                    raise ConnectionError(f"{self.name}: HTTP 401: the device wants a "
+                                          + ("different password" if self.cfg.password else "password (password:)"))
+                if resp.status != 200:
+                    raise ConnectionError(f"{self.name}: HTTP {resp.status} for {path}")
+                body = b""
+                while len(body) <= MAX_ANSWER:
+                    chunk = await resp.content.read(MAX_ANSWER + 1 - len(body))
+                    if not chunk:
+                        break
+                    body += chunk
+        except aiohttp.ClientError as exc:
+            raise ConnectionError(f"{self.name}: {exc}") from None
+        if len(body) > MAX_ANSWER:
+            raise ConnectionError(f"{self.name}: an answer over {MAX_ANSWER} bytes is not a Shelly's")
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise ConnectionError(f"{self.name}: the answer to {path} is not JSON") from None
 
     async def _generation(self) -> int:
         if self.gen is None:
-            info = await self._get("/shelly")
-            self.gen = int(info.get("gen", 1)) if isinstance(info, dict) else 1
+            import aiohttp
+
+            async with aiohttp.ClientSession() as session:
+                info = await self._get(session, "/shelly")
+            gen = info.get("gen", 1) if isinstance(info, dict) else 1
+            self.gen = gen if isinstance(gen, int) and gen >= 1 else 1
         return self.gen
+
+    async def _call(self, path: str) -> dict:
+        gen = await self._generation()
+        if self._session is None:  # one session, authenticating as this generation wants
+            self._session = self._new_session(gen)
+        answer = await self._get(self._session, path)
+        if not isinstance(answer, dict):
+            raise ConnectionError(f"{self.name}: unexpected answer to {path}")
+        return answer
 
     async def read(self) -> PowerReading:
         if await self._generation() >= 2:
-            st = await self._get(f"/rpc/Switch.GetStatus?id={self.channel}")
+            st = await self._call(f"/rpc/Switch.GetStatus?id={self.channel}")
             return PowerReading(st.get("output"), st.get("apower"), st.get("voltage"), st.get("current"))
-        st = await self._get("/status")
-        relay = (st.get("relays") or [{}])[self.channel]
-        meter = (st.get("meters") or [{}])[self.channel] if st.get("meters") else {}
+        st = await self._call("/status")
+        relays, meters = st.get("relays") or [], st.get("meters") or []
+        relay = relays[self.channel] if self.channel < len(relays) else {}
+        meter = meters[self.channel] if self.channel < len(meters) else {}
         return PowerReading(relay.get("ison"), meter.get("power"), st.get("voltage"), None)
 
     async def switch(self, on: bool) -> None:
         if await self._generation() >= 2:
-            await self._get(f"/rpc/Switch.Set?id={self.channel}&on={'true' if on else 'false'}")
+            await self._call(f"/rpc/Switch.Set?id={self.channel}&on={'true' if on else 'false'}")
         else:
-            await self._get(f"/relay/{self.channel}?turn={'on' if on else 'off'}")
+            await self._call(f"/relay/{self.channel}?turn={'on' if on else 'off'}")
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
 
 
 # --- zigbee2mqtt ------------------------------------------------------------------------
@@ -249,29 +260,33 @@ class KasaDevice(AcDevice):
             from kasa import DeviceConnectionParameters, DeviceEncryptionType, DeviceFamily
 
             params = DeviceConnectionParameters(DeviceFamily.IotSmartPlugSwitch, DeviceEncryptionType.Xor)
-            config = kasa.DeviceConfig(cfg.host, timeout=int(self.timeout), port_override=cfg.port,
+            config = kasa.DeviceConfig(cfg.host, timeout=self._whole_seconds(), port_override=cfg.port,
                                        credentials=creds, connection_type=params)
             self.device = await kasa.Device.connect(config=config)
         else:
             self.device = await kasa.Discover.discover_single(cfg.host, port=cfg.port, credentials=creds,
-                                                              timeout=int(self.timeout),
-                                                              discovery_timeout=int(self.timeout))
+                                                              timeout=self._whole_seconds(),
+                                                              discovery_timeout=self._whole_seconds())
             if self.device is None:
                 raise ConnectionError(f"no Kasa device answered at {cfg.host}")
         return self.device
+
+    def _whole_seconds(self) -> int:
+        """python-kasa takes whole seconds: a limit under 1 s must not become 0 (no limit at all
+        there); our own wait_for keeps the real one."""
+        return max(1, math.ceil(self.timeout))
 
     async def read(self) -> PowerReading:
         return await self._kasa(self._read())
 
     async def _kasa(self, coro):
-        """python-kasa's own errors become ConnectionError, like every other device's."""
-        import kasa
-
+        """python-kasa's errors become ConnectionError, like every other device's; the device
+        is disconnected and connected afresh next time."""
         try:
             return await coro
-        except kasa.KasaException as exc:
-            self.device = None
-            raise ConnectionError(str(exc)) from None
+        except Exception as exc:  # KasaException, and python-kasa's own slips on odd answers
+            await self.close()
+            raise ConnectionError(f"{self.name}: {exc or type(exc).__name__}") from None
 
     async def _read(self) -> PowerReading:
         dev = await self._connect()
@@ -292,12 +307,12 @@ class KasaDevice(AcDevice):
         await self._kasa(go())
 
     async def close(self) -> None:
-        if self.device is not None:
+        device, self.device = self.device, None
+        if device is not None:
             try:
-                await self.device.disconnect()
-            except Exception:
-                pass
-            self.device = None
+                await device.disconnect()
+            except Exception as exc:  # python-kasa's own; the connection is dropped either way
+                log.debug("%s: disconnect: %s", self.name, exc)
 
 
 def make_device(cfg: DeviceConfig, mqtt: MqttSettings | None = None, timeout: float = 10.0) -> AcDevice:

@@ -14,6 +14,7 @@ from typing import Any
 from ..state import UpsState
 from .config import EventsConfig
 from .detector import EventDetector, Snapshot
+from .external import run_program
 from .log import EventLog
 from .outputs import BUZZER_PATTERNS, LED_PATTERNS, RELAY_STATES, Outputs
 from .types import Event, EventType
@@ -46,11 +47,8 @@ class HostSensors:
                 pass
         if self.vcgencmd:
             try:
-                proc = await asyncio.create_subprocess_exec(self.vcgencmd, "get_throttled",
-                                                            stdout=asyncio.subprocess.PIPE,
-                                                            stderr=asyncio.subprocess.DEVNULL)
-                stdout, _ = await asyncio.wait_for(proc.communicate(), 5)
-                value = int(stdout.decode().strip().split("=")[1], 16)
+                done = await run_program([self.vcgencmd, "get_throttled"], 5, capture_stdout=True)
+                value = int(done.stdout.decode().strip().split("=")[1], 16)
                 out["dc_out_ok"] = not value & 0x1  # bit 0: under-voltage now
             except (TimeoutError, OSError, ValueError, IndexError):
                 pass
@@ -79,6 +77,14 @@ class EventEngine:
         self.outlets = None  # Outlets, when the relay or plugs are NUT outlets
         for s in states:
             s.on_publish(self.observe)
+
+    def reload(self, config: EventsConfig) -> None:
+        """SIGHUP: the new mapping, thresholds and time limits apply from the next reading on
+        (outputs, devices and the event log stay as they were started)."""
+        for name in ("actions", "thresholds", "action_timeout", "action_retries", "hook_timeout"):
+            setattr(self.config, name, getattr(config, name))
+        for detector in self.detectors.values():
+            detector.use(config.thresholds)
 
     def observe(self, state: UpsState) -> None:
         snap = Snapshot.from_state(state)
@@ -148,18 +154,9 @@ class EventEngine:
             "NUTUPS_VALUE": "" if event.value is None else f"{event.value:g}",
             "NUTUPS_MESSAGE": event.message, "NUTUPS_TIME": event.time,
         })
-        argv = shlex.split(command)
-        proc = await asyncio.create_subprocess_exec(*argv, env=env, stdin=asyncio.subprocess.DEVNULL,
-                                                    stdout=asyncio.subprocess.DEVNULL,
-                                                    stderr=asyncio.subprocess.PIPE)
-        try:
-            _, err = await asyncio.wait_for(proc.communicate(), self.config.hook_timeout)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise TimeoutError(f"timed out after {self.config.hook_timeout:g} s") from None
-        if proc.returncode != 0:
-            raise RuntimeError(f"exit status {proc.returncode}: {err.decode(errors='replace').strip()[:200]}")
+        done = await run_program(shlex.split(command), self.config.hook_timeout, env)
+        if done.returncode != 0:
+            raise RuntimeError(f"exit status {done.returncode}: {done.stderr.decode(errors='replace').strip()[:200]}")
 
     async def _device(self, device, action: str, event: Event) -> None:
         attempts = 1 + self.config.action_retries
@@ -198,6 +195,11 @@ class EventEngine:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for device in self.devices.values():  # their connections (Kasa) and HTTP sessions (Shelly)
+            try:
+                await asyncio.wait_for(device.close(), 2)
+            except (TimeoutError, OSError) as exc:
+                log.debug("closing %s: %s", device.name, exc)
         if self.outputs is not None:
             self.outputs.close()
         if self.log is not None:

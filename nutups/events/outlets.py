@@ -26,6 +26,7 @@ class Outlets:
         self.devices = devices
         self.poll_every = poll_every
         self.beeper = "enabled"
+        self.unreachable: set[str] = set()  # plugs whose last read failed
         self.next_handler = state.instcmd_handler
         self.outlets: dict[int, tuple[str, AcDevice | None]] = {}
         n = 1
@@ -90,6 +91,15 @@ class Outlets:
         log.info("outlet %d (%s) switched %s", num, name, "on" if on else "off")
         return CommandResult.SUCCESS
 
+    def _unreachable(self, num: int, name: str, exc: BaseException) -> None:
+        """Said once at WARNING, then quiet (DEBUG) until the plug answers again."""
+        why = str(exc) or type(exc).__name__
+        if name in self.unreachable:
+            log.debug("outlet %d (%s) still unreadable: %s", num, name, why)
+        else:
+            self.unreachable.add(name)
+            log.warning("outlet %d (%s) unreadable: %s; said once, until it answers again", num, name, why)
+
     async def poll(self, on_reading: Callable[[PowerReading], None] | None = None) -> None:
         """Refresh the plugs' states; the first plug with a meter gives its reading to ``on_reading``
         (input.voltage, and the current the overcurrent events watch)."""
@@ -101,8 +111,11 @@ class Outlets:
                 try:
                     reading = await asyncio.wait_for(dev.read(), dev.timeout)
                 except Exception as exc:  # an unreachable plug must not stop the others
-                    log.debug("outlet %d (%s) unreadable: %s", i, name, exc)
+                    self._unreachable(i, name, exc)
                     continue
+                if name in self.unreachable:
+                    self.unreachable.discard(name)
+                    log.info("outlet %d (%s) answers again", i, name)
                 dev.last = reading
                 if reading.on is not None:
                     self.state.set(f"outlet.{i}.status", "on" if reading.on else "off")

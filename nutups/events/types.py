@@ -28,6 +28,8 @@ class EventType(StrEnum):
     COMMUNICATION_LOST = "COMMUNICATION_LOST"
     COMMUNICATION_RESTORED = "COMMUNICATION_RESTORED"
     SHUTDOWN_STARTED = "SHUTDOWN_STARTED"
+    SHUTDOWN_CANCELLED = "SHUTDOWN_CANCELLED"
+    SHUTDOWN_COMMAND = "SHUTDOWN_COMMAND"
     ACTION_FAILED = "ACTION_FAILED"
 
 
@@ -51,10 +53,14 @@ SOURCES: dict[EventType, tuple[str, str]] = {
     EventType.OVERCURRENT_DETECTED: ("current", "a smart plug's energy meter (or the simulator) above "
                                                "thresholds.current_max"),
     EventType.OVERCURRENT_CLEARED: ("current", "the current back below the limit - hysteresis"),
-    EventType.FSD_SET: ("server", "a primary upsmon's FSD command"),
+    EventType.FSD_SET: ("server", "a primary upsmon's FSD command, or the Pi's shutdown policy"),
     EventType.COMMUNICATION_LOST: ("driver", "the driver's data going stale (HAT unreadable)"),
     EventType.COMMUNICATION_RESTORED: ("driver", "fresh data again"),
-    EventType.SHUTDOWN_STARTED: ("server", "the shutdown sequence starting (FSD with LB)"),
+    EventType.SHUTDOWN_STARTED: ("shutdown", "the Pi's shutdown policy (shutdown: in nutups.yaml) starting "
+                                             "its sequence, or a primary upsmon's FSD on battery"),
+    EventType.SHUTDOWN_CANCELLED: ("shutdown", "mains back before the Pi's shutdown policy set FSD"),
+    EventType.SHUTDOWN_COMMAND: ("shutdown", "the Pi's own shutdown command (or reboot_command, mains "
+                                             "being back) having run"),
     EventType.ACTION_FAILED: ("actions", "an action that failed or timed out"),
 }
 

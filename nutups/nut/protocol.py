@@ -9,12 +9,13 @@ sources (server/net*.c) or from what Debian's upsd 2.8.0 does.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
 
 from .. import __version__
 from ..config.users import UserTable
@@ -92,6 +93,28 @@ class Tracker:
         return entry[1]
 
 
+def call_here(handler: Callable, args: tuple) -> Future:
+    """``ServerCore.call_driver`` without a server (tests, tools): the handler runs right here;
+    an awaitable result is awaited on the running event loop."""
+    future: Future = Future()
+    try:
+        result = handler(*args)
+        if inspect.isawaitable(result):
+            async def wait(awaitable=result) -> None:
+                try:
+                    future.set_result(await awaitable)
+                except Exception as exc:
+                    future.set_exception(exc)
+
+            asyncio.get_running_loop().create_task(wait())
+        else:
+            future.set_result(result)
+    except Exception as exc:  # a driver's bug, or no loop for its awaitable: the command failed
+        if not future.done():
+            future.set_exception(exc)
+    return future
+
+
 @dataclass
 class ServerCore:
     """What all sessions share: the UPSes, the users, tracking, and the connected sessions."""
@@ -101,12 +124,11 @@ class ServerCore:
     descriptions: Descriptions
     tls_available: bool = False
     clock: Callable[[], float] = time.monotonic
-    # Runs a driver's awaitable command result in the background (set by the server).
-    spawn: Callable[[Awaitable[None]], None] | None = None
-    # When set, driver handlers run elsewhere (the drivers' event loop): it takes
-    # (handler, args) and returns a concurrent.futures.Future of the result.
-    call_driver: Callable[[Callable, tuple], Any] | None = None
+    # Runs a driver's command handler: takes (handler, args), returns a concurrent.futures.Future
+    # of its CommandResult.  The server runs handlers on the drivers' event loop.
+    call_driver: Callable[[Callable, tuple], Future] = call_here
     log: Callable[[str], None] = lambda message: None
+    warn: Callable[[str], None] = lambda message: None  # a command the driver could not carry out
     tracker: Tracker = field(init=False)
     sessions: list[Session] = field(default_factory=list)
     # raw request line -> (reply, UPS it depends on or None, that UPS's version)
@@ -120,6 +142,21 @@ class ServerCore:
     def for_states(cls, states: list[UpsState], users: UserTable | None = None, **kw) -> ServerCore:
         return cls({s.name.lower(): s for s in states}, users or UserTable(), kw.pop("descriptions", None)
                    or Descriptions.load(), **kw)
+
+    def command_done(self, tid: str | None, what: str, future: Future) -> None:
+        """A driver finished a SET or INSTCMD: its result to tracking; a failure to the log."""
+        if future.cancelled():
+            outcome, why = CommandResult.FAILED, "cancelled"
+        elif future.exception() is not None:
+            exc = future.exception()
+            outcome, why = CommandResult.FAILED, str(exc) or type(exc).__name__
+        else:
+            outcome = future.result()
+            why = str(getattr(outcome, "value", outcome))
+        if outcome != CommandResult.SUCCESS:
+            self.warn(f"{what} failed: {why}")
+        if tid is not None:
+            self.tracker.complete(tid, outcome)
 
     def session(self, addr: str) -> Session:
         s = Session(self, addr)
@@ -453,7 +490,7 @@ class Session:
             if var is None:
                 out.append(ERR_VAR_NOT_SUPPORTED)
             elif ups.fsd and name.lower() == "ups.status":
-                out.append(f'VAR {upsname} {name} "FSD {var.value}"\n'.encode())
+                out.append(f'VAR {upsname} {name} "{ups.served_status(var.value)}"\n'.encode())
             else:
                 out.append(f'VAR {upsname} {name} "{quote(var.value)}"\n'.encode())
             return
@@ -519,7 +556,7 @@ class Session:
                 if only_rw and not var.rw:
                     continue
                 if ups.fsd and var.name.lower() == "ups.status":
-                    value = "FSD " + var.value
+                    value = ups.served_status(var.value)
                 else:
                     value = quote(var.value)
                 parts.append(f'{sub} {upsname} {var.name} "{value}"\n'.encode())
@@ -622,7 +659,7 @@ class Session:
             out.append(ERR_SET_FAILED)
             return
         self.core.log(f"Set variable: {self.username}@{self.addr} set {var.name} on {ups.name} to {value}")
-        self._run(ups.setvar_handler, (var.name, value), ERR_SET_FAILED)
+        self._run(ups.setvar_handler, (var.name, value), f"SET {var.name} on {ups.name}")
 
     # --- INSTCMD (server/netinstcmd.c) --------------------------------------
 
@@ -650,42 +687,16 @@ class Session:
             + (f" with value {param}" if param is not None else "")
             + f" on {ups.name}"
         )
-        self._run(ups.instcmd_handler, (command, param), ERR_INSTCMD_FAILED)
+        self._run(ups.instcmd_handler, (command, param), f"INSTCMD {command} on {ups.name}")
 
-    def _run(self, handler: Callable, handler_args: tuple, failed: bytes) -> None:
-        """Hand a request to the driver; answer OK (or OK TRACKING id) once it is accepted."""
+    def _run(self, handler: Callable, handler_args: tuple, what: str) -> None:
+        """Hand a request to the driver and answer OK (or OK TRACKING id) at once: upsd answers
+        once it passed the command on (netinstcmd.c, netset.c).  The driver's result goes to
+        tracking, and a failure to the log, when it comes."""
         core = self.core
-        tracker = core.tracker
-        if core.call_driver is not None:
-            # upsd answers once it passed the command on; the result goes to tracking.
-            tid = tracker.add() if self.tracking else None
-            future = core.call_driver(handler, handler_args)
-            if tid is not None:
-                future.add_done_callback(lambda f: tracker.complete(
-                    tid, CommandResult.FAILED if f.cancelled() or f.exception() else f.result()))
-            self._out.append(b"OK TRACKING " + tid.encode() + b"\n" if tid else OK)
-            return
-        try:
-            result = handler(*handler_args)
-        except Exception as exc:  # a driver bug must not take the connection down
-            core.log(f"driver refused request {handler_args!r}: {exc}")
-            self._out.append(failed)
-            return
-        tid = tracker.add() if self.tracking else None
-        if inspect.isawaitable(result):
-
-            async def finish(awaitable=result) -> None:
-                try:
-                    outcome = await awaitable
-                except Exception:
-                    outcome = CommandResult.FAILED
-                if tid is not None:
-                    tracker.complete(tid, outcome)
-
-            if core.spawn is not None:
-                core.spawn(finish())
-        elif tid is not None:
-            tracker.complete(tid, result)
+        tid = core.tracker.add() if self.tracking else None
+        core.call_driver(handler, handler_args).add_done_callback(
+            lambda future: core.command_done(tid, what, future))
         self._out.append(b"OK TRACKING " + tid.encode() + b"\n" if tid else OK)
 
 

@@ -1,0 +1,133 @@
+"""Runs the shutdown policy in the daemon: feeds it one UPS's readings, logins and timers,
+and carries out what it decides (events, the FSD latch, the Pi's command)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from ..drivers.base import Driver
+from ..events.types import Event
+from ..state import UpsState
+from .policy import Action, Emit, Reading, RunCommand, SetFsd, ShutdownPolicy
+from .settings import ShutdownSettings
+
+log = logging.getLogger("nutups.shutdown")
+
+COMMAND_TIMEOUT_S = 120.0  # `systemctl poweroff` returns at once; a stuck command must not hang us
+
+
+def _number(state: UpsState, name: str) -> float | None:
+    try:
+        return float(state.value(name) or "")
+    except ValueError:
+        return None
+
+
+def reading_of(state: UpsState, driver: Driver | None, clock: Callable[[], float]) -> Reading:
+    """What the UPS says now.  While its data is stale, mains comes from the driver's
+    own line (the PLD edge still works when the gauge does not)."""
+    fresh = state.connected and not state.stale
+    tokens = state.status_tokens() if fresh else []
+    if "OL" in tokens:
+        mains: bool | None = True
+    elif "OB" in tokens:
+        mains = False
+    else:
+        mains = driver.mains if driver is not None else None
+    return Reading(
+        mains=mains, fresh=fresh, low_battery="LB" in tokens, voltage=_number(state, "battery.voltage"),
+        runtime=_number(state, "battery.runtime"), runtime_low=_number(state, "battery.runtime.low"),
+        battery_time=driver.clock() if driver is not None else clock(),
+    )
+
+
+class ShutdownRunner:
+    def __init__(self, policy: ShutdownPolicy, state: UpsState, driver: Driver | None,
+                 emit: Callable[[Event], None], clock: Callable[[], float] = time.monotonic) -> None:
+        self.policy = policy
+        self.state = state
+        self.driver = driver
+        self.emit = emit
+        self.clock = clock
+        self._wake = asyncio.Event()
+        self._commands: set[asyncio.Task] = set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.state.on_publish(lambda state: self._carry_out(self.policy.observe(
+            reading_of(state, self.driver, self.clock))))
+        self.state.on_logins(lambda count: loop.call_soon_threadsafe(
+            lambda: self._carry_out(self.policy.logins(count))))
+        self._carry_out(self.policy.logins(self.state.numlogins))
+        try:
+            while True:
+                self._wake.clear()
+                deadline = self.policy.deadline()
+                if deadline is not None and self.clock() >= deadline:
+                    self._carry_out(self.policy.tick())
+                    if self.policy.deadline() == deadline:  # nothing moved: wait for news instead
+                        self._wake.clear()
+                        await self._wake.wait()
+                    continue
+                timeout = None if deadline is None else deadline - self.clock()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                except TimeoutError:
+                    pass
+        finally:
+            for task in self._commands:
+                task.cancel()
+
+    def _carry_out(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Emit):
+                self.emit(Event(action.type, self.state.name, action.message, action.value, action.unit))
+            elif isinstance(action, SetFsd):
+                self.state.force_shutdown()
+            elif isinstance(action, RunCommand):
+                task = asyncio.get_running_loop().create_task(self._command(action))
+                self._commands.add(task)
+                task.add_done_callback(self._commands.discard)
+        self._wake.set()  # the deadline may have moved
+
+    async def _command(self, action: RunCommand) -> None:
+        status: int | None = None
+        error = ""
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *action.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE)
+            try:
+                _, err = await asyncio.wait_for(proc.communicate(), COMMAND_TIMEOUT_S)
+                status = proc.returncode
+                error = err.decode(errors="replace").strip()[:200]
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+                error = f"no exit within {COMMAND_TIMEOUT_S:g} s"
+        except OSError as exc:
+            error = exc.strerror or str(exc)
+        self._carry_out(self.policy.command_finished(action.argv, action.reboot, status, error))
+
+
+def shutdown_runner(settings: ShutdownSettings, states: list[UpsState], drivers: dict[str, Driver],
+                    emit: Callable[[Event], None]) -> ShutdownRunner | None:
+    """The runner for the UPS that powers this Pi (``shutdown.ups``, else the first)."""
+    if not states:
+        return None
+    wanted = (settings.ups or states[0].name).lower()
+    state = next((s for s in states if s.name.lower() == wanted), None)
+    if state is None:
+        state = states[0]
+        log.error("shutdown.ups: no UPS %r in ups.conf (it has: %s); the policy watches [%s]",
+                  settings.ups, ", ".join(s.name for s in states), state.name)
+    driver = drivers.get(state.name)
+    policy = ShutdownPolicy(settings, state.name, driver.series_cells if driver is not None else None)
+    log.info("[%s]: shutdown policy on: grace %g s, hostsync %g s, floor %s, command %r, reboot_command %r",
+             state.name, settings.grace, settings.hostsync,
+             f"{policy.floor:.2f} V" if policy.floor is not None else "off", settings.command,
+             settings.reboot_command)
+    return ShutdownRunner(policy, state, driver, emit)

@@ -1,0 +1,123 @@
+"""Defects found in review, each driven through the running daemon (`nutups serve` as a subprocess)."""
+
+from __future__ import annotations
+
+from conftest import USERS
+from nutprocs import RawClient, free_port, poll_until
+from served import Served
+
+SIM_UPS = "[ups]\n driver = x120x\n sim = yes\n"
+
+
+def login(c: RawClient) -> None:
+    assert c.request(b"USERNAME admin\n") == b"OK\n"
+    assert c.request(b"PASSWORD adminpass\n") == b"OK\n"
+
+
+def test_a_failing_outlet_command_is_tracked_as_failed_and_logged():
+    """upsd answers OK once the command is passed on; the driver's failure shows in GET TRACKING
+    (ERR FAILED, net-protocol.txt) and in the log.  The plug is a loopback port nobody listens on."""
+    dead = free_port()
+    mapping = f"integrations:\n  ac_devices:\n    - {{type: shelly, name: plug, host: 127.0.0.1, port: {dead}}}\n"
+    with Served(SIM_UPS, users=USERS, files={"nutups.yaml": mapping}) as d, RawClient(d.port) as c:
+        poll_until(lambda: c.request(b"GET VAR ups ups.status\n").startswith(b"VAR"), "fresh data")
+        login(c)
+        assert c.request(b"INSTCMD ups outlet.1.load.on\n") == b"OK\n"
+        d.wait_log("INSTCMD outlet.1.load.on on ups failed: ERR FAILED")
+        assert c.request(b"SET TRACKING ON\n") == b"OK\n"
+        reply = c.request(b"INSTCMD ups outlet.1.load.off\n")
+        assert reply.startswith(b"OK TRACKING ")
+        tid = reply.split()[-1]
+        status = poll_until(lambda: (r := c.request(b"GET TRACKING " + tid + b"\n")) != b"PENDING\n" and r,
+                            "the command's result")
+        assert status == b"ERR FAILED\n"
+        log = d.wait_log("INSTCMD outlet.1.load.off on ups failed")
+        assert "WARNING nutups.upsd: INSTCMD outlet.1.load.off on ups failed: ERR FAILED" in log
+
+
+def sim(d: Served, *words: str) -> None:
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "nutups.cli", "sim", "--statepath", str(d.statepath), *words],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+
+
+def test_sighup_applies_new_thresholds():
+    fast = SIM_UPS + " pollinterval = 0.2\n"
+    with Served(fast, files={"nutups.yaml": "thresholds: {temperature_high: 90, debounce: 1}\n"}) as d:
+        d.wait_log("simulator control socket")
+        events = d.statepath / "ups_events.log"
+        sim(d, "temperature", "80")
+        (d.confdir / "nutups.yaml").write_text("thresholds: {temperature_high: 70, debounce: 1}\n")
+        d.hup()
+        d.wait_log("reload: event mapping and thresholds from nutups.yaml")
+        sim(d, "temperature", "80.5")  # a fresh reading after the reload
+        poll_until(lambda: events.exists() and "TEMPERATURE_HIGH" in events.read_text(), "TEMPERATURE_HIGH")
+        assert '"value":80' in events.read_text()
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of a process group, from /proc."""
+    import os
+
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry))
+    return members
+
+
+def test_a_timed_out_hook_leaves_no_process_of_its_group():
+    """The hook starts a background sleeper (its grandchild) and sleeps: after hook_timeout the
+    whole group is gone, the hook is reaped, and ACTION_FAILED says why."""
+    served = Served(SIM_UPS + " pollinterval = 0.2\n")
+    pids = served.path / "pids"
+    hook = served.path / "hook.sh"
+    hook.write_text(f"#!/bin/sh\nsleep 300 &\necho $$ $! > {pids}.tmp\nmv {pids}.tmp {pids}\nsleep 300\n")
+    hook.chmod(0o755)
+    (served.confdir / "nutups.yaml").write_text(f"hook_timeout: 1\nevents:\n  AC_POWER_LOSS: {{run: {hook}}}\n")
+    with served as d:
+        d.wait_log("simulator control socket")
+        sim(d, "ac", "off")
+        poll_until(pids.exists, "the hook to start its sleeper")
+        hook_pid, sleeper = (int(p) for p in pids.read_text().split())
+        assert sleeper in _group_members(hook_pid)
+        events = d.statepath / "ups_events.log"
+        poll_until(lambda: "ACTION_FAILED" in events.read_text(), "ACTION_FAILED")
+        assert "timed out after 1 s" in events.read_text()
+        poll_until(lambda: not _group_members(hook_pid), "the hook's group to be gone")
+
+
+def test_an_unreachable_plug_is_a_warning_once_then_quiet_until_it_answers():
+    import asyncio
+    import threading
+
+    from fakeplugs import FakeShelly
+
+    dead = free_port()
+    mapping = (f"integrations:\n  device_poll: 1\n  ac_devices:\n"
+               f"    - {{type: shelly, name: plug, host: 127.0.0.1, port: {dead}, gen: 2}}\naction_timeout: 1\n")
+    with Served(SIM_UPS, files={"nutups.yaml": mapping}, args=("-v",)) as d:
+        d.wait_log("outlet 1 (plug) still unreadable", count=2)
+        log = d.log()
+        assert log.count("WARNING nutups.outlets: outlet 1 (plug) unreadable") == 1
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+        fake = asyncio.run_coroutine_threadsafe(FakeShelly(2).start(port=dead), loop).result(10)
+        try:
+            d.wait_log("INFO nutups.outlets: outlet 1 (plug) answers again")
+        finally:
+            asyncio.run_coroutine_threadsafe(fake.close(), loop).result(10)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+            loop.close()
