@@ -34,6 +34,7 @@ REPLY_CACHE_BYTES = 2 * 1024 * 1024
 # A reply that depends on the request line alone (and on the UPS's state version,
 # while its data is fresh) is cached: pipelined GET VAR floods cost a dict lookup.
 _NOT_CACHEABLE = object()
+NO_LIMIT = 1 << 62  # feed() without a limit on the answers
 TRACKING_KEEP = 60.0  # seconds a tracking result is kept (upsd's default)
 
 
@@ -200,14 +201,29 @@ class Session:
     # --- I/O boundary ----------------------------------------------------
 
     def receive(self, data: bytes) -> bytes:
+        """Answer every request in ``data``."""
+        return self.feed(data, 0, NO_LIMIT)[0]
+
+    def feed(self, data: bytes, pos: int, limit: int) -> tuple[bytes, int]:
+        """Answer the requests in ``data[pos:]`` until the answers reach ``limit`` bytes.
+
+        Returns the answers and how far ``data`` was used; the caller comes back
+        with the rest once it has sent the answers (a client that does not read
+        must not make the server hold more than one slice for it).  ``data`` is
+        one read: upsd's 512-byte chunks are counted from its start.  After
+        STARTTLS or LOGOUT the whole of ``data`` counts as used (the rest is
+        dropped, or answered first as upsd does for LOGOUT).
+        """
         out = self._out
         core = self.core
         cache = core.reply_cache
         now = core.clock()
         self._now = now
-        pos = 0
         end = len(data)
+        size = 0
         while pos < end:
+            if size >= limit and not self.close_requested:
+                break
             tok = self._tok
             idle = tok.idle
             nl = data.find(b"\n", pos, end)
@@ -219,6 +235,7 @@ class Session:
                     reply, ups, version = hit
                     if ups is None or (ups.version == version and now <= ups.fresh_until()):
                         out.append(reply)
+                        size += len(reply)
                         self.last_heard = now
                         pos = stop
                         continue
@@ -235,6 +252,8 @@ class Session:
                 mark = len(out)
                 self._cache_ups = _NOT_CACHEABLE
                 self._dispatch(line)
+                for part in out[mark:]:
+                    size += len(part)
                 ups = self._cache_ups
                 if ups is not _NOT_CACHEABLE and idle and used == len(raw) and len(raw) <= 256:
                     reply = b"".join(out[mark:])
@@ -247,15 +266,17 @@ class Session:
                     # Never process plaintext that was pipelined behind STARTTLS
                     # as if it had come over TLS (CVE-2011-0411). upsd 2.8.0 would.
                     self._tok = LineTokenizer()
-                    end = done
+                    done = end = len(data)
                     break
                 if self.close_requested:
                     # upsd closes after the rest of this 512-byte read is handled.
                     end = min(end, ((done - 1) // READ_CHUNK + 1) * READ_CHUNK)
             pos = done
+        if self.close_requested:
+            pos = len(data)
         reply = b"".join(out)
         out.clear()
-        return reply
+        return reply, pos
 
     def close(self) -> None:
         """The connection is gone: give back its login (NUMLOGINS)."""

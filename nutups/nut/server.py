@@ -26,9 +26,14 @@ from .protocol import ServerCore, Session
 
 log = logging.getLogger("nutups.server")
 
-READ_SIZE = 64 * 1024
-# Stop reading from a client that does not read its replies once this much is queued.
-WRITE_HIGH_WATER = 256 * 1024
+# What one connection and all of them together may hold, so that memory stays bounded
+# whatever clients do (pipelining without ever reading their answers, say):
+READ_SIZE = 16 * 1024  # one read; a connection holds at most this much unanswered input
+SLICE = 16 * 1024  # answers produced before they are sent and back-pressure is checked
+CONN_OUT_LIMIT = 64 * 1024  # a client's unsent answers: no more requests of it are answered beyond this
+# All clients' unsent answers together: beyond this, a client is answered one request at
+# a time, and only while it has nothing unsent (others are still answered at once).
+TOTAL_OUT_LIMIT = 4 * 1024 * 1024
 HANDSHAKE_TIMEOUT = 10.0
 SPIN_S = 0.001  # how long to poll without sleeping after a request (CPU only while busy)
 
@@ -37,15 +42,30 @@ _OUT = select.EPOLLOUT
 _ERR = select.EPOLLERR | select.EPOLLHUP
 
 
+def memory_bound(connections: int, largest_reply: int) -> int:
+    """The most unsent and unanswered bytes the server holds for ``connections`` clients
+    whose largest answer to one request is ``largest_reply`` bytes."""
+    # One connection: a read waiting to be answered, and its unsent answers up to the
+    # limit plus the one answer that crossed it.
+    per_conn = READ_SIZE + CONN_OUT_LIMIT + largest_reply
+    # All together: the total limit, crossed by one slice, then one answer per client.
+    total = TOTAL_OUT_LIMIT + SLICE + largest_reply + connections * (READ_SIZE + largest_reply)
+    return min(connections * per_conn, total)
+
+
 class _Conn:
-    __slots__ = ("sock", "fd", "session", "out", "handshaking", "closing", "mask", "since", "tls")
+    __slots__ = ("sock", "fd", "session", "out", "inbuf", "inpos", "handshaking", "tls_switch",
+                 "closing", "mask", "since", "tls")
 
     def __init__(self, sock: socket.socket, session: Session) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.session = session
-        self.out = bytearray()
+        self.out = bytearray()  # answers not sent yet
+        self.inbuf: bytes | None = None  # a read not fully answered yet
+        self.inpos = 0  # how far inbuf is answered
         self.handshaking = False
+        self.tls_switch = False  # OK STARTTLS given: the handshake starts once out is sent
         self.closing = False
         self.mask = _IN
         self.since = time.monotonic()
@@ -80,6 +100,8 @@ class NutServer:
         self._thread: threading.Thread | None = None
         self._stop = False
         self._wake_r, self._wake_w = -1, -1
+        self._queued = 0  # unsent answers of all connections together (bytes)
+        self._refusing = False  # MAXCONN reached and a connection refused since the last accept
 
     # --- life cycle (called from the asyncio loop) -------------------------------
 
@@ -212,9 +234,15 @@ class NutServer:
                     log.error("out of file descriptors: %s", exc.strerror)
                 return
             if len(self._conns) >= self.maxconn:
-                log.warning("MAXCONN (%d) reached: refusing connection from %s", self.maxconn, peer[0])
+                # One line per burst: a flood of connections must not flood the log.
+                # The burst ends when a connection is accepted again.
+                if not self._refusing:
+                    self._refusing = True
+                    log.warning("MAXCONN (%d) reached: refusing new connections (first from %s) "
+                                "until one closes", self.maxconn, peer[0])
                 sock.close()
                 continue
+            self._refusing = False
             sock.setblocking(False)
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -232,90 +260,129 @@ class NutServer:
             assert self._ep is not None
             self._ep.modify(conn.fd, mask)
 
+    def _update_mask(self, conn: _Conn) -> None:
+        """Read only when everything read is answered; wait to write while answers are unsent."""
+        if conn.fd not in self._conns or conn.handshaking:
+            return
+        mask = _OUT if conn.out else 0
+        if conn.inbuf is None and not (conn.tls_switch or conn.closing):
+            mask |= _IN
+        self._set_mask(conn, mask)
+
     def _read(self, conn: _Conn) -> None:
-        sock = conn.sock
-        try:
-            data = sock.recv(READ_SIZE)
-            if conn.tls:
-                while sock.pending():  # type: ignore[attr-defined]
-                    data += sock.recv(READ_SIZE)
-        except (BlockingIOError, ssl.SSLWantReadError):
-            return
-        except ssl.SSLWantWriteError:
-            self._set_mask(conn, _IN | _OUT)
-            return
-        except (OSError, ssl.SSLError):
-            self._close(conn)
-            return
-        if not data:
-            self._close(conn)  # upsd: read() == 0 is a disconnect
-            return
-        session = conn.session
-        reply = session.receive(data)
-        if reply:
-            self._send(conn, reply)
+        while conn.inbuf is None and not (conn.tls_switch or conn.closing or conn.handshaking):
+            sock = conn.sock
+            try:
+                data = sock.recv(READ_SIZE)
+            except (BlockingIOError, ssl.SSLWantReadError):
+                break
+            except ssl.SSLWantWriteError:
+                self._set_mask(conn, _IN | _OUT)
+                return
+            except (OSError, ssl.SSLError):
+                self._close(conn)
+                return
+            if not data:
+                # upsd: read() == 0 is a disconnect (its answers were written before it read on)
+                conn.closing = True
+                if not conn.out:
+                    self._close(conn)
+                    return
+                break
+            conn.inbuf = data
+            conn.inpos = 0
+            self._serve(conn)
             if conn.fd not in self._conns:
                 return
-        if session.starttls_requested:
-            session.starttls_requested = False
-            self._start_tls(conn)
-        elif session.close_requested:
-            conn.closing = True
-            if not conn.out:
-                self._close(conn)
+            # TLS may hold decrypted bytes that epoll cannot see: go on with them now
+            if not (conn.tls and conn.sock.pending()):  # type: ignore[attr-defined]
+                break
+        self._update_mask(conn)
+
+    def _serve(self, conn: _Conn) -> None:
+        """Answer what was read, a slice at a time, while this client's unsent answers and
+        everybody's together are below their limits."""
+        session = conn.session
+        while conn.inbuf is not None:
+            pending = len(conn.out)
+            if pending:
+                if pending >= CONN_OUT_LIMIT or self._queued >= TOTAL_OUT_LIMIT:
+                    return  # go on once the client has read some
+                limit = min(SLICE, CONN_OUT_LIMIT - pending)
+            else:
+                limit = SLICE if self._queued < TOTAL_OUT_LIMIT else 1  # 1: one answer
+            data = conn.inbuf
+            reply, pos = session.feed(data, conn.inpos, limit)
+            if pos >= len(data):
+                conn.inbuf = None
+            else:
+                conn.inpos = pos
+            if reply:
+                self._send(conn, reply)
+                if conn.fd not in self._conns:
+                    return
+            if session.starttls_requested:
+                # "OK STARTTLS" and what came before it go out in plain text first;
+                # the handshake starts once they are sent (never waiting for the client)
+                session.starttls_requested = False
+                conn.inbuf = None
+                conn.tls_switch = True
+                if not conn.out:
+                    self._start_tls(conn)
+                return
+            if session.close_requested:
+                conn.inbuf = None
+                conn.closing = True
+                if not conn.out:
+                    self._close(conn)
+                return
 
     def _send(self, conn: _Conn, data: bytes) -> None:
         if conn.out:
             conn.out += data
-        else:
-            try:
-                n = conn.sock.send(data)
-            except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
-                n = 0
-            except (OSError, ssl.SSLError):
-                self._close(conn)
-                return
-            if n == len(data):
-                return
-            conn.out += data[n:]
-        # the client is slow to read: wait for it, and stop reading once too much is queued
-        self._set_mask(conn, _OUT if len(conn.out) > WRITE_HIGH_WATER else _IN | _OUT)
-
-    def _flush(self, conn: _Conn) -> None:
-        if not conn.out:
-            self._set_mask(conn, _IN)
+            self._queued += len(data)
             return
         try:
-            n = conn.sock.send(conn.out)
+            n = conn.sock.send(data)
         except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
-            return
+            n = 0
         except (OSError, ssl.SSLError):
             self._close(conn)
             return
-        del conn.out[:n]
-        if not conn.out:
+        if n < len(data):
+            conn.out += data[n:] if n else data
+            self._queued += len(data) - n
+
+    def _flush(self, conn: _Conn) -> None:
+        out = conn.out
+        if out:
+            try:
+                n = conn.sock.send(out)
+            except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                return
+            except (OSError, ssl.SSLError):
+                self._close(conn)
+                return
+            del out[:n]
+            self._queued -= n
+        if not out:
             if conn.closing:
                 self._close(conn)
                 return
-            self._set_mask(conn, _IN)
-        elif len(conn.out) <= WRITE_HIGH_WATER:
-            self._set_mask(conn, _IN | _OUT)
+            if conn.tls_switch:
+                self._start_tls(conn)
+                return
+        self._serve(conn)  # room again: answer what is waiting
+        if conn.fd in self._conns and conn.inbuf is None and conn.tls and conn.sock.pending():  # type: ignore[attr-defined]
+            self._read(conn)
+            return
+        self._update_mask(conn)
 
     def _start_tls(self, conn: _Conn) -> None:
+        conn.tls_switch = False
         if self.ssl_context is None:
             self._close(conn)
             return
-        if conn.out:  # "OK STARTTLS" must reach the client in plain text first
-            try:
-                conn.sock.setblocking(True)
-                conn.sock.sendall(conn.out)
-                conn.out.clear()
-            except OSError:
-                self._close(conn)
-                return
-            finally:
-                if conn.fd in self._conns:
-                    conn.sock.setblocking(False)
         try:
             conn.sock = self.ssl_context.wrap_socket(conn.sock, server_side=True, do_handshake_on_connect=False)
         except (OSError, ssl.SSLError) as exc:
@@ -361,6 +428,9 @@ class NutServer:
     def _close(self, conn: _Conn) -> None:
         if self._conns.pop(conn.fd, None) is None:
             return
+        self._queued -= len(conn.out)
+        conn.out.clear()
+        conn.inbuf = None
         try:
             assert self._ep is not None
             self._ep.unregister(conn.fd)
