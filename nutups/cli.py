@@ -280,6 +280,26 @@ def events(confpath: Path | None, statepath: Path | None, types: tuple[str, ...]
                 show(ev)
 
 
+@main.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def driver(args: tuple[str, ...]) -> None:
+    """Run a nutups driver as a NUT driver: -a NAME [-F] [-D] [-u USER] [-x VAR=VAL] [-k] [-c reload|exit]
+    (ups.conf from $NUT_CONFPATH, socket in $NUT_STATEPATH; -h for all options)."""
+    from .driverhost import main as driver_main
+
+    sys.exit(driver_main(list(args), prog="nutups driver"))
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def upsd(args: tuple[str, ...]) -> None:
+    """NUT's upsd, drop-in: -F, -FF, -D, -u USER, -c reload|stop, -P PID (-h for all). Serves only
+    NUT drivers' sockets; configuration from $NUT_CONFPATH (default /etc/nut)."""
+    from .upsd import main as upsd_main
+
+    sys.exit(upsd_main(list(args)))
+
+
 @main.command()
 @click.option("--bus", default=1, show_default=True, help="I2C bus number.")
 def doctor(bus: int) -> None:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from .config import Configuration
-from .drivers import DRIVERS, Driver, DriverError
+from .drivers import DRIVERS, Driver, DriverError, NutSocketDriver, driver_factory
 from .events.devices import MqttSettings, make_device
 from .events.engine import EventEngine, HostSensors
 from .events.log import EventLog
@@ -44,6 +44,11 @@ def default_statepath() -> Path:
     return Path(f"/tmp/nutups-{os.getuid()}")
 
 
+def nut_statepath(config: Configuration) -> Path:
+    """Where NUT's drivers put their sockets: $NUT_STATEPATH, upsd.conf STATEPATH, else /run/nut."""
+    return Path(os.environ.get("NUT_STATEPATH") or config.upsd.statepath or "/run/nut")
+
+
 def raise_fd_limit(wanted: int) -> None:
     """MAXCONN connections need as many descriptors; raise the soft limit if we may."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -60,7 +65,7 @@ class Daemon:
     """Builds the states, drivers and server from a Configuration and runs them."""
 
     def __init__(self, config: Configuration, listen: list[tuple[str, int]] | None = None,
-                 statepath: Path | None = None) -> None:
+                 statepath: Path | None = None, builtin_drivers: bool = True) -> None:
         self.config = config
         self.listen = listen or config.upsd.listen_addresses()
         self.statepath = statepath or (Path(config.upsd.statepath) if config.upsd.statepath
@@ -70,14 +75,16 @@ class Daemon:
         for section in config.ups:
             state = UpsState(section.name, section.desc, maxage=config.upsd.maxage)
             self.states.append(state)
-            cls = DRIVERS.get(section.driver or "")
+            cls = driver_factory(section.driver, config.socket_drivers, builtin=builtin_drivers)
             if cls is None:
                 what = f"unknown driver {section.driver!r}" if section.driver else "no driver = line"
                 log.error("[%s]: %s (nutups has: %s); the UPS is listed but reports DRIVER-NOT-CONNECTED",
                           section.name, what, ", ".join(sorted(DRIVERS)))
                 continue
+            # NUT's drivers put their sockets in NUT's STATEPATH, which may not be ours
+            where = nut_statepath(config) if cls is NutSocketDriver else self.statepath
             try:
-                self.drivers[section.name] = cls(state, section, config.confpath, statepath=self.statepath)
+                self.drivers[section.name] = cls(state, section, config.confpath, statepath=where)
             except (DriverError, ValueError) as exc:
                 log.error("%s: the UPS is listed but reports DRIVER-NOT-CONNECTED", exc)
         certfile = config.upsd.certfile

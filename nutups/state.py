@@ -70,6 +70,7 @@ class UpsState:
         self.instcmd_handler: CommandHandler | None = None
         self.setvar_handler: CommandHandler | None = None
         self._publish_listeners: list[Callable[[UpsState], None]] = []
+        self._change_listeners: list[Callable[[str, str], None]] = []
 
     @property
     def connected(self) -> bool:
@@ -158,6 +159,16 @@ class UpsState:
         """Call ``listener(state)`` after each full reading (or failed one) the driver delivers."""
         self._publish_listeners.append(listener)
 
+    def on_change(self, listener: Callable[[str, str], None]) -> None:
+        """Call ``listener(kind, key)`` when a variable (kind "var") or a command ("cmd") is
+        added, changed or removed; ``key`` is its lower-case name.  The driver host uses it
+        to push updates down a NUT driver socket; with no listener it costs one test."""
+        self._change_listeners.append(listener)
+
+    def _changed(self, kind: str, key: str) -> None:
+        for listener in self._change_listeners:
+            listener(kind, key)
+
     def _published(self) -> None:
         for listener in self._publish_listeners:
             listener(self)
@@ -195,6 +206,7 @@ class UpsState:
     ) -> None:
         """Create or update a variable; flags given as None keep what they were."""
         key = name.lower()
+        before = self.version
         var = self.variables.get(key)
         if var is None:
             var = Variable(name, value)
@@ -216,11 +228,24 @@ class UpsState:
         if ranges is not None and var.ranges != ranges:
             var.ranges = list(ranges)
             self.version += 1
+        if self._change_listeners and self.version != before:
+            self._changed("var", key)
 
     def delete(self, name: str) -> None:
-        if self.variables.pop(name.lower(), None) is not None:
+        key = name.lower()
+        if self.variables.pop(key, None) is not None:
             self._generation += 1
             self.version += 1
+            self._changed("var", key)
+
+    def clear(self) -> None:
+        """Forget every variable and command (a driver socket reconnected: upsd starts over)."""
+        for kind, table in (("var", self.variables), ("cmd", self.commands)):
+            for key in list(table):
+                table.pop(key, None)
+                self._changed(kind, key)
+        self._generation += 1
+        self.version += 1
 
     def sorted_variables(self) -> list[Variable]:
         """Variables in upsd's order: case-insensitive by name."""
@@ -233,10 +258,19 @@ class UpsState:
         return cached[1]
 
     def add_command(self, name: str) -> None:
-        if name.lower() not in self.commands:
-            self.commands[name.lower()] = name
+        key = name.lower()
+        if key not in self.commands:
+            self.commands[key] = name
             self._generation += 1
             self.version += 1
+            self._changed("cmd", key)
+
+    def delete_command(self, name: str) -> None:
+        key = name.lower()
+        if self.commands.pop(key, None) is not None:
+            self._generation += 1
+            self.version += 1
+            self._changed("cmd", key)
 
     def sorted_commands(self) -> list[str]:
         gen = self._generation

@@ -181,11 +181,15 @@ def session(port: int, data: bytes) -> bytes:
 class RealNut:
     """NUT's own upsd with one dummy-ups per [section] of the confpath."""
 
-    def __init__(self, confdir: Path, port: int | None = None) -> None:
+    def __init__(self, confdir: Path, port: int | None = None, driver: list[str] | None = None,
+                 driver_name: str = "dummy-ups") -> None:
         self.confdir = confdir
         self.port = port or free_port()
         self.procs: list[subprocess.Popen] = []
         self.upsd: subprocess.Popen | None = None
+        # the driver each [section] runs, and the name its socket starts with
+        self.driver = driver or [str(DUMMY_UPS)]
+        self.driver_name = driver_name
 
     def env(self) -> dict[str, str]:
         return dict(os.environ, NUT_CONFPATH=str(self.confdir), NUT_STATEPATH=str(self.confdir / "state"))
@@ -199,12 +203,12 @@ class RealNut:
         names = names if names is not None else ups_names(self.confdir)
         for name in names:
             self.procs.append(subprocess.Popen(
-                [str(DUMMY_UPS), "-a", name, "-u", "nut", "-F"], env=env,
+                [*self.driver, "-a", name, "-u", "nut", "-F"], env=env,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         # upsd finds each driver's socket in STATEPATH; let them appear first.
         deadline = time.monotonic() + START_TIMEOUT
         for name in names:
-            sock = self.confdir / "state" / f"dummy-ups-{name}"
+            sock = self.confdir / "state" / f"{self.driver_name}-{name}"
             while not sock.exists() and time.monotonic() < deadline:
                 time.sleep(0.02)
         self.log = open(self.confdir / "upsd.stderr", "wb")

@@ -7,7 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .nutconf import UpsdSettings, UpsSection, parse_ups_conf, parse_upsd_conf
+from .nutconf import (
+    UpsdSettings,
+    UpsSection,
+    parse_ups_conf,
+    parse_upsd_conf,
+    socket_drivers,
+    ups_conf_globals,
+)
 from .problems import ConfigProblem
 from .schema import Section, check, load_yaml
 from .users import UserTable, parse_users
@@ -43,6 +50,8 @@ def default_confpath() -> Path:
 class Configuration:
     confpath: Path
     ups: list[UpsSection] = field(default_factory=list)
+    # ups.conf's nutups_socket_drivers: built-in names served from NUT's driver socket instead
+    socket_drivers: frozenset[str] = frozenset()
     upsd: UpsdSettings = field(default_factory=UpsdSettings)
     users: UserTable = field(default_factory=UserTable)
     events: Any = field(default_factory=lambda: _events_config())  # nutups.events.config.EventsConfig
@@ -75,11 +84,11 @@ def _load_yaml(path: Path, problems: list[ConfigProblem], confpath: Path, cfg: C
 
 def _check_driver_options(section: UpsSection, confpath: Path, fn: str) -> list[ConfigProblem]:
     """Build the driver once, without touching hardware: its option errors become problems."""
-    from ..drivers import DRIVERS, DriverError
+    from ..drivers import DriverError, builtin_driver
     from ..state import UpsState
 
     try:
-        DRIVERS[section.driver](UpsState(section.name), section, confpath, statepath=None)  # type: ignore[index]
+        builtin_driver(section.driver)(UpsState(section.name), section, confpath, statepath=None)  # type: ignore[misc]
     except (DriverError, ValueError) as exc:
         return [ConfigProblem(fn, section.line, str(exc))]
     return []
@@ -87,7 +96,12 @@ def _check_driver_options(section: UpsSection, confpath: Path, fn: str) -> list[
 
 def load_configuration(confpath: Path, require_ups_conf: bool = True) -> Configuration:
     """Read ups.conf, upsd.conf, upsd.users and nutups.yaml; collect every problem."""
-    from ..drivers import DRIVERS  # late: drivers import config types
+    from ..drivers import (  # late: drivers import config types
+        DRIVERS,
+        builtin_driver,
+        in_process,
+        known_driver,
+    )
 
     cfg = Configuration(confpath)
     problems = cfg.problems
@@ -98,15 +112,18 @@ def load_configuration(confpath: Path, require_ups_conf: bool = True) -> Configu
     if require_ups_conf or ups_conf.exists():
         cfg.ups, p = parse_ups_conf(ups_conf)
         problems.extend(p)
+        cfg.socket_drivers = socket_drivers(ups_conf_globals(ups_conf))
     for section in cfg.ups:
-        if section.driver and section.driver not in DRIVERS:
+        if section.driver and not known_driver(section.driver) and section.driver not in cfg.socket_drivers:
             problems.append(ConfigProblem(
                 str(ups_conf), section.line,
-                f"[{section.name}]: unknown driver {section.driver!r} (nutups has: {', '.join(sorted(DRIVERS))})",
+                f"[{section.name}]: unknown driver {section.driver!r} (nutups has: {', '.join(sorted(DRIVERS))}; "
+                "any NUT driver installed in /lib/nut is read over its socket)",
             ))
-        if section.driver in DRIVERS:
-            problems.extend(_check_driver_options(section, confpath, str(ups_conf)))
-        if section.driver == "dummy-ups" and section.port:
+        if not in_process(section.driver, cfg.socket_drivers):
+            continue
+        problems.extend(_check_driver_options(section, confpath, str(ups_conf)))
+        if builtin_driver(section.driver) is DRIVERS["dummy-ups"] and section.port:
             dev = Path(section.port) if os.path.isabs(section.port) else confpath / section.port
             if not dev.exists():
                 problems.append(ConfigProblem(str(ups_conf), section.line,

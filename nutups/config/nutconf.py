@@ -39,6 +39,7 @@ class UpsdSettings:
     statepath: str | None = None
     certfile: str | None = None
     client_timeout: float = DEFAULT_CLIENT_TIMEOUT
+    allow_no_device: bool = False  # upsd.conf ALLOW_NO_DEVICE: `nutups upsd` may start with no UPS
 
     def listen_addresses(self) -> list[tuple[str, int]]:
         return self.listen or list(DEFAULT_LISTEN)
@@ -54,6 +55,35 @@ def _read(path: Path, problems: list[ConfigProblem], required: bool) -> bytes | 
     except OSError as exc:
         problems.append(ConfigProblem(str(path), None, f"cannot read: {exc.strerror}"))
         return None
+
+
+# Global settings of ups.conf that nutups reads (see ups_conf_globals); NUT's drivers ignore
+# globals they do not know, which is why nutups' own choices live here and not in a section.
+UPS_GLOBALS_READ = {"user", "nutups_socket_drivers"}
+
+
+def socket_drivers(ups_globals: dict[str, str]) -> frozenset[str]:
+    """`nutups_socket_drivers = dummy-ups ...`: drivers nutups has built in that the user wants
+    served from NUT's own driver's socket instead (names separated by spaces or commas)."""
+    return frozenset(ups_globals.get("nutups_socket_drivers", "").replace(",", " ").split())
+
+
+def ups_conf_globals(path: Path) -> dict[str, str]:
+    """The settings before the first [section] (lower-case keys); unreadable file: none."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return {}
+    out: dict[str, str] = {}
+    for _lineno, line in read_config_lines(data):
+        if line.error or not line.words:
+            continue
+        words = line.words
+        if words[0].startswith("["):
+            break
+        if len(words) >= 3 and words[1] == "=":
+            out[words[0].lower()] = words[2]
+    return out
 
 
 def parse_ups_conf(path: Path) -> tuple[list[UpsSection], list[ConfigProblem]]:
@@ -101,8 +131,9 @@ def parse_ups_conf(path: Path) -> tuple[list[UpsSection], list[ConfigProblem]]:
             problems.append(ConfigProblem(fn, lineno, f"expected 'key = value', got {' '.join(words)!r}"))
             continue
         if current is None:
-            problems.append(ConfigProblem(fn, lineno, f"{key} (before the first [section]) is accepted "
-                                                      "and ignored by nutups", True))
+            if key.lower() not in UPS_GLOBALS_READ:
+                problems.append(ConfigProblem(fn, lineno, f"{key} (before the first [section]) is accepted "
+                                                          "and ignored by nutups", True))
             continue
         k = key.lower()
         if k == "driver":
@@ -116,7 +147,7 @@ def parse_ups_conf(path: Path) -> tuple[list[UpsSection], list[ConfigProblem]]:
     for section in sections:
         if not section.driver:
             problems.append(ConfigProblem(fn, section.line, f"[{section.name}]: no driver"))
-        if section.port is None and section.driver not in (None, "x120x"):
+        if section.port is None and section.driver not in (None, "x120x", "nutups-x120x"):
             problems.append(ConfigProblem(fn, section.line, f"[{section.name}]: no port"))
     return sections, problems
 
@@ -215,6 +246,10 @@ def parse_upsd_conf(path: Path) -> tuple[UpsdSettings, list[ConfigProblem]]:
                 settings.statepath = args[0]
             else:
                 settings.certfile = args[0]
+        elif key == "ALLOW_NO_DEVICE" and len(args) == 1:
+            # upsd.c: "true", "yes" or a non-zero number
+            settings.allow_no_device = args[0].lower() in ("true", "yes") or args[0].lstrip("-").isdigit() \
+                and int(args[0]) != 0
         elif key in ("ALLOW_NO_DEVICE", "DISABLE_WEAK_SSL", "DEBUG_MIN", "CERTPATH", "CERTIDENT",
                      "CERTREQUEST", "ALLOW_NOT_ALL_LISTENERS", "TRACKINGDELAY"):
             problems.append(ConfigProblem(fn, lineno, f"{key} is accepted and ignored by nutups", True))

@@ -1,0 +1,399 @@
+"""Runs one of our drivers as a standalone NUT driver process, serving NUT's driver socket.
+
+`nutups driver -a NAME` (or an executable named like a NUT driver, `nutups-x120x`,
+`nutups-dummy-ups`) reads the section NAME of ups.conf in NUT_CONFPATH, runs our
+driver for it, and serves `<STATEPATH>/<driver>-<NAME>` exactly as NUT's drivers
+do (drivers/main.c, drivers/dstate.c), so that the stock upsd, upsdrvctl and
+upsmon work with it unchanged.  The protocol itself is in nut/sockproto.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import logging
+import os
+import pwd
+import signal
+import sys
+from pathlib import Path
+
+from . import __version__
+from .config.nutconf import parse_ups_conf, ups_conf_globals
+from .drivers import DRIVERS, Driver, DriverError
+from .nut import sockproto
+from .state import CommandResult, UpsState
+
+log = logging.getLogger("nutups.driver")
+
+NUT_CONFPATH = "/etc/nut"  # Debian's compiled-in paths (strings /lib/nut/dummy-ups)
+NUT_STATEPATH = "/run/nut"
+RESTART_DELAY = 5.0
+# ups.conf driver names this host runs, and which of our drivers each one is.
+HOSTED = {"nutups-x120x": "x120x", "nutups-dummy-ups": "dummy-ups", "x120x": "x120x", "dummy-ups": "dummy-ups"}
+
+
+class DriverSocketServer:
+    """The driver's end of the socket: any number of upsd connections, each answered
+    and kept up to date with every change of the state."""
+
+    def __init__(self, state: UpsState, path: Path) -> None:
+        self.state = state
+        self.path = path
+        self.writers: dict[asyncio.StreamWriter, bool] = {}  # writer -> wants broadcasts
+        self._server: asyncio.AbstractServer | None = None
+        self._vars: dict[str, None] = {}  # changed since the last flush, in order
+        self._cmds: dict[str, None] = {}
+        self._flush_scheduled = False
+        self._formatter = sockproto.ChangeFormatter()
+        self._stale = True
+        self._tasks: set[asyncio.Task] = set()
+        state.on_change(self._on_change)
+        state.on_publish(self._on_publish)
+
+    async def start(self) -> None:
+        try:
+            self.path.unlink()  # a socket left by a crashed driver (NUT drivers do the same)
+        except FileNotFoundError:
+            pass
+        self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
+        os.chmod(self.path, 0o660)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self.writers):
+            writer.close()
+        try:
+            self.path.unlink()
+        except OSError:
+            pass
+
+    # --- pushed updates (dstate.c send_to_all) ---------------------------------
+
+    def _on_change(self, kind: str, key: str) -> None:
+        (self._vars if kind == "var" else self._cmds)[key] = None
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Send what changed since the last flush: one write per connection."""
+        self._flush_scheduled = False
+        if not self._vars and not self._cmds:
+            return
+        data = self._formatter.changes(self.state, self._vars, self._cmds)
+        self._vars.clear()
+        self._cmds.clear()
+        self._broadcast(data)
+
+    def _on_publish(self, state: UpsState) -> None:
+        # DATAOK/DATASTALE only on a change, as dstate_dataok()/dstate_datastale() do;
+        # a quiet driver is kept alive by upsd's PING.
+        self.flush()
+        stale = state.stale
+        if stale != self._stale:
+            self._stale = stale
+            self._broadcast(b"DATASTALE\n" if stale else b"DATAOK\n")
+
+    def _broadcast(self, data: bytes) -> None:
+        for writer, wanted in list(self.writers.items()):
+            if wanted and not writer.is_closing():
+                writer.write(data)
+
+    # --- one upsd connection -----------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers[writer] = True
+        lines = sockproto.LineReader()
+        try:
+            while data := await reader.read(65536):
+                for words in lines.feed(data):
+                    self._request(sockproto.parse_request(words), writer)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self.writers.pop(writer, None)
+            writer.close()
+
+    def _request(self, req: sockproto.Request, writer: asyncio.StreamWriter) -> None:
+        if req.kind == "PING":
+            writer.write(b"PONG\n")
+        elif req.kind == "DUMPALL":
+            self.flush()  # the others get what is pending; this one gets it in the dump
+            writer.write(sockproto.format_dump(self.state, self.state.stale))
+            self._formatter.remember(self.state)
+        elif req.kind == "BROADCAST":
+            self.writers[writer] = req.on
+        elif req.kind == "GETPID":
+            writer.write(f"PID {os.getpid()}\n".encode())
+        elif req.kind in ("INSTCMD", "SET"):
+            task = asyncio.get_running_loop().create_task(self._command(req, writer))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            log.warning("unknown command on the driver socket: %s", " ".join(req.words))
+
+    async def _command(self, req: sockproto.Request, writer: asyncio.StreamWriter) -> None:
+        st = self.state
+        handler = st.instcmd_handler if req.kind == "INSTCMD" else st.setvar_handler
+        result = CommandResult.UNKNOWN
+        if handler is not None:
+            try:
+                outcome = handler(req.name, req.value)
+                result = await outcome if inspect.isawaitable(outcome) else outcome
+            except Exception as exc:  # a driver bug must not take the socket down
+                log.error("%s %s failed: %s", req.kind, req.name, exc)
+                result = CommandResult.FAILED
+        if result is CommandResult.UNKNOWN:
+            log.warning("%s: unknown %s [%s]", req.kind.lower(), "command" if req.kind == "INSTCMD" else
+                        "variable", req.name)
+        self.flush()  # the change a SET made goes out before its TRACKING answer, as in dstate.c
+        if req.tracking is not None and not writer.is_closing():
+            writer.write(sockproto.format_tracking(req.tracking, result))
+
+
+# --- the process: NUT driver command line, pid file, privileges -------------------------
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, add_help=False,
+                                description="Runs a nutups driver as a NUT driver (drivers/main.c's options).")
+    p.add_argument("-a", dest="ups", metavar="ID", help="autoconfig using ups.conf section ID")
+    p.add_argument("-D", dest="debug", action="count", default=0, help="raise debugging level (stay foreground)")
+    p.add_argument("-F", dest="foreground", action="count", default=0, help="stay foregrounded")
+    p.add_argument("-B", dest="background", action="store_true", help="stay backgrounded even with -D")
+    p.add_argument("-u", dest="user", metavar="USER", help="switch to USER (if started as root)")
+    p.add_argument("-g", dest="group", metavar="GROUP", help="accepted for NUT compatibility")
+    p.add_argument("-x", dest="extra", action="append", default=[], metavar="VAR=VAL",
+                   help="set driver variable VAR to VAL (overrides ups.conf)")
+    p.add_argument("-k", dest="kill", action="store_true", help="force shutdown (where the driver can)")
+    p.add_argument("-c", dest="command", choices=("reload", "exit"),
+                   help="send a command to the running driver of -a ID (via its pid file)")
+    p.add_argument("-P", dest="pid", type=int, help="with -c: signal this PID instead of the pid file's")
+    p.add_argument("-q", dest="quiet", action="count", default=0, help="raise log level threshold")
+    p.add_argument("-r", dest="chroot", metavar="DIR", help="accepted; nutups does not chroot")
+    p.add_argument("-i", dest="interval", metavar="SEC", help="poll interval (pollinterval)")
+    p.add_argument("-V", dest="version", action="store_true", help="print version, then exit")
+    p.add_argument("-h", dest="help", action="store_true", help="display this help")
+    return p
+
+
+def _die(prog: str, message: str, code: int = 1) -> int:
+    print(f"{prog}: {message}", file=sys.stderr)
+    return code
+
+
+def _statepath() -> Path:
+    return Path(os.environ.get("NUT_STATEPATH") or NUT_STATEPATH)
+
+
+def _confpath() -> Path:
+    return Path(os.environ.get("NUT_CONFPATH") or NUT_CONFPATH)
+
+
+def _target_user(requested: str | None, ups_globals: dict[str, str]) -> pwd.struct_passwd | None:
+    """Who the driver runs as: -u, else ups.conf's `user`, else NUT's default `nut` (only as root)."""
+    if os.geteuid() != 0:
+        return None
+    name = requested or ups_globals.get("user") or "nut"
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        if requested or ups_globals.get("user"):
+            raise DriverError(f"user {name!r} does not exist") from None
+        return None
+
+
+def _become(user: pwd.struct_passwd | None) -> None:
+    if user is None:
+        return
+    os.setgroups(os.getgrouplist(user.pw_name, user.pw_gid))
+    os.setgid(user.pw_gid)
+    os.setuid(user.pw_uid)
+
+
+def _signal_running(pidfile: Path, pid: int | None, command: str, prog: str) -> int:
+    if pid is None:
+        try:
+            pid = int(pidfile.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return _die(prog, f"cannot read a pid from {pidfile}: is the driver running?")
+    try:
+        os.kill(pid, signal.SIGHUP if command == "reload" else signal.SIGTERM)
+    except ProcessLookupError:
+        return _die(prog, f"no process {pid} (from {pidfile})")
+    except PermissionError:
+        return _die(prog, f"not allowed to signal process {pid}")
+    return 0
+
+
+def _setup_logging(debug: int, quiet: int, background: bool) -> None:
+    root = logging.getLogger()
+    if background and Path("/dev/log").exists():
+        from logging.handlers import SysLogHandler
+
+        handler: logging.Handler = SysLogHandler(address="/dev/log")
+        handler.setFormatter(logging.Formatter("%(name)s[%(process)d]: %(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
+
+
+def _daemonize() -> int:
+    """Fork; the parent waits until the child's socket is up (or it failed) and exits with its
+    status, as a NUT driver backgrounds once it is ready. Returns the write end for the child."""
+    read_fd, write_fd = os.pipe()
+    if os.fork() > 0:
+        os.close(write_fd)
+        status = os.read(read_fd, 1)
+        os._exit(0 if status == b"0" else 1)
+    os.close(read_fd)
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):  # upsdrvctl (and whoever started us) must not wait on our output
+        os.dup2(devnull, fd)
+    return write_fd
+
+
+def main(argv: list[str] | None = None, prog: str | None = None, driver_kind: str | None = None) -> int:
+    """A NUT driver's main(): `driver_kind` is the driver an executable stands for (None:
+    the one ups.conf names)."""
+    prog = prog or Path(sys.argv[0]).name
+    parser = build_parser(prog)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    if args.help:
+        parser.print_help()
+        return 0
+    if args.version:
+        print(f"Network UPS Tools - nutups driver host {__version__}")
+        return 0
+    if not args.ups:
+        return _die(prog, "give the UPS with -a <id> (a section of ups.conf)")
+    confpath, statepath = _confpath(), _statepath()
+    sections, problems = parse_ups_conf(confpath / "ups.conf")
+    ups_globals = ups_conf_globals(confpath / "ups.conf")
+    section = next((s for s in sections if s.name == args.ups), None)
+    if section is None:
+        if problems and not (confpath / "ups.conf").exists():
+            return _die(prog, f"{confpath / 'ups.conf'}: file not found (set NUT_CONFPATH)")
+        return _die(prog, f"no section [{args.ups}] in {confpath / 'ups.conf'}")
+    progname = section.driver or prog  # upsd looks for <STATEPATH>/<driver>-<ups>
+    kind = driver_kind or HOSTED.get(progname)
+    if kind not in DRIVERS:
+        return _die(prog, f"[{section.name}] driver = {section.driver}: not a nutups driver "
+                          f"(nutups runs: {', '.join(sorted(HOSTED))})")
+    pidfile = statepath / f"{progname}-{section.name}.pid"
+    if args.command:
+        return _signal_running(pidfile, args.pid, args.command, prog)
+    for item in args.extra:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            return _die(prog, f"-x {item}: expected VAR=VAL")
+        section.options[key.lower()] = value
+    if args.interval:
+        section.options["pollinterval"] = args.interval
+    _setup_logging(args.debug, args.quiet, background=False)
+    state = UpsState(section.name, section.desc, maxage=float("inf"))
+    try:
+        driver = DRIVERS[kind](state, section, confpath, statepath=statepath)
+    except (DriverError, ValueError) as exc:
+        return _die(prog, str(exc))
+    if args.kill:
+        return _shutdown(prog, driver)
+    try:
+        user = _target_user(args.user, ups_globals)
+    except DriverError as exc:
+        return _die(prog, str(exc))
+    foreground = (args.foreground or args.debug) and not args.background
+    ready_fd = None if foreground else _daemonize()
+    if ready_fd is not None:
+        _setup_logging(args.debug, args.quiet, background=True)
+    try:
+        code = asyncio.run(_run(driver, state, statepath / f"{progname}-{section.name}", pidfile, user,
+                                ready_fd))
+    except KeyboardInterrupt:
+        code = 0
+    return code
+
+
+def _shutdown(prog: str, driver: Driver) -> int:
+    """-k: NUT's upsdrv_shutdown. Neither the HAT nor dummy-ups has a command that cuts power."""
+    return _die(prog, f"-k: the {driver.name} driver cannot switch the UPS off; nothing was done")
+
+
+def _ready(fd: int | None, ok: bool) -> None:
+    if fd is not None:
+        os.write(fd, b"0" if ok else b"1")
+        os.close(fd)
+
+
+async def _run(driver: Driver, state: UpsState, sock: Path, pidfile: Path, user, ready_fd: int | None) -> int:
+    server = DriverSocketServer(state, sock)
+    try:
+        if user is not None and os.geteuid() == 0:
+            _become(user)  # as NUT's drivers: the socket and pid file then belong to the user
+        await server.start()
+        pidfile.write_text(f"{os.getpid()}\n")
+    except OSError as exc:
+        log.error("cannot serve %s: %s", sock, exc.strerror or exc)
+        _ready(ready_fd, False)
+        return 1
+    _ready(ready_fd, True)
+    log.info("%s: serving [%s] on %s", driver.name, state.name, sock)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: log.info("reload: nutups drivers read ups.conf when "
+                                                            "they start; restart the driver to apply changes"))
+    runner = loop.create_task(_supervise(driver))
+    stopper = loop.create_task(stop.wait())
+    await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    if runner.done():
+        code = runner.result()
+    runner.cancel()
+    stopper.cancel()
+    await asyncio.gather(runner, stopper, return_exceptions=True)
+    await server.close()
+    try:
+        pidfile.unlink()
+    except OSError:
+        pass
+    return code
+
+
+async def _supervise(driver: Driver) -> int:
+    """Run the driver; restart it after a crash; stop (exit 1) on a configuration error."""
+    while True:
+        try:
+            await driver.run()
+            return 0
+        except DriverError as exc:
+            log.error("%s", exc)
+            return 1
+        except Exception:
+            log.exception("driver crashed; restarting in %.0f s", RESTART_DELAY)
+            driver.state.connected = False
+            driver.state.data_stale("driver restarting")
+            await asyncio.sleep(RESTART_DELAY)
+
+
+def x120x_main() -> None:
+    """The `nutups-x120x` executable (driver = nutups-x120x in ups.conf)."""
+    sys.exit(main(driver_kind="x120x"))
+
+
+def dummy_ups_main() -> None:
+    """The `nutups-dummy-ups` executable (driver = nutups-dummy-ups in ups.conf)."""
+    sys.exit(main(driver_kind="dummy-ups"))
+
+
+__all__ = ["DriverSocketServer", "main"]

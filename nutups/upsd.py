@@ -1,0 +1,162 @@
+"""`nutups upsd`: a drop-in for NUT's upsd, with its command line, that serves only NUT drivers' sockets.
+
+It behaves as upsd 2.8.0 (server/upsd.c main()): configuration from NUT_CONFPATH
+(default /etc/nut), sockets and pid file in NUT_STATEPATH or upsd.conf's STATEPATH
+(default /run/nut); it refuses to start without ups.conf, or with no UPS in it
+unless upsd.conf says ALLOW_NO_DEVICE; every UPS is read from its driver's socket
+(no built-in driver, no simulator), so it can stand in for /usr/sbin/upsd.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import pwd
+import signal
+import sys
+from pathlib import Path
+
+from . import __version__
+
+log = logging.getLogger("nutups.upsd")
+
+NUT_CONFPATH = "/etc/nut"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="upsd", add_help=False, description="Network server for UPS data (nutups).")
+    p.add_argument("-c", dest="command", choices=("reload", "stop"),
+                   help="send <command> via signal to the background process (reload, stop)")
+    p.add_argument("-P", dest="pid", type=int, help="send the signal above to PID (bypassing the PID file)")
+    p.add_argument("-D", dest="debug", action="count", default=0, help="raise debugging level (stay foreground)")
+    p.add_argument("-F", dest="foreground", action="count", default=0,
+                   help="stay foregrounded (-FF: and still save the PID file)")
+    p.add_argument("-B", dest="background", action="store_true", help="stay backgrounded even with -D")
+    p.add_argument("-h", dest="help", action="store_true", help="display this help")
+    p.add_argument("-r", dest="chroot", metavar="DIR", help="accepted; nutups does not chroot")
+    p.add_argument("-q", dest="quiet", action="count", default=0, help="raise log level threshold")
+    p.add_argument("-u", dest="user", metavar="USER", help="switch to USER (if started as root)")
+    p.add_argument("-V", dest="version", action="store_true", help="display the version of this software")
+    p.add_argument("-4", dest="ipv4", action="store_true", help="IPv4 only")
+    p.add_argument("-6", dest="ipv6", action="store_true", help="IPv6 only")
+    return p
+
+
+def _fatal(message: str) -> int:
+    print(f"upsd: {message}", file=sys.stderr)
+    return 1
+
+
+def _signal(pidfile: Path, pid: int | None, command: str) -> int:
+    if pid is None:
+        try:
+            pid = int(pidfile.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return _fatal(f"cannot read a PID from {pidfile}: is upsd running?")
+    try:
+        os.kill(pid, signal.SIGHUP if command == "reload" else signal.SIGTERM)
+    except ProcessLookupError:
+        return _fatal(f"no process {pid}")
+    except PermissionError:
+        return _fatal(f"not allowed to signal process {pid}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args_parser = build_parser()
+    try:
+        args = args_parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    if args.help:
+        args_parser.print_help()
+        return 0
+    if args.version:
+        print(f"Network UPS Tools upsd (nutups {__version__})")
+        return 0
+    from .cli import setup_logging
+    from .config import load_configuration
+    from .config.nutconf import DEFAULT_PORT
+
+    setup_logging(args.debug)
+    if args.quiet:
+        logging.getLogger().setLevel(logging.WARNING)
+    confpath = Path(os.environ.get("NUT_CONFPATH") or NUT_CONFPATH)
+    cfg = load_configuration(confpath, require_ups_conf=False)
+    statepath = Path(os.environ.get("NUT_STATEPATH") or cfg.upsd.statepath or "/run/nut")
+    pidfile = statepath / "upsd.pid"
+    if args.command:
+        return _signal(pidfile, args.pid, args.command)
+    if not confpath.is_dir():
+        return _fatal(f"configuration directory {confpath} not found (set NUT_CONFPATH)")
+    if not (confpath / "ups.conf").is_file():
+        return _fatal(f"can't open {confpath / 'ups.conf'}: no UPS definitions")
+    for problem in cfg.problems:
+        if "unknown driver" not in problem.message:  # upsd reads any driver's socket
+            (log.warning if problem.warning else log.error)("%s", problem)
+    if not cfg.ups and not cfg.upsd.allow_no_device:
+        return _fatal(f"fatal error: at least one UPS must be defined in {confpath / 'ups.conf'} "
+                      "(or ALLOW_NO_DEVICE true in upsd.conf)")
+    listen = list(dict.fromkeys(cfg.upsd.listen_addresses()))  # NIT's upsd.conf lists one twice
+    if args.ipv4 or args.ipv6:
+        listen = [(h, p) for h, p in listen if (":" in h) == args.ipv6] or \
+                 [("127.0.0.1" if args.ipv4 else "::1", DEFAULT_PORT)]
+    try:
+        user = _target_user(args.user)
+    except KeyError:
+        return _fatal(f"user {args.user!r} does not exist")
+    foreground = (args.foreground or args.debug) and not args.background
+    if not foreground:
+        _daemonize()
+    if user is not None:
+        os.setgroups(os.getgrouplist(user.pw_name, user.pw_gid))
+        os.setgid(user.pw_gid)
+        os.setuid(user.pw_uid)
+    write_pid = not foreground or args.foreground >= 2
+    from .daemon import Daemon
+
+    try:
+        daemon = Daemon(cfg, listen=listen, statepath=statepath, builtin_drivers=False)
+    except (OSError, ValueError) as exc:
+        return _fatal(f"cannot start: {exc}")
+    if write_pid:
+        try:
+            pidfile.write_text(f"{os.getpid()}\n")
+        except OSError as exc:
+            log.warning("cannot write %s: %s", pidfile, exc.strerror)
+    try:
+        asyncio.run(daemon.run_forever())
+    except OSError as exc:
+        return _fatal(f"cannot start: {exc.strerror or exc}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if write_pid:
+            try:
+                pidfile.unlink()
+            except OSError:
+                pass
+    return 0
+
+
+def _target_user(requested: str | None) -> pwd.struct_passwd | None:
+    """-u USER, else NUT's default `nut`; only when started as root."""
+    if os.geteuid() != 0:
+        return None
+    if requested:
+        return pwd.getpwnam(requested)
+    try:
+        return pwd.getpwnam("nut")
+    except KeyError:
+        return None
+
+
+def _daemonize() -> None:
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
