@@ -12,6 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from ci_strict import pytest_runtest_makereport  # noqa: E402,F401  (under CI=true a skip fails)
 from nutprocs import HAVE_REAL_NUT, Nutups, RealNut, make_confdir, nut_tmpdir  # noqa: E402
 
 DDL = Path(__file__).resolve().parents[2] / "shared" / "data" / "nut-ddl"

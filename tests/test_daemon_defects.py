@@ -121,3 +121,43 @@ def test_an_unreachable_plug_is_a_warning_once_then_quiet_until_it_answers():
             loop.call_soon_threadsafe(loop.stop)
             thread.join(10)
             loop.close()
+
+
+def sim_status(d: Served) -> dict:
+    from nutups.hardware.simcontrol import request
+
+    return request(d.statepath / "nutups-ups.sim", {"cmd": "get"})["state"]
+
+
+def test_at_start_the_relay_and_leds_show_the_current_power_state():
+    """Mains is up at start: the relay and the LED are as AC_POWER_RESTORED sets them, without
+    waiting for a mains event (and without logging one)."""
+    mapping = ("outputs: {relay: 24, leds: {green: 27, red: 17}}\nevents:\n"
+               "  AC_POWER_RESTORED: {relay: on, leds: [green, solid]}\n"
+               "  AC_POWER_LOSS: {relay: off, leds: [[green, off], [red, blink]]}\n")
+    with Served(SIM_UPS, files={"nutups.yaml": mapping}) as d:
+        d.wait_log("simulator control socket")
+        outputs = poll_until(lambda: (o := sim_status(d)["outputs"]).get("relay", {}).get("level") and o,
+                             "the relay to be on")
+        assert outputs["relay"] == {"level": 1, "pattern": "on"}
+        assert outputs["green"] == {"level": 1, "pattern": "solid"}
+        assert outputs["red"]["level"] == 0
+        events = d.statepath / "ups_events.log"
+        assert not events.exists() or "AC_POWER_RESTORED" not in events.read_text()
+
+
+def test_a_second_sim_server_that_cannot_bind_leaves_the_first_ones_socket():
+    import subprocess
+    import sys
+
+    with Served(SIM_UPS) as d:
+        d.wait_log("simulator control socket")
+        sock = d.statepath / "nutups-ups.sim"
+        before = sock.stat().st_ino
+        second = subprocess.run([sys.executable, "-m", "nutups.cli", "serve", "--sim", "--confpath", str(d.confdir),
+                                 "--listen", f"127.0.0.1:{d.port}", "--statepath", str(d.statepath)],
+                                capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2, second.stderr
+        assert "cannot start" in second.stderr and "Traceback" not in second.stderr
+        assert sock.stat().st_ino == before
+        assert sim_status(d)["ac"] is True  # the first server's simulator still answers

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -310,3 +311,40 @@ def test_bad_conditions_at_start_are_reported_once():
     d.observe(Snapshot(mains=False, charging=False, dc_out_ok=False))  # the sensor's first reading
     d.observe(Snapshot(mains=False, charging=False, dc_out_ok=False))
     assert kinds(ev) == [EventType.AC_POWER_LOSS, EventType.DC_OUT_LOSS]
+
+
+def test_event_log_completes_short_writes_and_syncs_once_per_burst(tmp_path, monkeypatch):
+    """A write() that takes only part of a line is continued (a full disk raising is an error);
+    a burst of events written in one turn of the loop is flushed to disk with one fsync."""
+    real_write, real_fsync = os.write, os.fsync
+    synced: list[int] = []
+    written_before_sync: list[int] = []
+    log = EventLog(tmp_path / "ev.log")
+
+    def short_write(fd, data):
+        return real_write(fd, bytes(data[:7]))  # a few bytes at a time, as a nearly full disk may
+
+    def counting_fsync(fd):
+        written_before_sync.append(len((tmp_path / "ev.log").read_bytes()))
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "write", short_write)
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+
+    async def burst():
+        for n in range(3):
+            log.append(Event(EventType.AC_POWER_LOSS, "ups", f"burst {n}"))
+        assert synced == []  # not yet: at the end of the burst
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    asyncio.run(burst())
+    assert len(synced) == 1
+    events = list(read_events(tmp_path / "ev.log"))
+    assert [e.message for e in events] == ["burst 0", "burst 1", "burst 2"]
+    assert written_before_sync == [len((tmp_path / "ev.log").read_bytes())]
+    monkeypatch.setattr(os, "write", lambda fd, data: 0)
+    with pytest.raises(OSError):
+        log.append(Event(EventType.AC_POWER_RESTORED, "ups", "disk full"))
+    log.close()

@@ -442,11 +442,14 @@ class X120xDriver(Driver):
         self._init_variables()
         self.state.connected = True
         if self.hardware is not None and self.statepath is not None:
-            from ..hardware.simcontrol import SimControlServer
+            from ..hardware.simcontrol import SimControlServer, SocketInUse
 
             self.control = SimControlServer(self.hardware, self.statepath / f"nutups-{self.section.name}.sim", self)
             self.control.after_change = self.on_control
-            await self.control.start()
+            try:
+                await self.control.start()
+            except SocketInUse as exc:
+                self.log.error("%s", exc)
         try:
             while True:
                 await self.measure_load()

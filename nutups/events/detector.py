@@ -88,12 +88,15 @@ class EventDetector:
 
     The first snapshot sets the baseline silently (no AC_POWER_RESTORED at start),
     except conditions that are already bad (on battery, voltage low, fault), which
-    are reported once.
+    are reported once; for a two-state condition, ``baseline(event type)`` says which
+    event describes the state it starts in, so that outputs can be set to match.
     """
 
-    def __init__(self, ups: str, emit: Callable[[Event], None], thresholds: Thresholds | None = None) -> None:
+    def __init__(self, ups: str, emit: Callable[[Event], None], thresholds: Thresholds | None = None,
+                 baseline: Callable[[EventType], None] = lambda kind: None) -> None:
         self.ups = ups
         self.emit = emit
+        self.baseline = baseline  # the event that describes a condition's good state at its first reading
         self.t = thresholds or Thresholds()
         n = self.t.debounce
         self.mains = _Level(1)  # the PLD edge is debounced in hardware
@@ -178,6 +181,8 @@ class EventDetector:
         changed = level.update(now)
         if first and now is bad:
             changed = now
+        elif first:  # no event, but what depends on this state (a relay, a LED) is set as it says
+            self.baseline(rise[0] if now else fall[0])
         if changed is True:
             self._event(rise[0], rise[1], value, unit)
         elif changed is False:

@@ -69,7 +69,8 @@ class EventEngine:
         self.devices = devices or {}
         self.env = env
         self.clock = clock
-        self.detectors = {s.name: EventDetector(s.name, self.emit, config.thresholds) for s in states}
+        self.detectors = {s.name: EventDetector(s.name, self.emit, config.thresholds, self._baseline)
+                          for s in states}
         self.states = states
         self.extra: dict[str, Any] = {}  # the latest sensor readings
         self._tasks: set[asyncio.Task] = set()
@@ -108,20 +109,33 @@ class EventEngine:
         if actions is not None:
             self._start_actions(event, actions)
 
-    def _start_actions(self, event: Event, actions) -> None:
+    def _baseline(self, kind: EventType) -> None:
+        """At start, the LEDs and the relay show the state the UPS is in (mains up: as after
+        AC_POWER_RESTORED), not all-low until the next event.  No event is logged, no hooks, no
+        plugs and no buzzer: nothing happened."""
+        actions = self.config.actions.get(kind)
+        if actions is None or self.outputs is None or not (actions.leds or actions.relay):
+            return
+        log.info("at start: LEDs and relay as %s says", kind)
+        self._set_outputs(actions, with_buzzer=False)
+
+    def _set_outputs(self, actions, with_buzzer: bool = True) -> None:
         out = self.outputs
-        if out is not None:
-            # GPIO first and synchronously: the line changes before emit() returns
-            for led, pattern in actions.leds:
-                if led in out.lines:
-                    out.play(led, LED_PATTERNS[pattern], pattern)
-            if actions.relay and "relay" in out.lines:
-                out.play("relay", RELAY_STATES[actions.relay], actions.relay)
-                if self.outlets is not None:
-                    self.outlets.relay_changed()
-            if actions.buzzer and "buzzer" in out.lines:
-                if self.outlets is None or self.outlets.buzzer_allowed or actions.buzzer == "off":
-                    out.play("buzzer", BUZZER_PATTERNS[actions.buzzer], actions.buzzer)
+        assert out is not None
+        for led, pattern in actions.leds:
+            if led in out.lines:
+                out.play(led, LED_PATTERNS[pattern], pattern)
+        if actions.relay and "relay" in out.lines:
+            out.play("relay", RELAY_STATES[actions.relay], actions.relay)
+            if self.outlets is not None:
+                self.outlets.relay_changed()
+        if with_buzzer and actions.buzzer and "buzzer" in out.lines:
+            if self.outlets is None or self.outlets.buzzer_allowed or actions.buzzer == "off":
+                out.play("buzzer", BUZZER_PATTERNS[actions.buzzer], actions.buzzer)
+
+    def _start_actions(self, event: Event, actions) -> None:
+        if self.outputs is not None:
+            self._set_outputs(actions)  # GPIO first and synchronously: the line changes before emit() returns
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:

@@ -48,7 +48,7 @@ def handle_request(hat: SimulatedHat, line: bytes) -> tuple[dict, dict[str, Any]
         if kind is None:
             return {"ok": False, "error": f"unknown setting {key!r} (one of {', '.join(SETTABLE)})"}, {}
         if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
-            return {"ok": False, "error": f"{key}: wrong type {type(value).__name__}"}, {}
+            return {"ok": False, "error": f"{key}: {'true or false' if kind is bool else 'a number'}"}, {}
     try:
         hat.set(**changes)
     except ValueError as exc:
@@ -65,17 +65,24 @@ class SimControlServer:
         self.driver = driver
         self.server: asyncio.AbstractServer | None = None
         self.after_change = None  # set by the daemon: refresh the sensors the events read
+        self._inode = 0
 
     async def start(self) -> None:
+        """Listen; a socket left by a server that is gone is replaced, one a live server
+        answers on is left alone (SocketInUse)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if _answers(self.path):
+            raise SocketInUse(f"{self.path} belongs to a running nutups (same --statepath); this one has no "
+                              "simulator control socket, and `nutups sim` reaches the other")
         with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+            self.path.unlink()  # left behind by a server that is gone
         old = os.umask(0o177)
         try:
             self.server = await asyncio.start_unix_server(self._client, path=str(self.path), limit=MAX_LINE)
         finally:
             os.umask(old)
         os.chmod(self.path, 0o600)
+        self._inode = os.stat(self.path).st_ino
         log.info("simulator control socket: %s", self.path)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -121,11 +128,32 @@ class SimControlServer:
             await self.after_change()
 
     async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
+        if self.server is None:
+            return  # never listened: the socket there, if any, is another server's
+        self.server.close()
+        await self.server.wait_closed()
         with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+            if os.stat(self.path).st_ino == self._inode:  # still ours, not a newer server's
+                self.path.unlink()
+
+
+class SocketInUse(OSError):
+    """Another live server owns the control socket's path."""
+
+
+def _answers(path: Path) -> bool:
+    """Does a server accept connections on this Unix socket?"""
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(1.0)
+        try:
+            s.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
+            return False
+        except OSError:
+            return path.exists()  # something is there and it is not ours to remove
+        return True
 
 
 def request(path: Path, message: dict, timeout: float = 10.0) -> dict:
