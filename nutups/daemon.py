@@ -200,7 +200,7 @@ class Daemon:
             self._tasks.append(loop.create_task(self._supervise(name, driver), name=f"driver-{name}"))
         self.bound = await self.server.start()
         self.web = WebService(self.config.web, self.states, self.core, self.engine, self.statepath,
-                              self.event_log_path(), self.certfile)
+                              self.event_log_path(), self.certfile, broker=self.config.events.mqtt)
         await self.web.start()
 
     def reload(self) -> None:
