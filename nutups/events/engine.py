@@ -21,8 +21,6 @@ from .types import Event, EventType
 
 log = logging.getLogger("nutups.events")
 
-EXT5V_MIN = 4.75  # the Pi 5's 5 V input below this: the HAT's output is failing
-
 
 class HostSensors:
     """What the Pi itself reports: its temperature (thermal zone) and its 5 V supply
