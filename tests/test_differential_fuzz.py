@@ -55,9 +55,18 @@ def lines(draw) -> bytes:
 @given(data=st.lists(lines(), min_size=1, max_size=3))
 def test_random_lines_same_as_upsd(pair, data):
     blob = b"".join(data)
-    real = normalize(session(pair.real.port, blob))
     ours = normalize(session(pair.ours.port, blob))
-    assert ours == real, f"request {blob!r}"
+    real = normalize(session(pair.real.port, blob))
+    if ours != real:
+        # upsd handles what one read() returns as a unit (LOGOUT closes after it, a parse
+        # error drops its rest), so a blob that reaches it in two reads can be answered
+        # differently: ours must equal an answer the real upsd gives to the same bytes.
+        answers = {real}
+        for _ in range(4):
+            answers.add(normalize(session(pair.real.port, blob)))
+            if ours in answers:
+                break
+        assert ours in answers, f"request {blob!r}: upsd answered {answers!r}"
 
 
 @settings(max_examples=2000, deadline=None)
