@@ -24,6 +24,7 @@ test: setup
 bench: setup
 	$(PY) bench/bench_server.py
 	$(PY) bench/bench_sim.py
+	$(PY) bench/bench_nutsock.py
 
 lint: setup
 	$(VENV)/bin/ruff check nutups tests bench

@@ -102,7 +102,7 @@ class Daemon:
 
     def _simulated_hat(self):
         for driver in self.drivers.values():
-            hat = getattr(driver, "hardware", None)
+            hat = driver.simulated_hardware
             if hat is not None:
                 return hat
         return None
@@ -186,7 +186,7 @@ class Daemon:
 
             self._tasks.append(loop.create_task(self.engine.outlets.poll(plug_reading), name="outlets"))
         for driver in self.drivers.values():
-            if getattr(driver, "hardware", None) is not None:
+            if driver.simulated_hardware is not None:
                 driver.on_control = self._after_sim_change
         if self.config.shutdown is not None:  # the Pi's own shutdown policy (shutdown: in nutups.yaml)
             runner = shutdown_runner(self.config.shutdown, self.states, self.drivers, self.engine.emit)

@@ -307,6 +307,7 @@ def main(argv: list[str] | None = None, prog: str | None = None, driver_kind: st
         return _die(prog, str(exc))
     if args.kill:
         return _shutdown(prog, driver)
+    outlets = _outlets(confpath, state, driver)
     try:
         user = _target_user(args.user, ups_globals)
     except DriverError as exc:
@@ -317,7 +318,7 @@ def main(argv: list[str] | None = None, prog: str | None = None, driver_kind: st
         _setup_logging(args.debug, args.quiet, background=True)
     try:
         code = asyncio.run(_run(driver, state, statepath / f"{progname}-{section.name}", pidfile, user,
-                                ready_fd))
+                                ready_fd, outlets))
     except KeyboardInterrupt:
         code = 0
     return code
@@ -334,7 +335,41 @@ def _ready(fd: int | None, ok: bool) -> None:
         os.close(fd)
 
 
-async def _run(driver: Driver, state: UpsState, sock: Path, pidfile: Path, user, ready_fd: int | None) -> int:
+def _outlets(confpath: Path, state: UpsState, driver: Driver):
+    """The relay and smart plugs of nutups.yaml (beside ups.conf) as outlet.N with their
+    commands, as `nutups serve` offers them: so that upscmd through upsd switches them."""
+    from .config import load_configuration
+    from .events.devices import MqttSettings, make_device
+    from .events.outlets import Outlets
+    from .events.outputs import Outputs
+    from .hardware.gpio import GpioError, import_gpiod
+
+    if not (confpath / "nutups.yaml").exists():
+        return None
+    cfg = load_configuration(confpath, require_ups_conf=False)
+    yaml_file = str(confpath / "nutups.yaml")
+    for problem in cfg.problems:
+        if problem.file == yaml_file:
+            (log.warning if problem.warning else log.error)("%s", problem)
+    ev = cfg.events
+    if ev.relay is None and not ev.devices:
+        return None
+    outputs = None
+    if ev.relay is not None:
+        hat = driver.simulated_hardware
+        try:
+            gpiod = hat.gpio if hat is not None else import_gpiod()
+            outputs = Outputs(gpiod, {"relay": ev.relay}, chip_paths=["/dev/gpiochip0"] if hat else None)
+        except GpioError as exc:
+            log.warning("relay: %s; no relay outlet", exc)
+    devices = {name: make_device(dc, MqttSettings(**ev.mqtt), ev.action_timeout) for name, dc in ev.devices.items()}
+    if outputs is None and not devices:
+        return None
+    return Outlets(state, outputs, devices, ev.device_poll)
+
+
+async def _run(driver: Driver, state: UpsState, sock: Path, pidfile: Path, user, ready_fd: int | None,
+               outlets=None) -> int:
     server = DriverSocketServer(state, sock)
     try:
         if user is not None and os.geteuid() == 0:
@@ -355,13 +390,14 @@ async def _run(driver: Driver, state: UpsState, sock: Path, pidfile: Path, user,
                                                             "they start; restart the driver to apply changes"))
     runner = loop.create_task(_supervise(driver))
     stopper = loop.create_task(stop.wait())
+    extra = [loop.create_task(outlets.poll())] if outlets is not None and outlets.devices else []
     await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
     code = 0
     if runner.done():
         code = runner.result()
-    runner.cancel()
-    stopper.cancel()
-    await asyncio.gather(runner, stopper, return_exceptions=True)
+    for task in (runner, stopper, *extra):
+        task.cancel()
+    await asyncio.gather(runner, stopper, *extra, return_exceptions=True)
     await server.close()
     try:
         pidfile.unlink()

@@ -209,7 +209,8 @@ ADMIN = "[admin]\n password = adminpass\n actions = SET\n instcmds = ALL\n" \
 @pytest.fixture()
 def x120x_upsd():
     need_nut()
-    confdir = make_confdir(nut_tmpdir(), X120X_CONF, "", ADMIN)
+    # the relay of nutups.yaml becomes outlet.1, switched with upscmd (here: the simulator's GPIO 24)
+    confdir = make_confdir(nut_tmpdir(), X120X_CONF, "", ADMIN, files={"nutups.yaml": "outputs:\n  relay: 24\n"})
     real = RealNut(confdir, driver=[str(HOST_X120X)], driver_name="nutups-x120x").start(["hat"])
     yield real, confdir
     real.stop()
@@ -231,6 +232,10 @@ def test_upsc_upsrw_upscmd_reach_our_driver(x120x_upsd):
     assert "Option: \"0-100\"" in _nut("upsrw", ups)
     assert "ERR INVALID-VALUE" in _nut("upsrw", "-s", "battery.charge.low=300", "-u", "admin", "-p",
                                        "adminpass", ups)
+    assert "outlet.1.load.on" in _nut("upscmd", "-l", ups)
+    for command, status in (("outlet.1.load.on", "on"), ("outlet.1.load.off", "off")):
+        assert "SUCCESS" in _nut("upscmd", "-u", "admin", "-p", "adminpass", "-w", ups, command)
+        assert _nut("upsc", ups, "outlet.1.status").splitlines()[0] == status
 
 
 @pytest.mark.skipif(not (UPSMON.exists() and shutil.which("unshare") and os.geteuid() == 0),

@@ -54,6 +54,11 @@ class Driver:
     async def run(self) -> None:
         raise NotImplementedError
 
+    @property
+    def simulated_hardware(self):
+        """The simulated HAT this driver runs on (its GPIO stands in for the Pi's), or None."""
+        return None
+
     def instcmd(self, command: str, param: str | None) -> CommandResult | Awaitable[CommandResult]:
         return CommandResult.UNKNOWN
 

@@ -394,6 +394,10 @@ class X120xDriver(Driver):
     def instcmd(self, command: str, param: str | None) -> CommandResult:
         return CommandResult.UNKNOWN
 
+    @property
+    def simulated_hardware(self):
+        return self.hardware
+
     def speed(self) -> float:
         return getattr(getattr(self.hardware, "clock", None), "speed", 1.0) or 1.0
 
