@@ -5,6 +5,8 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import shutil
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,7 @@ class Machine:
     open_bus: Callable[[int], Any] | None = None  # -> an smbus2.SMBus-like object
     gpiod: Any = None
     gpiochips: list[str] | None = None
+    path: str | None = None  # where to look for rpi-eeprom-config (default: $PATH)
 
 
 def _groups(user: str) -> set[str]:
@@ -123,17 +126,82 @@ def run_checks(machine: Machine, bus: int = 1, address: int = DEFAULT_ADDRESS) -
         i2c_on = any(ln in ("dtparam=i2c_arm=on", "dtparam=i2c=on") for ln in lines)
         checks.append(Check(f"{config}: dtparam=i2c_arm=on", i2c_on, "present" if i2c_on else "missing",
                             "" if i2c_on else f"add dtparam=i2c_arm=on to {config}, reboot"))
-        pld = any(ln.startswith("gpio=6=ip") for ln in lines)
-        checks.append(Check(f"{config}: gpio=6=ip,pu", pld, "present" if pld else "missing",
-                            "" if pld else f"add gpio=6=ip,pu to {config} (PLD readable from boot), reboot"))
+        checks.append(_pld_pull_up(config, lines))
         overlay = [ln for ln in lines if ln.startswith("dtoverlay=") and "max1704" in ln]
         checks.append(Check("no kernel gauge overlay", not overlay, overlay[0] if overlay else "none",
                             f"remove '{overlay[0]}' from {config}: the kernel driver owns the gauge" if overlay else ""))
+    checks.append(_power_off_on_halt(machine))
     bound = machine.sys / "bus" / "i2c" / "drivers" / "max17040"
     if bound.exists():
         checks.append(Check("gauge not bound to a kernel driver", False,
                             f"{bound} exists", "remove the max17040 overlay and reboot"))
     return checks
+
+
+GPIO_PULLS = {"pu": "pull-up", "pd": "pull-down", "pn": "no pull", "np": "no pull"}
+
+
+def _pld_pull_up(config: Path, lines: list[str]) -> Check:
+    """The PLD line (GPIO6) needs a pull-up from boot: floating, it reads mains lost or
+    present at random, and the Pi shuts down or boots in a loop.  config.txt's
+    `gpio=PINS=OPTIONS` (pins: 6, 4-7 or 2,6; options: ip, op, pu, pd, pn/np, ...):
+    the last line that names GPIO6 and a pull decides."""
+    name = f"{config}: pull-up on GPIO6 (PLD)"
+    fix = f"add gpio=6=ip,pu to {config} (PLD pulled up from boot), reboot"
+    pull = None
+    for ln in lines:
+        key, _, rest = ln.partition("=")
+        pins, _, options = rest.partition("=")
+        if key != "gpio" or not options:
+            continue
+        if 6 not in _pins(pins):
+            continue
+        for option in options.split(","):
+            if option in GPIO_PULLS:
+                pull = option
+    if pull == "pu":
+        return Check(name, True, "present")
+    if pull is None:
+        return Check(name, False, "no gpio= line pulls GPIO6 up", fix)
+    return Check(name, False, f"GPIO6 has {GPIO_PULLS[pull]}", fix)
+
+
+def _pins(text: str) -> set[int]:
+    pins: set[int] = set()
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        try:
+            pins.update(range(int(low), int(high or low) + 1))
+        except ValueError:
+            continue
+    return pins
+
+
+def _power_off_on_halt(machine: Machine) -> Check:
+    """A Pi 4/5 that halts with POWER_OFF_ON_HALT=0 keeps drawing power (its PMIC stays on),
+    so the X120X never cuts its output, drains the battery, and misses the mains edge that
+    would have powered the Pi up again.  Read with `rpi-eeprom-config` (no arguments: the
+    bootloader's configuration)."""
+    name = "EEPROM POWER_OFF_ON_HALT=1"
+    fix = "sudo rpi-eeprom-config --edit, set POWER_OFF_ON_HALT=1, reboot"
+    exe = shutil.which("rpi-eeprom-config", path=machine.path)
+    if exe is None:
+        return Check(name, None, "not checkable: no rpi-eeprom-config here (Raspberry Pi OS on a Pi 4 or 5 has it)")
+    try:
+        proc = subprocess.run([exe], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Check(name, None, f"not checkable: rpi-eeprom-config: {getattr(exc, 'strerror', None) or exc}")
+    if proc.returncode != 0:
+        why = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        return Check(name, None, f"not checkable: rpi-eeprom-config: {why}")
+    value = None
+    for ln in proc.stdout.splitlines():
+        key, sep, v = ln.split("#", 1)[0].strip().partition("=")
+        if sep and key.strip() == "POWER_OFF_ON_HALT":
+            value = v.strip()
+    if value == "1":
+        return Check(name, True, "set")
+    return Check(name, False, "not set (the default is 0)" if value is None else f"POWER_OFF_ON_HALT={value}", fix)
 
 
 def hat_absent(checks: list[Check]) -> bool:

@@ -23,21 +23,24 @@ pytestmark = pytest.mark.skipif(
 TIMEOUT = 60.0
 
 
-def upsmon_conf(port: int, role: str, user: str, password: str, out: Path) -> str:
-    cmd = f"/bin/sh -c 'echo {role} >> {out}/order'"
+def upsmon_conf(port: int, role: str, user: str, password: str, out: Path, name: str | None = None,
+                shutdowncmd: str | None = None, deadtime: int = 15, pollfreqalert: int = 1,
+                hostsync: int = 15) -> str:
+    """SHUTDOWNCMD appends ``name`` (default: the role) to out/order, unless given."""
+    cmd = shutdowncmd or f"/bin/sh -c 'echo {name or role} >> {out}/order'"
     return f"""\
 RUN_AS_USER root
 MONITOR ups@127.0.0.1:{port} 1 {user} {password} {role}
 MINSUPPLIES 1
 SHUTDOWNCMD "{cmd}"
 POLLFREQ 1
-POLLFREQALERT 1
-HOSTSYNC 15
-DEADTIME 15
+POLLFREQALERT {pollfreqalert}
+HOSTSYNC {hostsync}
+DEADTIME {deadtime}
 FINALDELAY 0
 RBWARNTIME 43200
 NOCOMMWARNTIME 300
-POWERDOWNFLAG {out}/killpower-{role}
+POWERDOWNFLAG {out}/killpower-{name or role}
 """
 
 
