@@ -24,6 +24,7 @@ from .nut.protocol import ServerCore
 from .nut.server import NutServer
 from .shutdown.runner import shutdown_runner
 from .state import UpsState
+from .web.service import WebService
 
 log = logging.getLogger("nutups")
 
@@ -99,6 +100,8 @@ class Daemon:
         self._tasks: list[asyncio.Task] = []
         self.bound: list[tuple[str, int]] = []
         self.engine: EventEngine | None = None
+        self.certfile = certfile
+        self.web: WebService | None = None
 
     def _simulated_hat(self):
         for driver in self.drivers.values():
@@ -195,6 +198,9 @@ class Daemon:
         for name, driver in self.drivers.items():
             self._tasks.append(loop.create_task(self._supervise(name, driver), name=f"driver-{name}"))
         self.bound = await self.server.start()
+        self.web = WebService(self.config.web, self.states, self.core, self.engine, self.statepath,
+                              self.event_log_path(), self.certfile)
+        await self.web.start()
 
     def reload(self) -> None:
         """SIGHUP, as upsd: read upsd.users again (and the event mapping of nutups.yaml).
@@ -234,6 +240,8 @@ class Daemon:
             task.cancel()
         stages = [("drivers", asyncio.gather(*self._tasks, return_exceptions=True)),
                   ("NUT server", self.server.close())]
+        if self.web is not None:
+            stages.append(("dashboard", self.web.stop()))
         if self.engine is not None:
             stages.append(("events", self.engine.close()))
         for name, stage in stages:

@@ -70,6 +70,7 @@ class UpsState:
         self.instcmd_handler: CommandHandler | None = None
         self.setvar_handler: CommandHandler | None = None
         self._publish_listeners: list[Callable[[UpsState], None]] = []
+        self.read_errors = 0  # readings the driver could not make (data_stale calls), for /metrics
         self._change_listeners: list[Callable[[str, str], None]] = []
 
     @property
@@ -150,13 +151,17 @@ class UpsState:
 
     def data_stale(self, reason: str) -> None:
         """The driver cannot read the device (upsd's DATASTALE)."""
+        self.read_errors += 1
         if self._stale_reason is None:
             self.version += 1
         self._stale_reason = reason
         self._published()
 
     def on_publish(self, listener: Callable[[UpsState], None]) -> None:
-        """Call ``listener(state)`` after each full reading (or failed one) the driver delivers."""
+        """Call ``listener(state)`` after each full reading (or failed one) the driver delivers.
+
+        The subscription for whole readings: the event engine, the history, the dashboard
+        and MQTT all observe the state through it (on the drivers' loop)."""
         self._publish_listeners.append(listener)
 
     def on_change(self, listener: Callable[[str, str], None]) -> None:

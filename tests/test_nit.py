@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ if not NIT.exists():
     NIT = Path("/work/shared/nut-nit/nit.sh")
 SYSTEM_PYTHON = Path("/usr/bin/python3")  # user nut must be able to run it (not a pyenv under /root)
 # the runtime dependencies of pyproject.toml, installed once per version of this list
-DEPENDENCIES = ["click>=8.1", "PyYAML>=6.0", "python-kasa>=0.10", "aiomqtt>=2.0"]
+DEPENDENCIES = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
 IN_CI = os.environ.get("CI") == "true"
 
 

@@ -16,7 +16,7 @@ from .nutconf import (
     ups_conf_globals,
 )
 from .problems import ConfigProblem
-from .schema import Section, check, load_yaml
+from .schema import Section, check, load_yaml, merge_specs, own_values
 from .users import UserTable, parse_users
 
 DEFAULT_CONFPATH = "/etc/nutups"
@@ -32,8 +32,15 @@ def yaml_sections() -> list[Section]:
     the layers that own the sections import config types themselves)."""
     from ..events.config import EVENTS
     from ..shutdown.settings import SHUTDOWN
+    from ..web.config import WEB_SECTION
 
-    return [EVENTS, SHUTDOWN]
+    return [EVENTS, SHUTDOWN, WEB_SECTION]
+
+
+def _web_settings():
+    from ..web.config import WebSettings
+
+    return WebSettings()
 
 
 def _events_config():
@@ -56,6 +63,7 @@ class Configuration:
     users: UserTable = field(default_factory=UserTable)
     events: Any = field(default_factory=lambda: _events_config())  # nutups.events.config.EventsConfig
     shutdown: Any = None  # nutups.shutdown.settings.ShutdownSettings; None: the policy is off
+    web: Any = field(default_factory=lambda: _web_settings())  # nutups.web.config.WebSettings
     problems: list[ConfigProblem] = field(default_factory=list)
 
     @property
@@ -74,10 +82,13 @@ def _load_yaml(path: Path, problems: list[ConfigProblem], confpath: Path, cfg: C
         data = b""
     value, walk = load_yaml(data, str(path))
     sections = yaml_sections()
-    settings = {key: spec for section in sections for key, spec in section.settings.items()}
+    settings: dict = {}
+    for section in sections:
+        for key, spec in section.settings.items():
+            settings[key] = merge_specs(settings[key], spec) if key in settings else spec
     values = check(settings, value, walk) if not walk.problems else {}
     for section in sections:
-        own = {k: v for k, v in values.items() if k in section.settings}
+        own = {k: own_values(v, section.settings[k]) for k, v in values.items() if k in section.settings}
         setattr(cfg, section.name, section.build(own, walk, confpath))
     problems.extend(sorted(walk.problems, key=lambda p: p.line or 0))
 

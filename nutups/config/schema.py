@@ -294,6 +294,24 @@ class Section:
     build: Callable[[dict[str, Any], Checked, Path], Any]
 
 
+def merge_specs(a: Spec, b: Spec) -> Spec:
+    """Two sections that share a mapping (integrations.mqtt: the broker for the plugs, and
+    nutups' own publishing) each bring their keys: one mapping with both."""
+    if not (isinstance(a, Fields) and isinstance(b, Fields)):
+        raise ValueError("two sections define the same setting")
+    fields = dict(a.fields)
+    for key, spec in b.fields.items():
+        fields[key] = merge_specs(fields[key], spec) if key in fields else spec
+    return Fields(fields, a.required + b.required, a.what)
+
+
+def own_values(value: Any, spec: Spec) -> Any:
+    """The part of a checked value that one section's spec describes (its keys of a shared mapping)."""
+    if isinstance(spec, Fields) and isinstance(value, dict):
+        return {k: own_values(v, spec.fields[k]) for k, v in value.items() if k in spec.fields}
+    return value
+
+
 GPIO_LINE = Number(0, 53, integer=True)
 PORT = Number(1, 65535, integer=True)
 

@@ -34,6 +34,10 @@ class UserTable:
             return None
         return user
 
+    def authenticate(self, username: str | None, password: str | None) -> bool:
+        """The name and password match a user of upsd.users (what that user may do is another check)."""
+        return self._find(username, password) is not None
+
     def check_action(self, username: str | None, password: str | None, action: str) -> bool:
         user = self._find(username, password)
         return user is not None and action.upper() in user.actions

@@ -74,8 +74,15 @@ class EventEngine:
         self._tasks: set[asyncio.Task] = set()
         self.recent: list[Event] = []
         self.outlets = None  # Outlets, when the relay or plugs are NUT outlets
+        self._listeners: list[Callable[[Event], None]] = []
         for s in states:
             s.on_publish(self.observe)
+
+    def on_event(self, listener: Callable[[Event], None]) -> None:
+        """Call ``listener(event)`` for each event, once it is in the log (the dashboard,
+        history, metrics and MQTT observe events through this, as they observe states
+        through UpsState.on_publish)."""
+        self._listeners.append(listener)
 
     def reload(self, config: EventsConfig) -> None:
         """SIGHUP: the new mapping, thresholds and time limits apply from the next reading on
@@ -104,6 +111,11 @@ class EventEngine:
                 log.error("cannot write the event log %s: %s", self.log.path, exc.strerror)
         log.info("event %s on %s: %s", event.type, event.ups, event.message)
         self.recent = (self.recent + [event])[-100:]
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:  # an observer's bug must not stop the event's actions
+                log.exception("event listener failed on %s", event.type)
         if actions is not None:
             self._start_actions(event, actions)
 

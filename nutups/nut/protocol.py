@@ -132,9 +132,12 @@ class ServerCore:
     warn: Callable[[str], None] = lambda message: None  # a command the driver could not carry out
     tracker: Tracker = field(init=False)
     sessions: list[Session] = field(default_factory=list)
-    # raw request line -> (reply, UPS it depends on or None, that UPS's version)
-    reply_cache: dict[bytes, tuple[bytes, UpsState | None, int]] = field(default_factory=dict)
+    # raw request line -> (reply, UPS it depends on or None, that UPS's version, command word)
+    reply_cache: dict[bytes, tuple[bytes, UpsState | None, int, str]] = field(default_factory=dict)
     reply_cache_bytes: int = 0
+    # Counters for /metrics: plain increments on the server thread, read when scraped.
+    connections_total: int = 0
+    requests: dict[str, int] = field(default_factory=lambda: dict.fromkeys([*_COMMANDS, "UNKNOWN"], 0))
 
     def __post_init__(self) -> None:
         self.tracker = Tracker(self.clock)
@@ -160,6 +163,7 @@ class ServerCore:
             self.tracker.complete(tid, outcome)
 
     def session(self, addr: str) -> Session:
+        self.connections_total += 1
         s = Session(self, addr)
         self.sessions.append(s)
         return s
@@ -232,8 +236,9 @@ class Session:
             if idle and nl >= 0:
                 hit = cache.get(raw)
                 if hit is not None:
-                    reply, ups, version = hit
+                    reply, ups, version, command = hit
                     if ups is None or (ups.version == version and now <= ups.fresh_until()):
+                        core.requests[command] += 1
                         out.append(reply)
                         size += len(reply)
                         self.last_heard = now
@@ -261,7 +266,7 @@ class Session:
                     if len(cache) >= REPLY_CACHE_SIZE or core.reply_cache_bytes > REPLY_CACHE_BYTES:
                         cache.clear()  # bounded: spelling variants must not grow it without end
                         core.reply_cache_bytes = len(raw) + len(reply)
-                    cache[raw] = (reply, ups, self._cache_version if ups else 0)
+                    cache[raw] = (reply, ups, self._cache_version if ups else 0, line.words[0].upper())
                 if self.starttls_requested:
                     # Never process plaintext that was pipelined behind STARTTLS
                     # as if it had come over TLS (CVE-2011-0411). upsd 2.8.0 would.
@@ -296,12 +301,16 @@ class Session:
     def _dispatch(self, line: Line) -> None:
         words = line.words
         if not words:
+            self.core.requests["UNKNOWN"] += 1
             self._out.append(ERR_UNKNOWN_COMMAND)
             return
-        entry = _COMMANDS.get(words[0].upper())
+        command = words[0].upper()
+        entry = _COMMANDS.get(command)
         if entry is None:
+            self.core.requests["UNKNOWN"] += 1
             self._out.append(ERR_UNKNOWN_COMMAND)
             return
+        self.core.requests[command] += 1
         handler, needs_user = entry
         if needs_user:
             if self.username is None:
