@@ -25,6 +25,7 @@ bench: setup
 	$(PY) bench/bench_server.py
 	$(PY) bench/bench_sim.py
 	$(PY) bench/bench_nutsock.py
+	$(PY) bench/bench_web.py
 
 lint: setup
 	$(VENV)/bin/ruff check nutups tests bench

@@ -1,15 +1,25 @@
 """A UPS read over a NUT driver socket vs the same UPS built in, with the real upsd beside them.
 
-Three servers answer for one UPS `bench` with bench_server.py's data and its
-measurements (pipelined GET VAR throughput, interleaved round-trip latency):
-the real upsd 2.8.0 and `nutups serve` both reading NUT's dummy-ups over its
-driver socket, and `nutups serve` running our dummy-ups in-process.
+bench_server.py's measurements (clients in lockstep and polled, with the state
+changing every 50 ms; then pipelined GET VAR / LIST VAR) for three servers of
+one UPS `bench` with the same DDL dump:
+
+* the real upsd 2.8.0 reading NUT's dummy-ups over its driver socket;
+* `nutups serve` reading that very driver socket (nutups_socket_drivers);
+* `nutups serve` with our dummy-ups built in.
+
+The state changes are SET VARs through upsd and through the built-in nutups;
+the socket-reading nutups sees upsd's as the driver pushes them, so all three
+change at the same rate. Server CPU of the socket-reading nutups leaves out the
+driver, which upsd's figure includes (the driver is shared).
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import shutil
+import socket
 import sys
 from pathlib import Path
 
@@ -17,47 +27,87 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE))
 
-from bench_server import DEV, DURATION, GET_VAR, LIST_VAR, latency, throughput  # noqa: E402
-from nutprocs import HAVE_REAL_NUT, Nutups, RealNut, make_confdir, nut_tmpdir, session  # noqa: E402
+from bench_server import (  # noqa: E402
+    CHANGE_EVERY,
+    DEVICE,
+    PHASE_S,
+    USERS,
+    Changer,
+    Target,
+    lockstep,
+    pipelined,
+    polled,
+    request_set,
+)
+from nutprocs import HAVE_REAL_NUT, Nutups, RealNut, make_confdir, nut_tmpdir  # noqa: E402
+
+GET_VAR = b"GET VAR bench ups.status\n"
+LIST_VAR = b"LIST VAR bench\n"
+
+
+def variables_of(port: int) -> list[str]:
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"LIST VAR bench\n")
+        data = b""
+        while not data.endswith(b"END LIST VAR bench\n"):
+            data += s.recv(65536)
+    return [line.split()[2].decode() for line in data.splitlines()[1:-1]]
 
 
 def main() -> int:
     if not HAVE_REAL_NUT:
         print("NUT's upsd/dummy-ups are not installed (apt-get install nut-client nut-server)")
         return 1
+    if not DEVICE.exists():
+        print(f"{DEVICE} is missing: set NUTUPS_DDL to a copy of NUT's DDL (networkupstools/nut-ddl)")
+        return 1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
+    dev = {"bench.dev": DEVICE.read_bytes()}
     sock_dir = nut_tmpdir("nutups-bench-sock-")
     make_confdir(sock_dir, "nutups_socket_drivers = dummy-ups\n[bench]\n driver = dummy-ups\n port = bench.dev\n",
-                 f"MAXAGE 60\nSTATEPATH {sock_dir}/state\n", "", files={"bench.dev": DEV})
+                 f"MAXCONN 2048\nSTATEPATH {sock_dir}/state\n", USERS, files=dev)
     builtin_dir = make_confdir(nut_tmpdir("nutups-bench-builtin-"), "[bench]\n driver = dummy-ups\n port = bench.dev\n",
-                               "MAXAGE 60\n", "", files={"bench.dev": DEV})
+                               "MAXCONN 2048\n", USERS, files=dev)
     real = RealNut(sock_dir).start(["bench"])
-    servers = {"upsd 2.8.0 (socket)": real.port}
-    ours_sock = Nutups(sock_dir).start()
-    ours_builtin = Nutups(builtin_dir).start()
-    servers["nutups (socket)"] = ours_sock.port
-    servers["nutups (built in)"] = ours_builtin.port
-    results: dict[str, dict[str, str]] = {label: {} for label in servers}
+    via_socket = Nutups(sock_dir).start()
+    builtin = Nutups(builtin_dir).start()
+    assert real.upsd is not None and via_socket.proc is not None and builtin.proc is not None
+    drivers = [p.pid for p in real.procs if p is not real.upsd]
+    targets = [Target("upsd + NUT dummy-ups", real.port, [real.upsd.pid, *drivers], [real.upsd.pid]),
+               Target("nutups, socket", via_socket.port, [via_socket.proc.pid], [via_socket.proc.pid]),
+               Target("nutups, built in", builtin.port, [builtin.proc.pid], [builtin.proc.pid])]
+    changer = None
     try:
-        for label, port in servers.items():
-            list_lines = session(port, LIST_VAR).count(b"\n")
+        variables = variables_of(real.port)
+        reqs = request_set(variables)
+        changer = Changer([real.port, builtin.port])
+        changer.running.set()
+        for t in targets:
+            lockstep(t, reqs)
+        for t in targets:
+            polled(t, reqs)
+        changer.running.clear()
+        for t in targets:
+            list_lines = len(variables_of(t.port)) + 2
             for n in (1, 10):
-                results[label][f"GET VAR/s, {n} conn"] = f"{throughput(port, n, GET_VAR, 1):,.0f}"
-            results[label]["LIST VAR/s, 10 conn"] = f"{throughput(port, 10, LIST_VAR, list_lines, depth=8):,.0f}"
-        for label, (p50, p99) in zip(servers, latency(list(servers.values())), strict=True):
-            results[label]["GET VAR latency p50"] = f"{p50:.0f} us"
-            results[label]["GET VAR latency p99"] = f"{p99:.0f} us"
+                t.results[f"GET VAR/s, {n} conn"] = f"{pipelined(t.port, n, GET_VAR, 1):,.0f}"
+            t.results["LIST VAR/s, 10 conn"] = f"{pipelined(t.port, 10, LIST_VAR, list_lines, 8):,.0f}"
     finally:
+        if changer is not None:
+            changer.close()
         real.stop()
-        ours_sock.stop()
-        ours_builtin.stop()
+        via_socket.stop()
+        builtin.stop()
         shutil.rmtree(sock_dir, ignore_errors=True)
         shutil.rmtree(builtin_dir, ignore_errors=True)
-    rows = list(next(iter(results.values())))
+    rows = list(targets[2].results)
     width = max(len(r) for r in rows)
-    print(f"\n{'':{width}}" + "".join(f"  {label:>20}" for label in servers))
+    print(f"\nOne UPS ({DEVICE.name}, {len(variables)} variables; state changes every "
+          f"{CHANGE_EVERY * 1000:.0f} ms)\n{'':{width}}" + "".join(f"  {t.label:>22}" for t in targets))
     for row in rows:
-        print(f"{row:{width}}" + "".join(f"  {results[label][row]:>20}" for label in servers))
-    print(f"\n({DURATION:g} s per throughput figure, {os.cpu_count()} cores, Python {sys.version.split()[0]})")
+        print(f"{row:{width}}" + "".join(f"  {t.results.get(row, '-'):>22}" for t in targets))
+    print(f"\n({PHASE_S:g} s per phase and server, {os.cpu_count()} cores shared, Python {sys.version.split()[0]})")
     return 0
 
 

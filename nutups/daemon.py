@@ -8,6 +8,7 @@ import os
 import resource
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from .config import Configuration
@@ -199,7 +200,7 @@ class Daemon:
             self._tasks.append(loop.create_task(self._supervise(name, driver), name=f"driver-{name}"))
         self.bound = await self.server.start()
         self.web = WebService(self.config.web, self.states, self.core, self.engine, self.statepath,
-                              self.event_log_path(), self.certfile)
+                              self.event_log_path(), self.certfile, broker=self.config.events.mqtt)
         await self.web.start()
 
     def reload(self) -> None:
@@ -257,8 +258,12 @@ class Daemon:
             await asyncio.wait(leftovers, timeout=STOP_STAGE_S)
         log.info("stopped")
 
-    async def run_forever(self) -> None:
+    async def run_forever(self, after_start: Callable[[], None] | None = None) -> None:
+        """Serve until SIGTERM/SIGINT; ``after_start`` runs once the ports are bound
+        (`nutups upsd` drops its privileges there, as upsd does after binding)."""
         await self.start()
+        if after_start is not None:
+            after_start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -107,27 +107,31 @@ def main(argv: list[str] | None = None) -> int:
         user = _target_user(args.user)
     except KeyError:
         return _fatal(f"user {args.user!r} does not exist")
-    foreground = (args.foreground or args.debug) and not args.background
-    if not foreground:
-        _daemonize()
-    if user is not None:
-        os.setgroups(os.getgrouplist(user.pw_name, user.pw_gid))
-        os.setgid(user.pw_gid)
-        os.setuid(user.pw_uid)
-    write_pid = not foreground or args.foreground >= 2
-    from .daemon import Daemon
+    from .daemon import Daemon  # everything is imported before the privileges are dropped
 
     try:
         daemon = Daemon(cfg, listen=listen, statepath=statepath, builtin_drivers=False)
     except (OSError, ValueError) as exc:
         return _fatal(f"cannot start: {exc}")
-    if write_pid:
-        try:
-            pidfile.write_text(f"{os.getpid()}\n")
-        except OSError as exc:
-            log.warning("cannot write %s: %s", pidfile, exc.strerror)
+    foreground = (args.foreground or args.debug) and not args.background
+    if not foreground:
+        _daemonize()
+    write_pid = not foreground or args.foreground >= 2
+
+    def bound() -> None:
+        """The ports are bound: write the pid file and drop root, as upsd does."""
+        if write_pid:
+            try:
+                pidfile.write_text(f"{os.getpid()}\n")
+            except OSError as exc:
+                log.warning("cannot write %s: %s", pidfile, exc.strerror)
+        if user is not None:
+            os.setgroups(os.getgrouplist(user.pw_name, user.pw_gid))
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
+
     try:
-        asyncio.run(daemon.run_forever())
+        asyncio.run(daemon.run_forever(after_start=bound))
     except OSError as exc:
         return _fatal(f"cannot start: {exc.strerror or exc}")
     except KeyboardInterrupt:

@@ -338,3 +338,31 @@ def test_bad_invocations_say_why():
     shutil.rmtree(confdir, ignore_errors=True)
 
 
+
+
+def test_two_servers_on_one_hosted_driver_see_the_same_updates():
+    """The real upsd and `nutups serve` (reading the socket, as nutups_socket_drivers asks) both
+    connected to one nutups-dummy-ups: a SET through either reaches both, byte for byte."""
+    need_nut()
+    confdir = make_confdir(nut_tmpdir(), "nutups_socket_drivers = nutups-dummy-ups\n"
+                           "[hat]\n driver = nutups-dummy-ups\n port = hat.dev\n",
+                           "MAXAGE 15\n", USERS, files={"hat.dev": HAT_DEV})
+    (confdir / "upsd.conf").write_text(f"MAXAGE 15\nSTATEPATH {confdir}/state\n")
+    real = RealNut(confdir, driver=[str(HOST_DUMMY)], driver_name="nutups-dummy-ups").start(["hat"])
+    ours = Nutups(confdir)
+    try:
+        ours.start()
+        ask = b"LIST VAR hat\nLIST RW hat\nLIST CMD hat\nGET TYPE hat ups.serial\nGET TYPE hat battery.charge\n"
+        assert normalize(session(ours.port, ask)) == normalize(session(real.port, ask))
+        with RawClient(ours.port) as c:
+            for line in (b"USERNAME admin\n", b"PASSWORD adminpass\n"):
+                assert c.request(line) == b"OK\n"
+            assert c.request(b'SET VAR hat ups.serial "from nutups"\n') == b"OK\n"
+        for port in (real.port, ours.port):
+            poll_until(lambda port=port: session(port, b"GET VAR hat ups.serial\n")
+                       == b'VAR hat ups.serial "from nutups"\n', f"the pushed update on {port}")
+        assert session(ours.port, ask) == session(real.port, ask)
+    finally:
+        real.stop()
+        ours.stop()
+        shutil.rmtree(confdir, ignore_errors=True)

@@ -281,3 +281,25 @@ def test_a_bad_web_section_is_reported_with_its_line(tmp_path):
         f"{fn}:10: integrations.mqtt.publish: 'yes please' is not true or false",
     ])
     assert cfg.events.mqtt == {"host": "127.0.0.1"}  # the broker keys stay the plugs' (events layer)
+
+
+def test_dashboard_over_tls_when_certfile_is_set():
+    import ssl
+    import urllib.request
+
+    d = WebDaemon(upsd_conf="CERTFILE nutups.pem\n", scheme="https")
+    conf = d.confdir
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(conf / "key.pem"),
+                    "-out", str(conf / "cert.pem")], check=True, capture_output=True)
+    (conf / "nutups.pem").write_bytes((conf / "cert.pem").read_bytes() + (conf / "key.pem").read_bytes())
+    d.ssl_context = ssl.create_default_context(cafile=str(conf / "cert.pem"))
+    try:
+        d.start()
+        status, body, headers = d.request("POST", "/api/v1/login", {"username": "admin", "password": "adminpass"})
+        assert status == 200 and "Secure" in headers["Set-Cookie"] and "HttpOnly" in headers["Set-Cookie"]
+        with pytest.raises(OSError):  # no plain HTTP on that port (URLError, or the TLS side hanging up)
+            urllib.request.urlopen(f"http://127.0.0.1:{d.web_port}/api/v1/ups", timeout=10)
+    finally:
+        d.stop()
+        shutil.rmtree(d.base, ignore_errors=True)

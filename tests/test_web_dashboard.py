@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from webprocs import WebDaemon
+from webprocs import SIM_UPS, WebDaemon
 
 from nutups.hardware.sim import SimClock, SimulatedHat
 from nutups.web.config import HistorySettings
@@ -32,6 +32,7 @@ events:
   AC_POWER_LOSS:
     dashboard_notify: true
 """
+USB_DEV = "battery.charge: 64\nbattery.runtime: 2400\nups.status: OL\nups.load: 31\ndevice.mfr: APC\n"
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
@@ -57,7 +58,9 @@ def seed_history(path: Path) -> None:
 def webd():
     history = Path(tempfile.mkdtemp(prefix="nutups-history-")) / "history.sqlite3"
     seed_history(history)
-    d = WebDaemon(EVENTS_YAML + f"history:\n  path: {history}\n").start()
+    d = WebDaemon(EVENTS_YAML + f"history:\n  path: {history}\n",
+                  SIM_UPS + "[usb]\n driver = dummy-ups\n port = usb.dev\n desc = \"a USB UPS\"\n",
+                  files={"usb.dev": USB_DEV}).start()
     yield d
     d.stop()
     shutil.rmtree(d.base, ignore_errors=True)
@@ -102,7 +105,12 @@ def test_page_shows_the_charge(page, webd):
     expect(ups_panel(page).locator('.badge[data-var="ups.status"]')).to_have_text(status)
     outlet = webd.get("/api/v1/ups/ups")[1]["variables"]["outlet.1.status"]
     expect(ups_panel(page).locator('.outlets [data-var="outlet.1.status"]')).to_have_text(outlet)
-    line = page.locator('figure[data-chart="battery.charge"] svg path.line')
+    usb = page.locator('section[data-ups="usb"]')  # a second UPS gets its own panel
+    expect(usb.locator('.tile [data-var="battery.charge"]')).to_have_text("64")
+    expect(usb.locator('.tile [data-var="ups.load"]')).to_have_text("31")
+    expect(usb.locator('.tile [data-var="battery.runtime"]')).to_have_text("40 min")
+    expect(usb.locator(".ups-desc")).to_have_text("a USB UPS")
+    line = ups_panel(page).locator('figure[data-chart="battery.charge"] svg path.line')
     expect(line).to_have_count(1)
     expect(line).to_have_attribute("d", re.compile(r"^M[\d.]+,[\d.]+(L[\d.]+,[\d.]+){50,}"))  # the hour
 

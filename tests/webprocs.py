@@ -8,7 +8,6 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 from conftest import USERS
 from nutprocs import free_port, make_confdir, nut_tmpdir, poll_until, wait_port
@@ -21,15 +20,19 @@ USERS_WEB = USERS + "\n[viewer]\n  password = viewpw\n"
 class WebDaemon:
     """`nutups serve` with nutups.yaml's web.listen on a free port."""
 
-    def __init__(self, yaml_text: str = "", ups_conf: str = SIM_UPS) -> None:
+    def __init__(self, yaml_text: str = "", ups_conf: str = SIM_UPS, web: bool = True,
+                 files: dict[str, str] | None = None, upsd_conf: str = "", scheme: str = "http") -> None:
         self.base = nut_tmpdir("nutups-web-")
         self.nut_port = free_port()
         self.web_port = free_port()
         self.statepath = self.base / "state"
-        text = f"web:\n  listen: 127.0.0.1:{self.web_port}\n" + yaml_text
-        self.confdir = make_confdir(self.base / "conf", ups_conf, "", USERS_WEB, files={"nutups.yaml": text})
+        self.web = web
+        text = (f"web:\n  listen: 127.0.0.1:{self.web_port}\n" if web else "") + yaml_text
+        self.confdir = make_confdir(self.base / "conf", ups_conf, upsd_conf, USERS_WEB,
+                                    files={"nutups.yaml": text, **(files or {})})
         self.proc: subprocess.Popen | None = None
-        self.url = f"http://127.0.0.1:{self.web_port}"
+        self.url = f"{scheme}://127.0.0.1:{self.web_port}"
+        self.ssl_context = None  # for https: a context that trusts the test's certificate
 
     def start(self) -> WebDaemon:
         self.err = open(self.base / "stderr", "wb")
@@ -38,8 +41,9 @@ class WebDaemon:
              "--listen", f"127.0.0.1:{self.nut_port}", "--statepath", str(self.statepath)],
             stdout=subprocess.DEVNULL, stderr=self.err)
         wait_port(self.nut_port, self.proc)
-        wait_port(self.web_port, self.proc)
-        poll_until(lambda: (self.get("/api/v1/ups")[1] or [{}])[0].get("stale") is False, "fresh data")
+        if self.web:
+            wait_port(self.web_port, self.proc)
+            poll_until(lambda: (self.get("/api/v1/ups")[1] or [{}])[0].get("stale") is False, "fresh data")
         return self
 
     def stderr(self) -> str:
@@ -57,7 +61,7 @@ class WebDaemon:
         if data is not None:
             req.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
+            with urllib.request.urlopen(req, timeout=10, context=self.ssl_context) as resp:
                 raw = resp.read()
                 status, ctype, hdrs = resp.status, resp.headers.get("Content-Type", ""), resp.headers
         except urllib.error.HTTPError as exc:
@@ -76,7 +80,3 @@ class WebDaemon:
 
 def basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
-
-
-def free_dir() -> Path:
-    return nut_tmpdir()

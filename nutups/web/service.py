@@ -18,6 +18,7 @@ from .config import WebSettings
 from .history import HistoryStore
 from .live import LiveFeed
 from .metrics import EventCounts, UpsCollector, metrics_registry
+from .mqtt import MqttPublisher
 
 log = logging.getLogger("nutups.web")
 
@@ -29,7 +30,7 @@ class WebService:
 
     def __init__(self, settings: WebSettings, states: list[UpsState], core: ServerCore,
                  engine: EventEngine | None, datapath: Path, event_log: Path | None,
-                 certfile: str | None = None) -> None:
+                 certfile: str | None = None, broker: dict | None = None) -> None:
         self.settings = settings
         self.states = states
         self.core = core
@@ -37,17 +38,20 @@ class WebService:
         self.datapath = datapath
         self.event_log = event_log
         self.certfile = certfile
+        self.broker = broker or {}  # integrations.mqtt's broker settings (the events layer's)
+        self.mqtt: MqttPublisher | None = None
         self.history: HistoryStore | None = None
         self.live: LiveFeed | None = None
         self.runner: web.AppRunner | None = None
         self.bound: list[tuple[str, int]] = []
         self._tasks: list[asyncio.Task] = []
 
-    @property
-    def enabled(self) -> bool:
-        return self.settings.listen is not None
-
     async def start(self) -> None:
+        if self.settings.mqtt.publish:
+            self.mqtt = MqttPublisher(self.settings.mqtt, self.broker, self.states)
+            if self.engine is not None:
+                self.engine.on_event(self.mqtt.on_event)
+            self._tasks.append(asyncio.get_running_loop().create_task(self.mqtt.run(), name="mqtt"))
         if self.settings.listen is None:
             return
         events = EventCounts()

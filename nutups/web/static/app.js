@@ -287,7 +287,13 @@ function drawCharts(name) {
       path.setAttribute("d", d);
       path.setAttribute("class", "line");
       path.setAttribute("vector-effect", "non-scaling-stroke");
-      svg.append(area, path);
+      const [lt, lv] = pts[pts.length - 1];
+      const dot = document.createElementNS(SVGNS, "circle");  // the latest reading, seen even alone
+      dot.setAttribute("cx", x(lt).toFixed(1));
+      dot.setAttribute("cy", y(lv * scale).toFixed(1));
+      dot.setAttribute("r", "2.5");
+      dot.setAttribute("class", "dot");
+      svg.append(area, path, dot);
     }
     const last = pts.length ? pts[pts.length - 1][1] * scale : null;
     $(".last", fig).textContent = last === null ? "no data yet"

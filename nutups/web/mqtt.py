@@ -1,0 +1,278 @@
+"""MQTT publishing (aiomqtt): each UPS's state and events, and Home Assistant discovery.
+
+Topics (``nutups`` is ``topic_prefix``):
+
+- ``nutups/status``: ``online`` (retained) while connected; ``offline`` as the last will,
+  which the broker publishes when the connection dies, even after a ``kill -9``.
+- ``nutups/<ups>/state``: the variables as a JSON object (retained), within a second of
+  a change; ``nutups/<ups>/event``: each event record as the event log has it.
+- ``<discovery_prefix>/<component>/<node>/<ups>_<what>/config``: Home Assistant
+  discovery (retained), sent again when Home Assistant announces ``online`` on
+  ``<discovery_prefix>/status`` (it forgets entities when it restarts).
+- ``nutups/<ups>/command``: a command to run (an outlet switch always; any other command
+  only with ``expose_commands: true``, which also makes buttons for them).
+
+Like the dashboard it observes the states (UpsState.on_publish) and the events
+(EventEngine.on_event); it never asks anything of the NUT server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import re
+from typing import Any
+
+from ..events.types import Event
+from ..state import CommandResult, UpsState
+from .config import MqttPublishSettings
+from .live import state_snapshot
+
+log = logging.getLogger("nutups.mqtt")
+
+COALESCE_S = 0.25  # changes within this are sent as one state message (well within a second)
+RETRY_S = (1, 2, 5, 10, 30, 60)  # waits before reconnecting to the broker
+OUTLET_COMMAND = re.compile(r"^outlet\.(\d+)\.load\.(on|off)$")
+
+# (variable, component, key, Home Assistant fields)
+SENSORS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("battery.charge", "battery_charge", {"name": "Battery charge", "device_class": "battery",
+                                          "unit_of_measurement": "%", "state_class": "measurement"}),
+    ("battery.voltage", "battery_voltage", {"name": "Battery voltage", "device_class": "voltage",
+                                            "unit_of_measurement": "V", "state_class": "measurement"}),
+    ("battery.runtime", "battery_runtime", {"name": "Battery runtime", "device_class": "duration",
+                                            "unit_of_measurement": "s", "state_class": "measurement"}),
+    ("ups.load", "load", {"name": "Load", "unit_of_measurement": "%", "state_class": "measurement",
+                          "icon": "mdi:gauge"}),
+    ("ups.temperature", "temperature", {"name": "Temperature", "device_class": "temperature",
+                                        "unit_of_measurement": "°C", "state_class": "measurement"}),
+    ("input.voltage", "input_voltage", {"name": "Input voltage", "device_class": "voltage",
+                                        "unit_of_measurement": "V", "state_class": "measurement"}),
+    ("ups.status", "status", {"name": "Status", "icon": "mdi:information-outline"}),
+)
+# (status flag, key, Home Assistant fields): on while the flag is in ups.status
+BINARY_SENSORS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("OL", "mains", {"name": "Mains power", "device_class": "power"}),
+    ("CHRG", "charging", {"name": "Charging", "device_class": "battery_charging"}),
+    ("LB", "low_battery", {"name": "Low battery", "device_class": "battery"}),
+)
+
+
+def node_id(text: str) -> str:
+    """A discovery node or object id: letters, digits, _ and - only."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", text)
+
+
+class MqttPublisher:
+    """Keeps one connection to the broker and publishes what the states and events do."""
+
+    def __init__(self, settings: MqttPublishSettings, broker: dict[str, Any], states: list[UpsState]) -> None:
+        self.settings = settings
+        self.host = str(broker.get("host", "127.0.0.1"))
+        self.port = int(broker.get("port", 8883 if settings.tls else 1883))
+        self.username = broker.get("username")
+        self.password = broker.get("password")
+        self.states = {s.name: s for s in states}
+        self.prefix = settings.topic_prefix
+        self.status_topic = f"{self.prefix}/status"
+        self.node = node_id(self.prefix)
+        self._outbox: asyncio.Queue[tuple[str, str, bool]] = asyncio.Queue(maxsize=1000)
+        self._sent: dict[str, dict[str, str]] = {}
+        self._dirty: set[str] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._discovered: dict[str, tuple] = {}  # ups -> what its discovery described
+        self.connected = asyncio.Event()
+        for state in states:
+            state.on_publish(self.observe)
+
+    # --- observers (the drivers' loop) ------------------------------------------------
+
+    def observe(self, state: UpsState) -> None:
+        self._dirty.add(state.name)
+        if self._timer is None and self.connected.is_set():
+            self._timer = asyncio.get_running_loop().call_later(COALESCE_S, self._queue_states)
+
+    def on_event(self, event: Event) -> None:
+        if self.connected.is_set():
+            self._put(f"{self.prefix}/{event.ups}/event", event.to_json(), False)
+
+    # --- what is sent -------------------------------------------------------------------
+
+    def _put(self, topic: str, payload: str, retain: bool) -> None:
+        try:
+            self._outbox.put_nowait((topic, payload, retain))
+        except asyncio.QueueFull:  # the broker is not keeping up: the retained state catches up later
+            log.warning("MQTT: the outgoing queue is full; dropped a message for %s", topic)
+
+    def _queue_states(self, everything: bool = False) -> None:
+        self._timer = None
+        dirty, self._dirty = self._dirty, set()
+        for name, state in self.states.items():
+            if not (everything or name in dirty) or not state.connected:
+                continue
+            values = state_snapshot(state)
+            if not everything and values == self._sent.get(name):
+                continue
+            self._sent[name] = values
+            self._put(f"{self.prefix}/{name}/state", json.dumps(values, sort_keys=True), True)
+            shape = self._shape(state, values)
+            if self.settings.discovery_prefix and (everything or self._discovered.get(name) != shape):
+                self._queue_discovery(state, values, shape)
+
+    def _shape(self, state: UpsState, values: dict[str, str]) -> tuple:
+        """What the discovery of a UPS depends on: the variables and commands it has."""
+        return tuple(sorted(values)), tuple(state.sorted_commands()) if self.settings.expose_commands else ()
+
+    def _queue_discovery(self, state: UpsState, values: dict[str, str], shape: tuple) -> None:
+        self._discovered[state.name] = shape
+        for topic, config in self.discovery(state, values):
+            self._put(topic, json.dumps(config, sort_keys=True), True)
+
+    def discovery(self, state: UpsState, values: dict[str, str]) -> list[tuple[str, dict[str, Any]]]:
+        """Home Assistant's discovery messages for one UPS: one device, its entities."""
+        prefix, ups = self.settings.discovery_prefix, state.name
+        state_topic = f"{self.prefix}/{ups}/state"
+        device = {
+            "identifiers": [f"{self.node}_{node_id(ups)}"],
+            "name": state.desc or ups,
+            "manufacturer": values.get("device.mfr") or values.get("ups.mfr") or "unknown",
+            "model": values.get("device.model") or values.get("ups.model") or "UPS",
+            "sw_version": values.get("driver.version", ""),
+        }
+        serial = values.get("device.serial") or values.get("ups.serial")
+        if serial:
+            device["serial_number"] = serial
+        common = {"device": device, "availability_topic": self.status_topic, "payload_available": "online",
+                  "payload_not_available": "offline", "origin": {"name": "nutups"}}
+        out = []
+
+        def entity(component: str, key: str, fields: dict[str, Any]) -> None:
+            object_id = f"{node_id(ups)}_{key}"
+            config = dict(common, **fields, unique_id=f"{self.node}_{object_id}", object_id=object_id)
+            out.append((f"{prefix}/{component}/{self.node}/{object_id}/config", config))
+
+        for var, key, fields in SENSORS:
+            if var in values:
+                entity("sensor", key, dict(fields, state_topic=state_topic,
+                                           value_template=f"{{{{ value_json['{var}'] }}}}"))
+        for flag, key, fields in BINARY_SENSORS:
+            entity("binary_sensor", key, dict(
+                fields, state_topic=state_topic, payload_on="ON", payload_off="OFF",
+                value_template=f"{{{{ 'ON' if '{flag}' in value_json['ups.status'].split() else 'OFF' }}}}"))
+        command_topic = f"{self.prefix}/{ups}/command"
+        for var in values:
+            m = re.match(r"^outlet\.(\d+)\.status$", var)
+            if m:
+                n = m.group(1)
+                entity("switch", f"outlet_{n}", {
+                    "name": values.get(f"outlet.{n}.desc") or f"Outlet {n}", "state_topic": state_topic,
+                    "value_template": f"{{{{ value_json['outlet.{n}.status'] }}}}", "state_on": "on",
+                    "state_off": "off", "command_topic": command_topic,
+                    "payload_on": f"outlet.{n}.load.on", "payload_off": f"outlet.{n}.load.off",
+                    "device_class": "outlet"})
+        if self.settings.expose_commands:
+            for cmd in state.sorted_commands():
+                if not OUTLET_COMMAND.match(cmd):
+                    entity("button", "cmd_" + node_id(cmd), {"name": cmd, "command_topic": command_topic,
+                                                             "payload_press": cmd})
+        return out
+
+    # --- commands from the broker ----------------------------------------------------------
+
+    async def command(self, ups: str, payload: str) -> None:
+        state = self.states.get(ups)
+        cmd = payload.strip()
+        if state is None or state.instcmd_handler is None:
+            log.warning("MQTT: command %r for unknown UPS %r ignored", cmd, ups)
+            return
+        if cmd.lower() not in state.commands:
+            log.warning("MQTT: %s has no command %r", ups, cmd)
+            return
+        if not OUTLET_COMMAND.match(cmd.lower()) and not self.settings.expose_commands:
+            log.warning("MQTT: command %s refused: set integrations.mqtt.expose_commands to allow it", cmd)
+            return
+        result = state.instcmd_handler(state.commands[cmd.lower()], None)
+        if inspect.isawaitable(result):
+            result = await result
+        level = logging.INFO if result == CommandResult.SUCCESS else logging.WARNING
+        log.log(level, "MQTT: %s on %s: %s", cmd, ups, getattr(result, "value", result))
+
+    # --- the connection ----------------------------------------------------------------------
+
+    def _client(self):
+        import aiomqtt
+
+        tls = None
+        if self.settings.tls:
+            s = self.settings
+            tls = aiomqtt.TLSParameters(ca_certs=str(s.ca_file) if s.ca_file else None,
+                                        certfile=str(s.cert_file) if s.cert_file else None,
+                                        keyfile=str(s.key_file) if s.key_file else None)
+        will = aiomqtt.Will(self.status_topic, "offline", qos=1, retain=True)
+        return aiomqtt.Client(self.host, self.port, username=self.username, password=self.password,
+                              identifier=f"nutups-{self.node}", will=will, tls_params=tls, keepalive=30,
+                              timeout=10)
+
+    async def run(self) -> None:
+        """Connect, publish, reconnect after a failure; until cancelled."""
+        import aiomqtt
+
+        failures = 0
+        while True:
+            try:
+                async with self._client() as client:
+                    if failures:
+                        log.info("MQTT: connected to %s:%d again", self.host, self.port)
+                    failures = 0
+                    try:
+                        async with asyncio.TaskGroup() as tasks:
+                            tasks.create_task(self._send(client))
+                            tasks.create_task(self._receive(client))
+                    except asyncio.CancelledError:  # the daemon stops: say so, the will is for crashes
+                        self.connected.clear()
+                        with contextlib.suppress(Exception):
+                            await asyncio.wait_for(client.publish(self.status_topic, "offline", qos=1,
+                                                                  retain=True), 1.0)
+                        raise
+            except* aiomqtt.MqttError as group:
+                exc = group.exceptions[0]
+                self.connected.clear()
+                wait = RETRY_S[min(failures, len(RETRY_S) - 1)]
+                if failures == 0:
+                    log.warning("MQTT: broker %s:%d: %s; trying again in %d s", self.host, self.port, exc, wait)
+                failures += 1
+                await asyncio.sleep(wait)
+
+    async def _receive(self, client) -> None:
+        await client.publish(self.status_topic, "online", qos=1, retain=True)
+        await client.subscribe(f"{self.prefix}/+/command")
+        if self.settings.discovery_prefix:
+            await client.subscribe(f"{self.settings.discovery_prefix}/status")
+        while not self._outbox.empty():  # what was queued for the last connection is stale
+            self._outbox.get_nowait()
+        self.connected.set()
+        self._queue_states(everything=True)
+        try:
+            async for message in client.messages:
+                topic = str(message.topic)
+                payload = message.payload.decode(errors="replace") if isinstance(message.payload, bytes) else str(
+                    message.payload)
+                if topic == f"{self.settings.discovery_prefix}/status":
+                    if payload == "online":  # Home Assistant (re)started: it needs the discovery again
+                        self._queue_states(everything=True)
+                elif topic.endswith("/command"):
+                    ups = topic[len(self.prefix) + 1: -len("/command")]
+                    try:
+                        await self.command(ups, payload)
+                    except Exception as exc:  # a driver's failure must not end the connection
+                        log.warning("MQTT: command %r on %s failed: %s", payload, ups, exc)
+        finally:
+            self.connected.clear()
+
+    async def _send(self, client) -> None:
+        while True:
+            topic, payload, retain = await self._outbox.get()
+            await client.publish(topic, payload, qos=1, retain=retain)
