@@ -1,10 +1,12 @@
 """`make bench`: what the dashboard, history and MQTT cost the NUT server and an idle daemon.
 
-Three servers on the same data in one run: NUT's real upsd + dummy-ups, nutups without
-the web side, and nutups with the dashboard open (an SSE client connected and reading),
-the history recording and MQTT publishing to a local mosquitto.  Prints lockstep GET VAR
-latency (one request in flight, the servers asked in turn) and pipelined throughput; then
-the CPU an idle daemon (the simulated HAT, polled every 2 s) uses without and with the web side.
+Part 1 runs bench_server.py's client patterns (lockstep and polled clients asking GET
+VAR/TYPE/DESC of a real device's variables, LIST VAR, LIST CMD, while the state changes
+every 50 ms) against three servers on the same data in one run: NUT's upsd + dummy-ups,
+nutups without the web side, and nutups with the dashboard open (an SSE client reading
+the live feed), the history recording and MQTT publishing to a local mosquitto.
+Part 2 measures the CPU of an idle daemon (the simulated HAT, polled every 2 s) without
+and with the web side, with and without a dashboard open.
 """
 
 from __future__ import annotations
@@ -22,20 +24,25 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE))
 
-from bench_server import DEV, GET_VAR, latency, throughput  # noqa: E402
+from bench_server import (  # noqa: E402
+    DEVICE,
+    PHASE_S,
+    USERS,
+    Changer,
+    Target,
+    cpu_seconds,
+    lockstep,
+    polled,
+    request_set,
+)
 from nutprocs import HAVE_REAL_NUT, RealNut, free_port, make_confdir, nut_tmpdir, wait_port  # noqa: E402
 from webprocs import SIM_UPS, WebDaemon  # noqa: E402
 
 IDLE_S = float(os.environ.get("BENCH_IDLE_SECONDS", "30"))
-UPS_CONF = SIM_UPS + "\n[bench]\n driver = dummy-ups\n port = bench.dev\n"
+BENCH_UPS = "[bench]\n driver = dummy-ups\n port = bench.dev\n"
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def sse_reader(port: int, stop: threading.Event) -> threading.Thread:
+def dashboard_open(port: int, stop: threading.Event) -> threading.Thread:
     """A dashboard left open: reads the live feed until told to stop."""
     def run() -> None:
         with socket.create_connection(("127.0.0.1", port)) as s:
@@ -62,64 +69,77 @@ def mosquitto() -> tuple[subprocess.Popen, int, Path]:
     return proc, port, conf.parent
 
 
-def idle_cpu(daemon: WebDaemon, seconds: float) -> float:
-    """Percent of one core the daemon used over ``seconds`` of doing nothing in particular."""
-    pid = daemon.proc.pid
-    c0, t0 = cpu_seconds(pid), time.monotonic()
-    time.sleep(seconds)  # measuring an interval: nothing to wait for
-    return 100 * (cpu_seconds(pid) - c0) / (time.monotonic() - t0)
+def mqtt_yaml(port: int) -> str:
+    return f"integrations:\n  mqtt:\n    host: 127.0.0.1\n    port: {port}\n    publish: true\n"
 
 
 def main() -> int:
-    if not HAVE_REAL_NUT:
-        print("NUT's upsd/dummy-ups are not installed (apt-get install nut-client nut-server)")
+    if not HAVE_REAL_NUT or not DEVICE.exists():
+        print("needs NUT's upsd/dummy-ups and NUT's DDL (see bench_server.py)")
         return 1
     broker, mqtt_port, broker_dir = mosquitto()
-    files = {"bench.dev": DEV}
-    web_yaml = ("outputs:\n  relay: 17\n  buzzer: 27\nintegrations:\n  mqtt:\n    host: 127.0.0.1\n"
-                f"    port: {mqtt_port}\n    publish: true\n")
-    plain = WebDaemon("outputs:\n  relay: 17\n  buzzer: 27\n", UPS_CONF, web=False, files=files)
-    full = WebDaemon(web_yaml, UPS_CONF, files=files)
-    realdir = make_confdir(nut_tmpdir("nutups-bench-"), "[bench]\n driver = dummy-ups\n port = bench.dev\n",
-                           "MAXAGE 60\n", "", files=files)
+    files = {"bench.dev": DEVICE.read_text()}
+    realdir = make_confdir(nut_tmpdir("nutups-bench-"), BENCH_UPS, "MAXCONN 2048\n", USERS, files=files)
     real = RealNut(realdir).start(["bench"])
+    plain = WebDaemon("", BENCH_UPS, web=False, files=files).start()
+    full = WebDaemon(mqtt_yaml(mqtt_port), BENCH_UPS, files=files).start()
     stop = threading.Event()
-    rows: dict[str, list[str]] = {}
+    daemons = [plain, full]
     try:
-        plain.start()
-        full.start()
-        sse_reader(full.web_port, stop)
-        servers = [("upsd 2.8.0", real.port), ("nutups", plain.nut_port),
-                   ("nutups + dashboard + MQTT", full.nut_port)]
-        lat = latency([p for _, p in servers])
-        rows["GET VAR lockstep p50"] = [f"{p50:.0f} us" for p50, _ in lat]
-        rows["GET VAR lockstep p99"] = [f"{p99:.0f} us" for _, p99 in lat]
-        for n in (1, 10):
-            rows[f"GET VAR/s pipelined, {n} conn"] = [f"{throughput(p, n, GET_VAR, 1):,.0f}" for _, p in servers]
-        stop.set()  # the idle figures: first without any client
-        cpu_plain = idle_cpu(plain, IDLE_S)
-        cpu_web = idle_cpu(full, IDLE_S)
+        targets = [Target("upsd 2.8.0 + dummy-ups", real.port, [p.pid for p in real.procs], [real.upsd.pid]),
+                   Target("nutups", plain.nut_port, [plain.proc.pid], [plain.proc.pid]),
+                   Target("nutups + dashboard + MQTT", full.nut_port, [full.proc.pid], [full.proc.pid])]
+        dashboard_open(full.web_port, stop)
+        with socket.create_connection(("127.0.0.1", real.port)) as s:
+            s.sendall(b"LIST VAR bench\n")
+            data = b""
+            while not data.endswith(b"END LIST VAR bench\n"):
+                data += s.recv(65536)
+        reqs = request_set([line.split()[2].decode() for line in data.splitlines()[1:-1]])
+        changer = Changer([t.port for t in targets])
+        changer.running.set()
+        try:
+            for t in targets:
+                lockstep(t, reqs)
+            for t in targets:
+                polled(t, reqs)
+        finally:
+            changer.close()
+        stop.set()
+        # part 2: idle daemons on the simulated HAT, measured side by side
+        idle_plain = WebDaemon("", SIM_UPS, web=False).start()
+        idle_web = WebDaemon(mqtt_yaml(mqtt_port), SIM_UPS).start()
+        idle_open = WebDaemon(mqtt_yaml(mqtt_port).replace("nutups", "open"), SIM_UPS).start()
+        daemons += [idle_plain, idle_web, idle_open]
         stop.clear()
-        sse_reader(full.web_port, stop)
-        cpu_open = idle_cpu(full, IDLE_S)
+        dashboard_open(idle_open.web_port, stop)
+        idle = [("nutups, no web side", idle_plain), ("+ dashboard, history, MQTT; no page open", idle_web),
+                ("+ the same with a dashboard open (SSE)", idle_open)]
+        before = [cpu_seconds([d.proc.pid]) for _, d in idle]
+        t0 = time.monotonic()
+        time.sleep(IDLE_S)  # measuring an interval of idleness: nothing to wait for
+        elapsed = time.monotonic() - t0
+        idle_cpu = [(cpu_seconds([d.proc.pid]) - c) / elapsed * 100 for (_, d), c in zip(idle, before, strict=True)]
     finally:
         stop.set()
-        plain.stop()
-        full.stop()
+        for d in daemons:
+            d.stop()
         real.stop()
         broker.terminate()
         broker.wait(5)
-        for path in (plain.base, full.base, realdir, broker_dir):
+        for path in [d.base for d in daemons] + [realdir, broker_dir]:
             shutil.rmtree(path, ignore_errors=True)
+    rows = [r for r in targets[1].results if not r.startswith("lockstep: the benchmark")]
     width = max(len(r) for r in rows)
-    print(f"\n{'':{width}}  " + "  ".join(f"{name:>26}" for name, _ in servers))
-    for row, values in rows.items():
-        print(f"{row:{width}}  " + "  ".join(f"{v:>26}" for v in values))
-    print(f"\nidle CPU over {IDLE_S:g} s (simulated HAT polled every 2 s, one core = 100 %):")
-    print(f"  nutups without the web side:                       {cpu_plain:.2f} %")
-    print(f"  with dashboard, history and MQTT, no page open:    {cpu_web:.2f} %")
-    print(f"  the same with a dashboard open (SSE client):       {cpu_open:.2f} %")
-    print(f"({os.cpu_count()} cores, Python {sys.version.split()[0]})")
+    print(f"\nClients in lockstep and polled, {len(reqs)} requests, state changing every 50 ms "
+          f"({PHASE_S:g} s per phase and server)")
+    print(f"{'':{width}}  " + "  ".join(f"{t.label:>26}" for t in targets))
+    for row in rows:
+        print(f"{row:{width}}  " + "  ".join(f"{t.results.get(row, '-'):>26}" for t in targets))
+    print(f"\nIdle daemon, simulated HAT polled every 2 s, CPU over {IDLE_S:g} s (one core = 100 %):")
+    for (label, _), cpu in zip(idle, idle_cpu, strict=True):
+        print(f"  {label:45} {cpu:.2f} %")
+    print(f"({os.cpu_count()} cores shared, Python {sys.version.split()[0]})")
     return 0
 
 
