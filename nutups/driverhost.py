@@ -73,6 +73,9 @@ class DriverSocketServer:
     # --- pushed updates (dstate.c send_to_all) ---------------------------------
 
     def _on_change(self, kind: str, key: str) -> None:
+        if kind == "connected":  # a driver that lost its device: DATASTALE, as NUT's drivers say
+            self._on_publish(self.state)
+            return
         (self._vars if kind == "var" else self._cmds)[key] = None
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -92,10 +95,13 @@ class DriverSocketServer:
         # DATAOK/DATASTALE only on a change, as dstate_dataok()/dstate_datastale() do;
         # a quiet driver is kept alive by upsd's PING.
         self.flush()
-        stale = state.stale
+        stale = self._now_stale()
         if stale != self._stale:
             self._stale = stale
             self._broadcast(b"DATASTALE\n" if stale else b"DATAOK\n")
+
+    def _now_stale(self) -> bool:
+        return self.state.stale or not self.state.connected
 
     def _broadcast(self, data: bytes) -> None:
         for writer, wanted in list(self.writers.items()):
@@ -122,7 +128,7 @@ class DriverSocketServer:
             writer.write(b"PONG\n")
         elif req.kind == "DUMPALL":
             self.flush()  # the others get what is pending; this one gets it in the dump
-            writer.write(sockproto.format_dump(self.state, self.state.stale))
+            writer.write(sockproto.format_dump(self.state, self._now_stale()))
             self._formatter.remember(self.state)
         elif req.kind == "BROADCAST":
             self.writers[writer] = req.on

@@ -83,6 +83,7 @@ class UpsState:
         if value != self._connected:
             self._connected = value
             self.version += 1
+            self._changed("connected", "")
 
     @property
     def fsd(self) -> bool:
@@ -166,7 +167,8 @@ class UpsState:
 
     def on_change(self, listener: Callable[[str, str], None]) -> None:
         """Call ``listener(kind, key)`` when a variable (kind "var") or a command ("cmd") is
-        added, changed or removed; ``key`` is its lower-case name.  The driver host uses it
+        added, changed or removed (``key``: its lower-case name), or when the driver
+        attaches or detaches (kind "connected", key "").  The driver host uses it
         to push updates down a NUT driver socket; with no listener it costs one test."""
         self._change_listeners.append(listener)
 

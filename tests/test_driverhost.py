@@ -366,3 +366,23 @@ def test_two_servers_on_one_hosted_driver_see_the_same_updates():
         real.stop()
         ours.stop()
         shutil.rmtree(confdir, ignore_errors=True)
+
+
+def test_a_driver_that_loses_its_device_says_datastale():
+    """Our dummy-ups whose file goes away: the real upsd reports DATA-STALE (NUT's dummy-ups
+    would exit instead: DRIVER-NOT-CONNECTED), and fresh data once the file is back."""
+    need_nut()
+    confdir = make_confdir(nut_tmpdir(), "[d]\n driver = nutups-dummy-ups\n port = d.dev\n", "MAXAGE 15\n", "",
+                           files={"d.dev": SIMPLE_DEV})
+    real = RealNut(confdir, driver=[str(HOST_DUMMY)], driver_name="nutups-dummy-ups").start(["d"])
+    try:
+        assert session(real.port, b"GET VAR d ups.status\n") == b'VAR d ups.status "OB DISCHRG"\n'
+        (confdir / "d.dev").rename(confdir / "away.dev")
+        poll_until(lambda: session(real.port, b"GET VAR d ups.status\n") == b"ERR DATA-STALE\n",
+                   "DATA-STALE through upsd", 30)
+        (confdir / "away.dev").rename(confdir / "d.dev")
+        poll_until(lambda: session(real.port, b"GET VAR d ups.status\n") == b'VAR d ups.status "OB DISCHRG"\n',
+                   "fresh data through upsd", 30)
+    finally:
+        real.stop()
+        shutil.rmtree(confdir, ignore_errors=True)

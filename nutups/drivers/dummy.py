@@ -186,7 +186,7 @@ class DummyDriver(Driver):
             sig = self._signature()
             if sig is None:
                 self._read_steps()  # logs the reason and marks the data stale
-            elif sig != seen:
+            elif sig != seen or not self.state.connected:  # changed, or back after it was gone
                 steps = self._read_steps()
                 if steps is not None:
                     seen = sig
