@@ -16,7 +16,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -42,21 +41,13 @@ IDLE_S = float(os.environ.get("BENCH_IDLE_SECONDS", "30"))
 BENCH_UPS = "[bench]\n driver = dummy-ups\n port = bench.dev\n"
 
 
-def dashboard_open(port: int, stop: threading.Event) -> threading.Thread:
-    """A dashboard left open: reads the live feed until told to stop."""
-    def run() -> None:
-        with socket.create_connection(("127.0.0.1", port)) as s:
-            s.sendall(b"GET /api/v1/live HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n")
-            s.settimeout(0.5)
-            while not stop.is_set():
-                try:
-                    if not s.recv(65536):
-                        return
-                except TimeoutError:
-                    continue
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
+def dashboard_open(port: int) -> subprocess.Popen:
+    """A dashboard left open: a separate process reading the live feed (so that it takes
+    no time from the benchmark's own clients)."""
+    code = ("import socket,sys\ns=socket.create_connection(('127.0.0.1',int(sys.argv[1])))\n"
+            "s.sendall(b'GET /api/v1/live HTTP/1.1\\r\\nHost: bench\\r\\n\\r\\n')\n"
+            "while s.recv(65536): pass\n")
+    return subprocess.Popen([sys.executable, "-c", code, str(port)])
 
 
 def mosquitto() -> tuple[subprocess.Popen, int, Path]:
@@ -69,8 +60,10 @@ def mosquitto() -> tuple[subprocess.Popen, int, Path]:
     return proc, port, conf.parent
 
 
-def mqtt_yaml(port: int) -> str:
-    return f"integrations:\n  mqtt:\n    host: 127.0.0.1\n    port: {port}\n    publish: true\n"
+def mqtt_yaml(port: int, prefix: str) -> str:
+    """Each daemon its own prefix: one client id per prefix and machine, as on a fleet of Pis."""
+    return (f"integrations:\n  mqtt:\n    host: 127.0.0.1\n    port: {port}\n    publish: true\n"
+            f"    topic_prefix: {prefix}\n")
 
 
 def main() -> int:
@@ -82,14 +75,14 @@ def main() -> int:
     realdir = make_confdir(nut_tmpdir("nutups-bench-"), BENCH_UPS, "MAXCONN 2048\n", USERS, files=files)
     real = RealNut(realdir).start(["bench"])
     plain = WebDaemon("", BENCH_UPS, web=False, files=files).start()
-    full = WebDaemon(mqtt_yaml(mqtt_port), BENCH_UPS, files=files).start()
-    stop = threading.Event()
+    full = WebDaemon(mqtt_yaml(mqtt_port, "bench"), BENCH_UPS, files=files).start()
+    readers: list[subprocess.Popen] = []
     daemons = [plain, full]
     try:
         targets = [Target("upsd 2.8.0 + dummy-ups", real.port, [p.pid for p in real.procs], [real.upsd.pid]),
                    Target("nutups", plain.nut_port, [plain.proc.pid], [plain.proc.pid]),
                    Target("nutups + dashboard + MQTT", full.nut_port, [full.proc.pid], [full.proc.pid])]
-        dashboard_open(full.web_port, stop)
+        readers.append(dashboard_open(full.web_port))
         with socket.create_connection(("127.0.0.1", real.port)) as s:
             s.sendall(b"LIST VAR bench\n")
             data = b""
@@ -105,23 +98,24 @@ def main() -> int:
                 polled(t, reqs)
         finally:
             changer.close()
-        stop.set()
         # part 2: idle daemons on the simulated HAT, measured side by side
         idle_plain = WebDaemon("", SIM_UPS, web=False).start()
-        idle_web = WebDaemon(mqtt_yaml(mqtt_port), SIM_UPS).start()
-        idle_open = WebDaemon(mqtt_yaml(mqtt_port).replace("nutups", "open"), SIM_UPS).start()
+        idle_web = WebDaemon(mqtt_yaml(mqtt_port, "idle"), SIM_UPS).start()
+        idle_open = WebDaemon(mqtt_yaml(mqtt_port, "open"), SIM_UPS).start()
         daemons += [idle_plain, idle_web, idle_open]
-        stop.clear()
-        dashboard_open(idle_open.web_port, stop)
+        readers.append(dashboard_open(idle_open.web_port))
         idle = [("nutups, no web side", idle_plain), ("+ dashboard, history, MQTT; no page open", idle_web),
                 ("+ the same with a dashboard open (SSE)", idle_open)]
+        time.sleep(5)  # past the start (imports, first discovery), which is not idleness
         before = [cpu_seconds([d.proc.pid]) for _, d in idle]
         t0 = time.monotonic()
         time.sleep(IDLE_S)  # measuring an interval of idleness: nothing to wait for
         elapsed = time.monotonic() - t0
         idle_cpu = [(cpu_seconds([d.proc.pid]) - c) / elapsed * 100 for (_, d), c in zip(idle, before, strict=True)]
     finally:
-        stop.set()
+        for reader in readers:
+            reader.kill()
+            reader.wait()
         for d in daemons:
             d.stop()
         real.stop()

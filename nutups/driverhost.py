@@ -302,7 +302,12 @@ def main(argv: list[str] | None = None, prog: str | None = None, driver_kind: st
         key, sep, value = item.partition("=")
         if not sep or not key:
             return _die(prog, f"-x {item}: expected VAR=VAL")
-        section.options[key.lower()] = value
+        if key.lower() == "port":
+            section.port = value
+        elif key.lower() == "desc":
+            section.desc = value
+        else:
+            section.options[key.lower()] = value
     if args.interval:
         section.options["pollinterval"] = args.interval
     _setup_logging(args.debug, args.quiet, background=False)

@@ -386,3 +386,36 @@ def test_a_driver_that_loses_its_device_says_datastale():
     finally:
         real.stop()
         shutil.rmtree(confdir, ignore_errors=True)
+
+
+def test_nobroadcast_x_override_and_k():
+    """-x overrides ups.conf; a NOBROADCAST connection gets answers but no pushed updates while
+    another connection's SET is pushed to the rest; -k says it cannot cut power."""
+    need_nut()
+    confdir = make_confdir(nut_tmpdir(), "[d]\n driver = nutups-dummy-ups\n port = d.dev\n", "", "",
+                           files={"d.dev": SIMPLE_DEV, "other.dev": HAT_DEV})
+    env = dict(os.environ, NUT_CONFPATH=str(confdir), NUT_STATEPATH=str(confdir / "state"))
+    sock = confdir / "state" / "nutups-dummy-ups-d"
+    proc = subprocess.Popen([str(HOST_DUMMY), "-a", "d", "-u", "nut", "-F", "-x", "port=other.dev"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    quiet = loud = setter = None
+    try:
+        poll_until(sock.exists, "the driver socket")
+        quiet, loud, setter = SockClient(sock), SockClient(sock), SockClient(sock)
+        dump = quiet.request(b"DUMPALL\n", b"DUMPDONE\n")
+        assert b'SETINFO driver.parameter.port "other.dev"' in dump and b"SETINFO ups.serial" in dump
+        quiet.sock.sendall(b"NOBROADCAST\n")
+        assert quiet.request(b"PING\n", b"PONG\n") == b"PONG\n"  # NOBROADCAST itself has no answer
+        assert setter.request(b'SET ups.serial "pushed" TRACKING s1\n', b"TRACKING s1 0\n") == \
+            b'SETINFO ups.serial "pushed"\nTRACKING s1 0\n'
+        assert loud.request(b"PING\n", b"PONG\n") == b'SETINFO ups.serial "pushed"\nPONG\n'
+        assert quiet.request(b"PING\n", b"PONG\n") == b"PONG\n"
+        k = subprocess.run([str(HOST_DUMMY), "-a", "d", "-k"], env=env, capture_output=True, text=True, timeout=30)
+        assert k.returncode == 1 and "cannot switch the UPS off" in k.stderr
+    finally:
+        for client in (quiet, loud, setter):
+            if client is not None:
+                client.close()
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(confdir, ignore_errors=True)

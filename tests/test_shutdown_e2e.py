@@ -46,9 +46,9 @@ PI_SCRIPT = """#!/bin/sh
 class Outage:
     """nutups serving a simulated X1202 with a shutdown policy, watched by two upsmon secondaries."""
 
-    def __init__(self, grace: float, hostsync: float, cell: str, deadtime: int = 15,
-                 sec2_pollfreqalert: int = 1, secondaries_hostsync: int = 15) -> None:
-        print(f"battery: {cell}")  # shown when the test fails
+    def __init__(self, grace: float, hostsync: float, cell: str | None, deadtime: int = 15,
+                 sec2_pollfreqalert: int = 1, secondaries_hostsync: int = 15, driver_options: str = "") -> None:
+        print(f"battery: {cell or 'the simulator own model'}")  # shown when the test fails
         self.base = nut_tmpdir()
         self.out = self.base / "out"
         self.out.mkdir()
@@ -61,8 +61,8 @@ class Outage:
                                              out=self.out))
             path.chmod(path.stat().st_mode | stat.S_IXUSR)
             scripts[what] = path
-        make_confdir(confdir, f"[ups]\n driver = x120x\n sim = yes\n pollinterval = 0.5\n sim_cell = {CELLS / cell}\n",
-                     "", USERS,
+        options = driver_options + (f" sim_cell = {CELLS / cell}\n" if cell else "")
+        make_confdir(confdir, f"[ups]\n driver = x120x\n sim = yes\n pollinterval = 0.5\n{options}", "", USERS,
                      files={"nutups.yaml": f"shutdown:\n  grace: {grace}\n  hostsync: {hostsync}\n"
                                            f"  command: {scripts['pi-off']}\n"
                                            f"  reboot_command: {scripts['pi-reboot']}\n"})
@@ -250,3 +250,21 @@ def test_gauge_failing_mid_outage_the_pi_still_goes_down_in_time(record_property
     margin = float(pi["time_to_empty_s"])
     record_property("margin_s", margin)
     print(f"margin (gauge failed): {cell}: the Pi's command ran with {margin:.0f} s of battery left")
+
+
+def test_voltage_floor_under_load_takes_the_pi_down_while_the_gauge_says_plenty():
+    """One 18650 (X1201) overloaded at 25 W: the sag alone takes the loaded voltage under 3.2 V at
+    60 % charge. The driver's own LB is kept out of it (critical_voltage 2.8 V): the floor decides."""
+    with Outage(grace=2, hostsync=15, cell=None,
+                driver_options=" board = x1201\n critical_voltage = 2.8\n") as o:
+        o.sim(soc=60)
+        o.sim(load_w=25)
+        o.sim(ac=False)
+        o.wait_event(EventType.SHUTDOWN_STARTED)
+        charge, volts = float(o.var("battery.charge")), float(o.var("battery.voltage"))
+        pi = o.pi("pi-off")
+        message = o.shutdown_command_message()
+    assert charge >= 50 and volts < 3.2  # the gauge says plenty; the loaded voltage does not
+    assert "under the floor of 3.20 V (1 x 3.2 V)" in message and "every client logged out" in message, message
+    assert float(pi["time_to_empty_s"]) > 0
+    print(f"margin (voltage floor, 25 W on one cell): {float(pi['time_to_empty_s']):.0f} s at gauge {charge:.0f} %")

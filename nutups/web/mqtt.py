@@ -24,6 +24,7 @@ import inspect
 import json
 import logging
 import re
+import socket
 from typing import Any
 
 from ..events.types import Event
@@ -79,6 +80,8 @@ class MqttPublisher:
         self.prefix = settings.topic_prefix
         self.status_topic = f"{self.prefix}/status"
         self.node = node_id(self.prefix)
+        # unique per machine: a broker drops a client when another connects with its id
+        self.client_id = f"nutups-{node_id(socket.gethostname())}-{self.node}"[:64]
         self._outbox: asyncio.Queue[tuple[str, str, bool]] = asyncio.Queue(maxsize=1000)
         self._sent: dict[str, dict[str, str]] = {}
         self._dirty: set[str] = set()
@@ -213,7 +216,7 @@ class MqttPublisher:
                                         keyfile=str(s.key_file) if s.key_file else None)
         will = aiomqtt.Will(self.status_topic, "offline", qos=1, retain=True)
         return aiomqtt.Client(self.host, self.port, username=self.username, password=self.password,
-                              identifier=f"nutups-{self.node}", will=will, tls_params=tls, keepalive=30,
+                              identifier=self.client_id, will=will, tls_params=tls, keepalive=30,
                               timeout=10)
 
     async def run(self) -> None:
