@@ -104,7 +104,7 @@ def events_bench() -> None:
             "  AC_POWER_RESTORED:\n    leds: [red, off]\n")})
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "nutups.cli", "serve", "--confpath", str(confdir), "--listen",
-                             f"127.0.0.1:{port}", "--statepath", str(base / "state")],
+                             f"127.0.0.1:{port}", "--statepath", str(base / "state"), "--datapath", str(base / "state") + "-data"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port, proc)
@@ -193,7 +193,7 @@ def main() -> int:
     port = free_port()
     env = dict(os.environ, NUT_CONFPATH=str(base / "none"))
     proc = subprocess.Popen([sys.executable, "-m", "nutups.cli", "serve", "--sim", "--listen",
-                             f"127.0.0.1:{port}", "--statepath", str(base / "state")], env=env,
+                             f"127.0.0.1:{port}", "--statepath", str(base / "state"), "--datapath", str(base / "state") + "-data"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port, proc)

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import Configuration, default_confpath, load_configuration
+from .config import ConfigError, Configuration, default_confpath, load_configuration
 from .config.nutconf import UpsSection, parse_listen
 
 
@@ -51,6 +51,14 @@ confpath_option = click.option(
     "--confpath", type=click.Path(file_okay=False, path_type=Path), default=None,
     help="Directory with ups.conf, upsd.conf, upsd.users, nutups.yaml "
          "(default: $NUT_CONFPATH, else /etc/nutups).",
+)
+
+
+datapath_option = click.option(
+    "--datapath", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Where settings set with upsrw, the learned load, the event log and the history are kept "
+         "(default: $STATE_DIRECTORY, nutups.yaml datapath, else /var/lib/nutups for root, "
+         "$XDG_STATE_HOME/nutups otherwise).",
 )
 
 
@@ -95,11 +103,12 @@ def hat_present(bus: int = 1) -> bool:
               help="Listen here instead of upsd.conf's LISTEN (repeatable).")
 @click.option("--statepath", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Runtime state directory (default: $NUT_STATEPATH, upsd.conf STATEPATH, "
-                   "else /run/nutups or $XDG_RUNTIME_DIR/nutups).")
+                   "else /run/nutups or $XDG_RUNTIME_DIR/nutups). Sockets only.")
+@datapath_option
 @click.option("--sim", is_flag=True, help="Simulate the X120X HAT (the default when no HAT is present).")
 @click.option("-v", "--verbose", count=True, help="Debug logging.")
-def serve(confpath: Path | None, listen: tuple[str, ...], statepath: Path | None, sim: bool,
-          verbose: int) -> None:
+def serve(confpath: Path | None, listen: tuple[str, ...], statepath: Path | None, datapath: Path | None,
+          sim: bool, verbose: int) -> None:
     """Run the NUT server with the drivers of ups.conf (or, with no configuration, one X1202 as `ups`)."""
     from .daemon import Daemon
 
@@ -117,19 +126,28 @@ def serve(confpath: Path | None, listen: tuple[str, ...], statepath: Path | None
         cfg = load_configuration(confpath)
         for problem in cfg.problems:
             (log.warning if problem.warning else log.error)("%s", problem)
-        if not confpath.is_dir():
+        if cfg.errors:  # as upsd: a broken configuration is refused, never half served
+            log.error("cannot start: %d error(s) in %s", len(cfg.errors), confpath)
             raise SystemExit(2)
         if sim:
             for section in cfg.ups:
                 if section.driver == "x120x":
                     section.options["sim"] = "yes"
+    if datapath is not None:
+        cfg.datapath = datapath
     try:
         daemon = Daemon(cfg, listen=_listen_option(listen) or None, statepath=statepath)
+        daemon.all_listen_required = bool(listen or cfg.upsd.listen)
     except (OSError, ValueError) as exc:
         log.error("cannot start: %s", exc)
         raise SystemExit(2) from None
     try:
         asyncio.run(daemon.run_forever())
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("%s", problem)
+        log.error("cannot start: %d LISTEN address(es) cannot be bound", len(exc.problems))
+        raise SystemExit(2) from None
     except OSError as exc:
         log.error("cannot start: %s", exc)
         raise SystemExit(2) from None
@@ -214,8 +232,7 @@ def sim(confpath: Path | None, statepath: Path | None, ups: str | None, words: t
 
 @main.command()
 @confpath_option
-@click.option("--statepath", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where the log is when nutups.yaml names no event_log.")
+@datapath_option
 @click.option("--type", "types", multiple=True, metavar="TYPE", help="Only these event types (repeatable).")
 @click.option("--since", default=None, help="From this time: ISO 8601 (UTC) or 30s, 10m, 2h, 1d ago.")
 @click.option("--until", default=None, help="Up to this time (same forms).")
@@ -223,10 +240,10 @@ def sim(confpath: Path | None, statepath: Path | None, ups: str | None, words: t
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line, as in the log.")
 @click.option("--types", "list_types", is_flag=True, help="List the event types, their sources, and which "
                                                            "this machine has.")
-def events(confpath: Path | None, statepath: Path | None, types: tuple[str, ...], since: str | None,
+def events(confpath: Path | None, datapath: Path | None, types: tuple[str, ...], since: str | None,
            until: str | None, follow: bool, as_json: bool, list_types: bool) -> None:
     """Read the event log (rotated files included)."""
-    from .daemon import default_statepath
+    from .datapath import resolve_datapath
     from .events.engine import HostSensors
     from .events.log import follow_events, log_files, matches, parse_time, read_events
     from .events.types import SOURCES, EventType
@@ -255,11 +272,9 @@ def events(confpath: Path | None, statepath: Path | None, types: tuple[str, ...]
     if confpath is not None:
         cfg = load_configuration(confpath, require_ups_conf=False)
         path = cfg.events.event_log
-        if path is None and cfg.upsd.statepath:
-            statepath = statepath or Path(cfg.upsd.statepath)
+        datapath = datapath or cfg.datapath
     if path is None:
-        sp = statepath or default_statepath()
-        path = sp / "ups_events.log"
+        path = (datapath or resolve_datapath(None)) / "ups_events.log"
     warn = lambda text: click.echo(f"warning: {text}", err=True)  # noqa: E731
 
     def show(ev) -> None:

@@ -11,7 +11,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import Configuration
+from .config import ConfigError, ConfigProblem, Configuration
+from .datapath import migrate_from_statepath
 from .drivers import DRIVERS, Driver, DriverError, NutSocketDriver, driver_factory
 from .events.devices import MqttSettings, make_device
 from .events.engine import EventEngine, HostSensors
@@ -20,9 +21,10 @@ from .events.outlets import Outlets
 from .events.outputs import Outputs
 from .hardware.gpio import GpioError, import_gpiod
 from .hardware.sim import SimSensors
+from .notify import SystemdNotifier
 from .nut.descriptions import Descriptions
 from .nut.protocol import ServerCore
-from .nut.server import NutServer
+from .nut.server import ListenError, NutServer
 from .shutdown.runner import shutdown_runner
 from .state import UpsState
 from .web.service import WebService
@@ -69,9 +71,15 @@ class Daemon:
     def __init__(self, config: Configuration, listen: list[tuple[str, int]] | None = None,
                  statepath: Path | None = None, builtin_drivers: bool = True) -> None:
         self.config = config
+        self.listen_option = bool(listen)  # given beside the configuration (--listen)
+        # serve: every LISTEN (or --listen) must be bound, as upsd without ALLOW_NOT_ALL_LISTENERS
+        self.all_listen_required = False
         self.listen = listen or config.upsd.listen_addresses()
         self.statepath = statepath or (Path(config.upsd.statepath) if config.upsd.statepath
                                        else default_statepath())
+        # what must survive a restart; STATEPATH keeps sockets only (nutups/datapath.py)
+        self.datapath: Path = config.datapath
+        migrate_from_statepath(self.statepath, self.datapath, log)
         self.states: list[UpsState] = []
         self.drivers: dict[str, Driver] = {}
         for section in config.ups:
@@ -86,7 +94,8 @@ class Daemon:
             # NUT's drivers put their sockets in NUT's STATEPATH, which may not be ours
             where = nut_statepath(config) if cls is NutSocketDriver else self.statepath
             try:
-                self.drivers[section.name] = cls(state, section, config.confpath, statepath=where)
+                self.drivers[section.name] = cls(state, section, config.confpath, statepath=where,
+                                                 datapath=self.datapath)
             except (DriverError, ValueError) as exc:
                 log.error("%s: the UPS is listed but reports DRIVER-NOT-CONNECTED", exc)
         certfile = config.upsd.certfile
@@ -112,7 +121,7 @@ class Daemon:
         return None
 
     def event_log_path(self) -> Path:
-        return self.config.events.event_log or self.statepath / "ups_events.log"
+        return self.config.events.event_log or self.datapath / "ups_events.log"
 
     def _build_events(self) -> EventEngine:
         """The event layer: log, outputs (the simulator's lines, or the Pi's), sensors."""
@@ -172,6 +181,11 @@ class Daemon:
             self.statepath.mkdir(parents=True, exist_ok=True, mode=0o750)
         except OSError as exc:
             log.warning("cannot create STATEPATH %s: %s", self.statepath, exc.strerror)
+        try:
+            self.datapath.mkdir(parents=True, exist_ok=True, mode=0o750)
+        except OSError as exc:
+            log.warning("cannot create the datapath %s: %s; settings and events are not kept",
+                        self.datapath, exc.strerror)
         raise_fd_limit(self.config.upsd.maxconn)
         # The NUT server thread must not wait long for the GIL when a driver is busy.
         sys.setswitchinterval(0.001)
@@ -198,10 +212,29 @@ class Daemon:
                 self._tasks.append(loop.create_task(runner.run(), name="shutdown"))
         for name, driver in self.drivers.items():
             self._tasks.append(loop.create_task(self._supervise(name, driver), name=f"driver-{name}"))
-        self.bound = await self.server.start()
-        self.web = WebService(self.config.web, self.states, self.core, self.engine, self.statepath,
+        try:
+            self.bound = await self.server.start(all_required=self.all_listen_required)
+        except ListenError as exc:
+            await self.stop()
+            raise ConfigError(self.listen_problems(exc)) from None
+        self.web = WebService(self.config.web, self.states, self.core, self.engine, self.datapath,
                               self.event_log_path(), self.certfile, broker=self.config.events.mqtt)
         await self.web.start()
+
+    def listen_problems(self, exc: ListenError) -> list[ConfigProblem]:
+        """Each address that could not be bound, as `upsd.conf:line: problem` (or the option)."""
+        upsd_conf = str(self.config.confpath / "upsd.conf")
+        out = []
+        for host, port, reason in exc.failures:
+            where = f"LISTEN {host} {port}: cannot listen: {reason}"
+            line = self.config.upsd.listen_lines.get((host, port))
+            if self.listen_option:
+                out.append(ConfigProblem("--listen", None, f"{host}:{port}: cannot listen: {reason}"))
+            elif line is not None:
+                out.append(ConfigProblem(upsd_conf, line, where))
+            else:  # the default addresses
+                out.append(ConfigProblem(upsd_conf, None, f"{where} (the default; set LISTEN)"))
+        return out
 
     def reload(self) -> None:
         """SIGHUP, as upsd: read upsd.users again (and the event mapping of nutups.yaml).
@@ -261,9 +294,16 @@ class Daemon:
     async def run_forever(self, after_start: Callable[[], None] | None = None) -> None:
         """Serve until SIGTERM/SIGINT; ``after_start`` runs once the ports are bound
         (`nutups upsd` drops its privileges there, as upsd does after binding)."""
+        notifier = SystemdNotifier()
+        notifier.status("starting")
         await self.start()
         if after_start is not None:
             after_start()
+        names = ", ".join(s.name for s in self.states)
+        notifier.ready(f"serving {len(self.states)} UPS ({names}) on "
+                       + ", ".join(f"{h} port {p}" for h, p in self.bound))
+        self._tasks.append(asyncio.get_running_loop().create_task(notifier.watchdog(self.server.running),
+                                                                  name="watchdog"))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -278,4 +318,6 @@ class Daemon:
         log.info("nutups serving %d UPS: %s", len(self.states), ", ".join(s.name for s in self.states))
         await stop.wait()
         log.info("stopping")
+        notifier.stopping()
         await self.stop()
+        notifier.close()

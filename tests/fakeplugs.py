@@ -55,6 +55,7 @@ class FakeKasaPlug:
         self.all_closed = asyncio.Event()
         self.server: asyncio.AbstractServer | None = None
         self.port = 0
+        self._clients: set[asyncio.Task] = set()
 
     async def start(self, discovery: bool = False) -> FakeKasaPlug:
         """Listen on TCP; with ``discovery``, answer python-kasa's legacy UDP discovery on the
@@ -79,6 +80,11 @@ class FakeKasaPlug:
             self.udp.close()
         if self.server is not None:
             self.server.close()
+            # since 3.12 wait_closed() waits for open connections: end them first
+            clients = list(self._clients)
+            for task in clients:
+                task.cancel()
+            await asyncio.gather(*clients, return_exceptions=True)
             await self.server.wait_closed()
 
     def _answer(self, req: dict) -> dict:
@@ -107,6 +113,8 @@ class FakeKasaPlug:
         return out
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._clients.add(task)
         self.connections += 1
         self.all_closed.clear()
         try:
@@ -124,6 +132,7 @@ class FakeKasaPlug:
             pass
         finally:
             writer.close()
+            self._clients.discard(task)
             self.connections -= 1
             if not self.connections:
                 self.all_closed.set()

@@ -242,6 +242,7 @@ class Nutups:
         self.confdir = confdir
         self.port = port or free_port()
         self.statepath = statepath or confdir / "nutups-state"
+        self.datapath = self.statepath.parent / f"{self.statepath.name}-data"  # never /var/lib/nutups
         self.extra_args = extra_args or []
         self.proc: subprocess.Popen | None = None
         self.stderr_path = confdir / "nutups.stderr"
@@ -250,7 +251,8 @@ class Nutups:
         self._err = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "nutups.cli", "serve", "--confpath", str(self.confdir),
-             "--listen", f"127.0.0.1:{self.port}", "--statepath", str(self.statepath), *self.extra_args],
+             "--listen", f"127.0.0.1:{self.port}", "--statepath", str(self.statepath),
+             "--datapath", str(self.datapath), *self.extra_args],
             stdout=subprocess.DEVNULL, stderr=self._err)
         wait_port(self.port, self.proc)
         if wait:

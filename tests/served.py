@@ -18,6 +18,7 @@ class Served:
         self.base = nut_tmpdir()
         self.confdir = make_confdir(self.base / "conf", ups_conf, upsd_conf, users, files)
         self.statepath = self.base / "state"
+        self.datapath = self.base / "data"
         self.port = free_port()
         self.args = args
         self.proc: subprocess.Popen | None = None
@@ -26,7 +27,8 @@ class Served:
         self._err = open(self.base / "stderr", "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "nutups.cli", "serve", "--confpath", str(self.confdir),
-             "--listen", f"127.0.0.1:{self.port}", "--statepath", str(self.statepath), *self.args],
+             "--listen", f"127.0.0.1:{self.port}", "--statepath", str(self.statepath),
+             "--datapath", str(self.datapath), *self.args],
             stdout=subprocess.DEVNULL, stderr=self._err)
         try:
             wait_port(self.port, self.proc)

@@ -4,6 +4,8 @@ and the setting, in words, and nothing a user writes gives a traceback (`config 
 from __future__ import annotations
 
 import string
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import yaml
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from served import Served
+from nutprocs import free_port, make_confdir, nut_tmpdir
 
 from nutups.cli import main
 from nutups.config import load_configuration, yaml_sections
@@ -82,23 +84,30 @@ def test_a_dropped_byte_in_nut_files_is_a_warning_with_its_line(tmp_path):
 
 
 def test_events_type_and_sim_speed_messages_are_words():
-    r = CliRunner().invoke(main, ["events", "--type", "BOGUS", "--statepath", tempfile.mkdtemp()])
+    r = CliRunner().invoke(main, ["events", "--type", "BOGUS", "--datapath", tempfile.mkdtemp()])
     assert r.exit_code == 2
     assert "'BOGUS' is not an event type (one of AC_POWER_LOSS," in r.output
     assert "EventType" not in r.output
 
 
-def test_serve_reports_a_broken_mapping_and_keeps_serving():
+def test_serve_refuses_a_broken_mapping_naming_every_problem():
+    """As upsd refuses a broken configuration: every problem, exit status 2, nothing served."""
     yaml_text = ("outputs: {relay: 24}\nevents:\n  AC_POWER_LOSS: {relay: [on], buzzer: {a: 1}}\n"
                  "integrations:\n  ac_devices:\n    - {type: shelly, name: s, host: 127.0.0.1, gen: two}\n")
-    with Served(SIM_UPS + "[nodriver]\n port = x\n", files={"nutups.yaml": yaml_text}) as d:
-        log = d.wait_log("nutups serving")
-        f = d.confdir / "nutups.yaml"
-        assert f"{f}:3: events.AC_POWER_LOSS.relay: a list is not on or off" in log
-        assert f"{f}:6: integrations.ac_devices.0.gen: 'two' is not a whole number of at least 1" in log
-        assert "[nodriver]: no driver = line (nutups has: dummy-ups, x120x)" in log
-        for word in PYTHON_INTERNALS:
-            assert word not in log, log
+    base = nut_tmpdir()
+    confdir = make_confdir(base / "conf", SIM_UPS + "[nodriver]\n port = x\n", files={"nutups.yaml": yaml_text})
+    r = subprocess.run([sys.executable, "-m", "nutups.cli", "serve", "--confpath", str(confdir),
+                        "--listen", f"127.0.0.1:{free_port()}", "--statepath", str(base / "state"), "--datapath", str(base / "state") + "-data"],
+                       capture_output=True, text=True, timeout=60)
+    log = r.stderr
+    assert r.returncode == 2, log
+    f = confdir / "nutups.yaml"
+    assert f"{f}:3: events.AC_POWER_LOSS.relay: a list is not on or off" in log
+    assert f"{f}:6: integrations.ac_devices.0.gen: 'two' is not a whole number of at least 1" in log
+    assert f"{confdir}/ups.conf:4: [nodriver]: no driver" in log
+    assert "cannot start" in log and "nutups serving" not in log
+    for word in PYTHON_INTERNALS:
+        assert word not in log, log
 
 
 # --- nothing a user writes gives a traceback ---------------------------------------------------

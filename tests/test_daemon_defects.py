@@ -48,7 +48,7 @@ def test_sighup_applies_new_thresholds():
     fast = SIM_UPS + " pollinterval = 0.2\n"
     with Served(fast, files={"nutups.yaml": "thresholds: {temperature_high: 90, debounce: 1}\n"}) as d:
         d.wait_log("simulator control socket")
-        events = d.statepath / "ups_events.log"
+        events = d.datapath / "ups_events.log"
         sim(d, "temperature", "80")
         (d.confdir / "nutups.yaml").write_text("thresholds: {temperature_high: 70, debounce: 1}\n")
         d.hup()
@@ -91,7 +91,7 @@ def test_a_timed_out_hook_leaves_no_process_of_its_group():
         poll_until(pids.exists, "the hook to start its sleeper")
         hook_pid, sleeper = (int(p) for p in pids.read_text().split())
         assert sleeper in _group_members(hook_pid)
-        events = d.statepath / "ups_events.log"
+        events = d.datapath / "ups_events.log"
         poll_until(lambda: "ACTION_FAILED" in events.read_text(), "ACTION_FAILED")
         assert "timed out after 1 s" in events.read_text()
         poll_until(lambda: not _group_members(hook_pid), "the hook's group to be gone")
@@ -142,7 +142,7 @@ def test_at_start_the_relay_and_leds_show_the_current_power_state():
         assert outputs["relay"] == {"level": 1, "pattern": "on"}
         assert outputs["green"] == {"level": 1, "pattern": "solid"}
         assert outputs["red"]["level"] == 0
-        events = d.statepath / "ups_events.log"
+        events = d.datapath / "ups_events.log"
         assert not events.exists() or "AC_POWER_RESTORED" not in events.read_text()
 
 
@@ -155,7 +155,8 @@ def test_a_second_sim_server_that_cannot_bind_leaves_the_first_ones_socket():
         sock = d.statepath / "nutups-ups.sim"
         before = sock.stat().st_ino
         second = subprocess.run([sys.executable, "-m", "nutups.cli", "serve", "--sim", "--confpath", str(d.confdir),
-                                 "--listen", f"127.0.0.1:{d.port}", "--statepath", str(d.statepath)],
+                                 "--listen", f"127.0.0.1:{d.port}", "--statepath", str(d.statepath),
+                                 "--datapath", str(d.datapath)],
                                 capture_output=True, text=True, timeout=60)
         assert second.returncode == 2, second.stderr
         assert "cannot start" in second.stderr and "Traceback" not in second.stderr

@@ -79,7 +79,7 @@ events:
     port = free_port()
     err = open(base / "stderr", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "nutups.cli", "serve", "--confpath", str(confdir),
-                             "--listen", f"127.0.0.1:{port}", "--statepath", str(base / "state")],
+                             "--listen", f"127.0.0.1:{port}", "--statepath", str(base / "state"), "--datapath", str(base / "state") + "-data"],
                             stdout=subprocess.DEVNULL, stderr=err)
     wait_port(port, proc)
     sock = base / "state" / "nutups-ups.sim"

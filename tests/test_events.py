@@ -158,11 +158,20 @@ def test_kill_9_during_a_burst_keeps_every_earlier_line(tmp_path):
         assert e.seq == n and e.value == float(n)
 
 
-def test_example_configuration_loads_and_validates():
-    cfg = load_configuration(EXAMPLE)
+def test_example_configuration_loads_and_validates(tmp_path, monkeypatch):
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    shipped = load_configuration(EXAMPLE)  # as shipped: every example commented out
+    assert shipped.errors == [] and shipped.events.devices == {} and shipped.events.leds == {}
+    # uncommented (what a user does), the example is valid too
+    for name in ("ups.conf", "upsd.conf", "upsd.users"):
+        (tmp_path / name).write_bytes((EXAMPLE / name).read_bytes())
+    text = (EXAMPLE / "nutups.yaml").read_text()
+    (tmp_path / "nutups.yaml").write_text("\n".join(line[2:] if line.startswith("# ") else line
+                                                    for line in text.splitlines()))
+    cfg = load_configuration(tmp_path)
     assert cfg.errors == []
     ev = cfg.events
-    assert ev.event_log == EXAMPLE / "data/logs/ups_events.log"
+    assert ev.event_log == Path("/var/lib/nutups/ups_events.log") and cfg.datapath == Path("/var/lib/nutups")
     assert ev.leds == {"red": 17, "green": 27, "yellow": 22, "blue": 23} and ev.relay == 24 and ev.buzzer == 25
     assert set(ev.devices) == {"rack_ac", "backup_outlet", "lab_outlet"}
     loss = ev.actions[EventType.AC_POWER_LOSS]
@@ -290,14 +299,14 @@ def test_events_cli_filters(tmp_path):
     for kind in (EventType.AC_POWER_LOSS, EventType.CHARGING_STOPPED, EventType.AC_POWER_RESTORED):
         log.append(Event(kind, "ups", kind.lower()))
     log.close()
-    r = CliRunner().invoke(main, ["events", "--statepath", str(tmp_path), "--confpath", str(tmp_path / "none"),
+    r = CliRunner().invoke(main, ["events", "--datapath", str(tmp_path), "--confpath", str(tmp_path / "none"),
                                   "--type", "ac_power_loss", "--type", "AC_POWER_RESTORED", "--json"])
     assert r.exit_code == 0, r.output
     assert [json.loads(line)["type"] for line in r.output.splitlines()] == ["AC_POWER_LOSS", "AC_POWER_RESTORED"]
-    r = CliRunner().invoke(main, ["events", "--statepath", str(tmp_path), "--confpath", str(tmp_path / "none"),
+    r = CliRunner().invoke(main, ["events", "--datapath", str(tmp_path), "--confpath", str(tmp_path / "none"),
                                   "--since", "2099-01-01"])
     assert r.exit_code == 0 and r.output == ""
-    r = CliRunner().invoke(main, ["events", "--statepath", str(tmp_path), "--confpath", str(tmp_path / "none"),
+    r = CliRunner().invoke(main, ["events", "--datapath", str(tmp_path), "--confpath", str(tmp_path / "none"),
                                   "--since", "yesterday-ish"])
     assert r.exit_code != 0 and "ISO 8601" in r.output
     r = CliRunner().invoke(main, ["events", "--types"])

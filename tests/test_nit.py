@@ -38,15 +38,25 @@ def _missing() -> str | None:
 
 def _nit_venv() -> Path:
     """A venv on the system Python with nutups' dependencies, which user nut can execute;
-    cached by the dependency list, since building it takes a while."""
+    cached by the dependency list, since building it takes a while. It is built aside and
+    renamed into place, so that two test runs at once never see half of one."""
     key = hashlib.sha256("\n".join(DEPENDENCIES).encode()).hexdigest()[:12]
     venv = Path(tempfile.gettempdir()) / f"nutups-nit-venv-{key}"
-    if not (venv / "ok").exists():
-        shutil.rmtree(venv, ignore_errors=True)
-        subprocess.run([str(SYSTEM_PYTHON), "-m", "venv", str(venv)], check=True, timeout=300)
-        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", *DEPENDENCIES], check=True, timeout=600)
-        (venv / "ok").write_text("")
-        subprocess.run(["chmod", "-R", "a+rX", str(venv)], check=True)
+    if venv.exists():
+        return venv
+    build = Path(tempfile.mkdtemp(prefix=f"{venv.name}-build-"))
+    try:
+        subprocess.run([str(SYSTEM_PYTHON), "-m", "venv", str(build)], check=True, timeout=300)
+        subprocess.run([str(build / "bin" / "pip"), "install", "-q", *DEPENDENCIES], check=True, timeout=600)
+        # only bin/python is used (a symlink; the venv is found from pyvenv.cfg beside bin/), so
+        # the venv works under its final name; pip's own scripts would not, and are not used
+        subprocess.run(["chmod", "-R", "a+rX", str(build)], check=True)
+        try:
+            build.rename(venv)
+        except OSError:  # another run got there first: use that one
+            pass
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
     return venv
 
 

@@ -132,7 +132,7 @@ class Outage:
         return self.var("ups.status")
 
     def events(self) -> list[EventType]:
-        return [e.type for e in read_events(self.statepath / "ups_events.log")]
+        return [e.type for e in read_events(self.server.datapath / "ups_events.log")]
 
     def wait_event(self, kind: EventType, timeout: float = TIMEOUT) -> None:
         poll_until(lambda: kind in self.events(), kind, timeout)
@@ -162,7 +162,7 @@ class Outage:
     def shutdown_command_message(self) -> str:
         """SHUTDOWN_COMMAND's message (it comes once the Pi's command has ended)."""
         self.wait_event(EventType.SHUTDOWN_COMMAND)
-        [event] = [e for e in read_events(self.statepath / "ups_events.log") if e.type == EventType.SHUTDOWN_COMMAND]
+        [event] = [e for e in read_events(self.server.datapath / "ups_events.log") if e.type == EventType.SHUTDOWN_COMMAND]
         return event.message
 
 

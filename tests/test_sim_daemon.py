@@ -39,7 +39,7 @@ def simd():
     port = free_port()
     err = open(base / "stderr", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "nutups.cli", "serve", "--confpath", str(confdir),
-                             "--listen", f"127.0.0.1:{port}", "--statepath", str(statepath)],
+                             "--listen", f"127.0.0.1:{port}", "--statepath", str(statepath), "--datapath", str(statepath) + "-data"],
                             stdout=subprocess.DEVNULL, stderr=err)
     wait_port(port, proc)
     sock = statepath / "nutups-ups.sim"
@@ -155,7 +155,7 @@ def test_embedded_default_serves_a_simulated_x1202(tmp_path):
     env = dict(os.environ, NUT_CONFPATH=str(tmp_path / "no-such-dir"))
     env.pop("NUT_STATEPATH", None)
     proc = subprocess.Popen([sys.executable, "-m", "nutups.cli", "serve", "--sim", "--listen",
-                             f"127.0.0.1:{port}", "--statepath", str(tmp_path / "st")], env=env,
+                             f"127.0.0.1:{port}", "--statepath", str(tmp_path / "st"), "--datapath", str(tmp_path / "st") + "-data"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_port(port, proc)
@@ -227,7 +227,7 @@ def test_sighup_reloads_users():
     port = free_port()
     err = open(base / "stderr", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "nutups.cli", "serve", "--confpath", str(confdir),
-                             "--listen", f"127.0.0.1:{port}", "--statepath", str(base / "state")],
+                             "--listen", f"127.0.0.1:{port}", "--statepath", str(base / "state"), "--datapath", str(base / "state") + "-data"],
                             stdout=subprocess.DEVNULL, stderr=err)
     try:
         wait_port(port, proc)

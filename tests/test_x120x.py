@@ -434,3 +434,21 @@ def test_gauge_faults_each_have_their_fix(code, kind, fix):
 
     err = explain_oserror(OSError(code, "x"), 1, 0x36)
     assert err.kind == kind and fix in str(err)
+
+
+def test_control_socket_closes_with_an_idle_client_connected(tmp_path):
+    """Python 3.12+: Server.wait_closed() waits for open connections; close() ends them."""
+    from nutups.hardware.simcontrol import SimControlServer
+
+    async def go():
+        server = SimControlServer(SimulatedHat(), tmp_path / "ups.sim")
+        await server.start()
+        reader, writer = await asyncio.open_unix_connection(str(tmp_path / "ups.sim"))
+        writer.write(b'{"cmd": "get"}\n')
+        assert b'"ok": true' in await asyncio.wait_for(reader.readline(), 5)  # accepted; now idle
+        await asyncio.wait_for(server.close(), 5)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # the server hung up on it
+        writer.close()
+        assert not (tmp_path / "ups.sim").exists()
+
+    asyncio.run(go())

@@ -26,6 +26,7 @@ class WebDaemon:
         self.nut_port = free_port()
         self.web_port = free_port()
         self.statepath = self.base / "state"
+        self.datapath = self.base / "data"
         self.web = web
         text = (f"web:\n  listen: 127.0.0.1:{self.web_port}\n" if web else "") + yaml_text
         self.confdir = make_confdir(self.base / "conf", ups_conf, upsd_conf, USERS_WEB,
@@ -38,7 +39,8 @@ class WebDaemon:
         self.err = open(self.base / "stderr", "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "nutups.cli", "serve", "--confpath", str(self.confdir),
-             "--listen", f"127.0.0.1:{self.nut_port}", "--statepath", str(self.statepath)],
+             "--listen", f"127.0.0.1:{self.nut_port}", "--statepath", str(self.statepath),
+             "--datapath", str(self.datapath)],
             stdout=subprocess.DEVNULL, stderr=self.err)
         wait_port(self.nut_port, self.proc)
         if self.web:

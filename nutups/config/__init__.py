@@ -15,14 +15,14 @@ from .nutconf import (
     socket_drivers,
     ups_conf_globals,
 )
-from .problems import ConfigProblem
+from .problems import ConfigError, ConfigProblem
 from .schema import Section, check, load_yaml, merge_specs, own_values
 from .users import UserTable, parse_users
 
 DEFAULT_CONFPATH = "/etc/nutups"
 
 __all__ = [
-    "ConfigProblem", "Configuration", "default_confpath", "load_configuration", "yaml_sections",
+    "ConfigError", "ConfigProblem", "Configuration", "default_confpath", "load_configuration", "yaml_sections",
 ]
 
 
@@ -30,11 +30,18 @@ def yaml_sections() -> list[Section]:
     """The parts of nutups.yaml, each with the schema its own layer owns.  To add a part:
     define a Section in your module and list it here (imported here, not at the top:
     the layers that own the sections import config types themselves)."""
+    from ..datapath import DATAPATH
     from ..events.config import EVENTS
     from ..shutdown.settings import SHUTDOWN
     from ..web.config import WEB_SECTION
 
-    return [EVENTS, SHUTDOWN, WEB_SECTION]
+    return [EVENTS, SHUTDOWN, WEB_SECTION, DATAPATH]
+
+
+def _datapath() -> Path:
+    from ..datapath import resolve_datapath
+
+    return resolve_datapath(None)
 
 
 def _web_settings():
@@ -64,6 +71,8 @@ class Configuration:
     events: Any = field(default_factory=lambda: _events_config())  # nutups.events.config.EventsConfig
     shutdown: Any = None  # nutups.shutdown.settings.ShutdownSettings; None: the policy is off
     web: Any = field(default_factory=lambda: _web_settings())  # nutups.web.config.WebSettings
+    # what survives a restart (settings, learned load, event log, history): nutups.datapath
+    datapath: Path = field(default_factory=lambda: _datapath())
     problems: list[ConfigProblem] = field(default_factory=list)
 
     @property
@@ -123,6 +132,8 @@ def load_configuration(confpath: Path, require_ups_conf: bool = True) -> Configu
     if require_ups_conf or ups_conf.exists():
         cfg.ups, p = parse_ups_conf(ups_conf)
         problems.extend(p)
+        if not cfg.ups and not p:  # upsd refuses to start without a UPS (ALLOW_NO_DEVICE)
+            problems.append(ConfigProblem(str(ups_conf), None, "no UPS defined: add a [name] section with a driver"))
         cfg.socket_drivers = socket_drivers(ups_conf_globals(ups_conf))
     for section in cfg.ups:
         if section.driver and not known_driver(section.driver) and section.driver not in cfg.socket_drivers:
@@ -137,8 +148,9 @@ def load_configuration(confpath: Path, require_ups_conf: bool = True) -> Configu
         if builtin_driver(section.driver) is DRIVERS["dummy-ups"] and section.port:
             dev = Path(section.port) if os.path.isabs(section.port) else confpath / section.port
             if not dev.exists():
-                problems.append(ConfigProblem(str(ups_conf), section.line,
-                                              f"[{section.name}]: port file {dev} not found"))
+                problems.append(ConfigProblem(  # as dummy-ups: served once it appears
+                    str(ups_conf), section.line,
+                    f"[{section.name}]: port file {dev} not found: DRIVER-NOT-CONNECTED until it exists", True))
     cfg.upsd, p = parse_upsd_conf(confpath / "upsd.conf")
     problems.extend(p)
     cfg.users, p = parse_users(confpath / "upsd.users")

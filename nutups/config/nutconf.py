@@ -34,6 +34,7 @@ class UpsdSettings:
     """upsd.conf, plus CLIENT_TIMEOUT, which is ours."""
 
     listen: list[tuple[str, int]] = field(default_factory=list)
+    listen_lines: dict[tuple[str, int], int] = field(default_factory=dict)  # (host, port) -> upsd.conf line
     maxage: float = 15.0
     maxconn: int = 1024
     statepath: str | None = None
@@ -225,6 +226,7 @@ def parse_upsd_conf(path: Path) -> tuple[UpsdSettings, list[ConfigProblem]]:
                 problems.append(ConfigProblem(fn, lineno, f"LISTEN: bad address or port {' '.join(args)!r}"))
                 continue
             settings.listen.append((host, port))
+            settings.listen_lines[(host, port)] = lineno
         elif key in ("MAXAGE", "MAXCONN", "CLIENT_TIMEOUT"):
             if len(args) != 1:
                 problems.append(ConfigProblem(fn, lineno, f"{key} takes one number"))

@@ -24,3 +24,11 @@ class ConfigProblem:
 # NUT keeps only printable ASCII in a configuration value (CVE-2012-2944); so do we, and say so.
 DROPPED_BYTE = ("a byte that is not printable ASCII (a control character, or a letter such as é) was "
                 "left out of a value, as NUT does; write the value in plain ASCII")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used (serve refuses it); holds the problems that say why."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems

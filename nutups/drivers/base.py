@@ -38,12 +38,16 @@ class Driver:
         confpath: Path,
         clock: Callable[[], float] = time.monotonic,
         statepath: Path | None = None,
+        datapath: Path | None = None,
     ) -> None:
         self.state = state
         self.section = section
         self.confpath = confpath
         self.clock = clock
-        self.statepath = statepath
+        self.statepath = statepath  # sockets
+        # what survives a restart; without a datapath (config check) nothing is kept,
+        # and a driver run by NUT's upsdrvctl keeps it in NUT's STATEPATH as before
+        self.datapath = datapath if datapath is not None else statepath
         self.log = logging.getLogger(f"nutups.driver.{section.name}")
         # Mains present per the driver's own line, kept up to date even while other
         # readings fail and the UPS reports DATA-STALE; None: the driver cannot tell.

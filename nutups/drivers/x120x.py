@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from collections import deque
@@ -81,7 +82,7 @@ class X120xDriver(Driver):
         self.sim = "sim" in self.section.options and _truthy(opt("sim"))
         self.hardware = hardware  # injected: a SimulatedHat, or None for the real HAT
         self.settings = dict(DEFAULTS)
-        self.settings_path = (self.statepath / f"nutups-{self.section.name}.json") if self.statepath else None
+        self.settings_path = (self.datapath / f"nutups-{self.section.name}.json") if self.datapath else None
         self._load_settings()
         prior = float(self.settings.get("learned_load_w") or self.float_option("load_w", 5.0, 0.1, 50))
         self.estimator = RuntimeEstimator(self.capacity_mah / 1000.0, prior)
@@ -98,6 +99,7 @@ class X120xDriver(Driver):
         # PLD line floats high without a seated HAT, or the charger lost its input.
         self._on_mains: deque[tuple[float, float]] = deque()
         self.edge_seen = asyncio.Event()
+        self.poll_now = asyncio.Event()  # wakes the poll loop (a new simulator speed)
         self._reader_fd: int | None = None
         self.control = None
         self.on_control = None  # the daemon's hook after a simulator change
@@ -416,7 +418,10 @@ class X120xDriver(Driver):
         try:
             while True:
                 self.poll()
-                await asyncio.sleep(max(self.pollinterval / self.speed(), MIN_POLL_SLEEP_S))
+                self.poll_now.clear()
+                with contextlib.suppress(TimeoutError):  # the interval ended, or the simulator's speed changed
+                    await asyncio.wait_for(self.poll_now.wait(), max(self.pollinterval / self.speed(),
+                                                                      MIN_POLL_SLEEP_S))
         finally:
             self._close_hardware()
             if self.control is not None:
@@ -438,11 +443,11 @@ def _sim_cell(section, confpath):
         raise DriverError(f"[{section.name}] sim_cell = {path}: {exc}") from None
 
 
-def make_x120x(state, section, confpath, statepath=None, clock=None):
+def make_x120x(state, section, confpath, statepath=None, clock=None, datapath=None):
     """Driver factory: builds the simulated HAT for `sim = yes`, else the real one."""
     sim = "sim" in section.options and _truthy(section.options.get("sim"))
     if not sim:
-        return X120xDriver(state, section, confpath, statepath=statepath)
+        return X120xDriver(state, section, confpath, statepath=statepath, datapath=datapath)
     from ..hardware.sim import SimClock, SimulatedHat
 
     board = (section.options.get("board") or "x1202").lower()
@@ -458,7 +463,8 @@ def make_x120x(state, section, confpath, statepath=None, clock=None):
                            clock=SimClock(), load_w=float(section.options.get("sim_load_w", "5") or 5), cell=cell)
     except ValueError as exc:
         raise DriverError(f"[{section.name}] sim_load_w: {exc}") from None
-    return X120xDriver(state, section, confpath, clock=hat.clock, statepath=statepath, hardware=hat)
+    return X120xDriver(state, section, confpath, clock=hat.clock, statepath=statepath, datapath=datapath,
+                       hardware=hat)
 
 
 __all__ = ["X120xDriver", "make_x120x"]

@@ -5,6 +5,10 @@
 ``{"cmd": "set", "speed": 60}`` / ``{"cmd": "get"}``; the answer comes once
 the change took effect in the driver: ``{"ok": true, "state": {...}}`` or
 ``{"ok": false, "error": "..."}``.
+
+``{"cmd": "stall", "until": "/path/to/fifo"}`` plays a daemon whose event loop is
+stuck (what the systemd watchdog is for): the loop blocks until someone writes to
+that FIFO and closes it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +43,10 @@ def handle_request(hat: SimulatedHat, line: bytes) -> tuple[dict, dict[str, Any]
     cmd = req.get("cmd")
     if cmd == "get":
         return {"ok": True, "state": hat.state()}, {}
+    if cmd == "stall":
+        return stall_event_loop(req.get("until")), {}
     if cmd != "set":
-        return {"ok": False, "error": f"unknown cmd {cmd!r} (set or get)"}, {}
+        return {"ok": False, "error": f"unknown cmd {cmd!r} (set, get or stall)"}, {}
     changes = {k: v for k, v in req.items() if k != "cmd"}
     if not changes:
         return {"ok": False, "error": "set what? one of " + ", ".join(SETTABLE)}, {}
@@ -56,6 +63,22 @@ def handle_request(hat: SimulatedHat, line: bytes) -> tuple[dict, dict[str, Any]
     return {"ok": True}, changes  # the state is added once the change took effect
 
 
+def stall_event_loop(fifo: Any) -> dict:
+    """Block the calling thread (the event loop) until the FIFO is written and closed."""
+    if not isinstance(fifo, str) or not fifo:
+        return {"ok": False, "error": "stall until: the path of a FIFO (mkfifo)"}
+    try:
+        if not stat.S_ISFIFO(os.stat(fifo).st_mode):
+            return {"ok": False, "error": f"{fifo} is not a FIFO"}
+        log.warning("simulator: the event loop stalls until %s is written", fifo)
+        with open(fifo, "rb") as f:  # blocks on purpose: nothing else on the loop runs
+            f.read()
+    except OSError as exc:
+        return {"ok": False, "error": f"{fifo}: {exc.strerror or exc}"}
+    log.warning("simulator: the event loop runs again")
+    return {"ok": True}
+
+
 class SimControlServer:
     """Unix socket at ``<STATEPATH>/nutups-<ups>.sim``, mode 0600."""
 
@@ -64,6 +87,7 @@ class SimControlServer:
         self.path = path
         self.driver = driver
         self.server: asyncio.AbstractServer | None = None
+        self._clients: set[asyncio.Task] = set()  # one task per connected client
         self.after_change = None  # set by the daemon: refresh the sensors the events read
         self._inode = 0
 
@@ -86,6 +110,9 @@ class SimControlServer:
         log.info("simulator control socket: %s", self.path)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._clients.add(task)
         try:
             while True:
                 try:
@@ -112,6 +139,7 @@ class SimControlServer:
             pass
         finally:
             writer.close()
+            self._clients.discard(task)  # type: ignore[arg-type]
 
     async def _took_effect(self, changes: dict) -> None:
         """Answer only once the driver saw the change: a mains change through the
@@ -124,6 +152,8 @@ class SimControlServer:
             except TimeoutError:
                 log.warning("no PLD edge seen within %.1f s; polling", EDGE_WAIT_S)
         driver.poll()
+        if "speed" in changes:  # the next reading comes at the new pace, not after the old interval
+            driver.poll_now.set()
         if self.after_change is not None:
             await self.after_change()
 
@@ -131,6 +161,12 @@ class SimControlServer:
         if self.server is None:
             return  # never listened: the socket there, if any, is another server's
         self.server.close()
+        # Since Python 3.12 wait_closed() also waits for every open connection:
+        # end the clients first, or an idle `nutups sim` client holds the stop.
+        clients = list(self._clients)
+        for task in clients:
+            task.cancel()
+        await asyncio.gather(*clients, return_exceptions=True)
         await self.server.wait_closed()
         with contextlib.suppress(FileNotFoundError):
             if os.stat(self.path).st_ino == self._inode:  # still ours, not a newer server's

@@ -42,6 +42,14 @@ _OUT = select.EPOLLOUT
 _ERR = select.EPOLLERR | select.EPOLLHUP
 
 
+class ListenError(OSError):
+    """LISTEN addresses that could not be bound: ``failures`` holds (host, port, reason)."""
+
+    def __init__(self, failures: list[tuple[str, int, str]]) -> None:
+        super().__init__("; ".join(f"{h} port {p}: {r}" for h, p, r in failures))
+        self.failures = failures
+
+
 def memory_bound(connections: int, largest_reply: int) -> int:
     """The most unsent and unanswered bytes the server holds for ``connections`` clients
     whose largest answer to one request is ``largest_reply`` bytes."""
@@ -105,18 +113,19 @@ class NutServer:
 
     # --- life cycle (called from the asyncio loop) -------------------------------
 
-    async def start(self) -> list[tuple[str, int]]:
+    async def start(self, all_required: bool = False) -> list[tuple[str, int]]:
         """Bind every LISTEN address and start serving; return those bound.
-        Raises OSError when none could be bound."""
+        Raises ListenError when none could be bound, or, with ``all_required`` (as
+        upsd without ALLOW_NOT_ALL_LISTENERS), when any could not."""
         loop = asyncio.get_running_loop()
         self.core.call_driver = lambda handler, args: _call_on_loop(loop, handler, args)
         bound: list[tuple[str, int]] = []
-        errors: list[str] = []
+        failures: list[tuple[str, int, str]] = []
         for host, port in self.listen:
             try:
                 infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
             except socket.gaierror as exc:
-                errors.append(f"{host}: {exc.strerror}")
+                failures.append((host, port, exc.strerror))
                 log.error("cannot listen on %s port %d: %s", host, port, exc.strerror)
                 continue
             for family, kind, proto, _, addr in infos:
@@ -130,15 +139,18 @@ class NutServer:
                     sock.setblocking(False)
                 except OSError as exc:
                     sock.close()
-                    errors.append(f"{host} port {port}: {exc.strerror or exc}")
+                    failures.append((host, port, exc.strerror or str(exc)))
                     log.error("cannot listen on %s port %d: %s", host, port, exc.strerror or exc)
                     continue
                 self._listeners[sock.fileno()] = sock
                 name = sock.getsockname()
                 bound.append((name[0], name[1]))
                 log.info("listening on %s port %d", name[0], name[1])
-        if not self._listeners:
-            raise OSError("no LISTEN address could be bound: " + "; ".join(errors))
+        if not self._listeners or (failures and all_required):
+            for sock in self._listeners.values():
+                sock.close()
+            self._listeners.clear()
+            raise ListenError(failures)
         self._ep = select.epoll()
         for fd in self._listeners:
             self._ep.register(fd, _IN)
@@ -148,6 +160,10 @@ class NutServer:
         self._thread = threading.Thread(target=self._run, name="nut-server", daemon=True)
         self._thread.start()
         return bound
+
+    def running(self) -> bool:
+        """The I/O thread is serving (what the systemd watchdog vouches for, beside the loop)."""
+        return self._thread is not None and self._thread.is_alive()
 
     async def close(self) -> None:
         if self._thread is None:

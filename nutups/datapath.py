@@ -1,0 +1,78 @@
+"""Where nutups keeps what must survive a restart (the datapath), and the move from where it used to be.
+
+Values set with upsrw, the charge window, the learned load, the event log and the
+history live here; STATEPATH (a runtime directory systemd empties at every stop)
+keeps sockets only.  The order, first that applies:
+
+1. ``$STATE_DIRECTORY``, which systemd sets for ``StateDirectory=nutups``;
+2. ``datapath:`` in nutups.yaml (relative to the confpath);
+3. ``/var/lib/nutups`` for root, else ``$XDG_STATE_HOME/nutups`` (``~/.local/state/nutups``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .config.schema import Checked, Converted, Section, Text
+
+ROOT_DATAPATH = Path("/var/lib/nutups")
+# Files that nutups kept in STATEPATH before there was a datapath.
+OLD_FILES = ("nutups-*.json", "ups_events.log", "ups_events.log.*")
+
+
+def default_datapath(environ: Mapping[str, str] = os.environ, euid: int | None = None) -> Path:
+    """The datapath when neither systemd nor nutups.yaml names one."""
+    if (os.geteuid() if euid is None else euid) == 0:
+        return ROOT_DATAPATH
+    state_home = environ.get("XDG_STATE_HOME")
+    if state_home and os.path.isabs(state_home):  # the XDG spec ignores a relative one
+        return Path(state_home) / "nutups"
+    return Path(environ.get("HOME") or os.path.expanduser("~")) / ".local" / "state" / "nutups"
+
+
+def resolve_datapath(configured: Path | None, environ: Mapping[str, str] = os.environ,
+                     euid: int | None = None) -> Path:
+    """$STATE_DIRECTORY (its first entry: systemd joins several with ':'), else nutups.yaml's
+    datapath, else the default."""
+    systemd = environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if systemd:
+        return Path(systemd)
+    return configured if configured is not None else default_datapath(environ, euid)
+
+
+def migrate_from_statepath(statepath: Path, datapath: Path, log: logging.Logger) -> list[Path]:
+    """Move the files an older nutups kept in STATEPATH to the datapath, once: a file the
+    datapath already has is left where it is.  Returns the files moved; each is logged."""
+    if statepath.resolve() == datapath.resolve():
+        return []
+    moved = []
+    for pattern in OLD_FILES:
+        for old in sorted(statepath.glob(pattern)):
+            new = datapath / old.name
+            if not old.is_file() or new.exists():
+                continue
+            try:
+                datapath.mkdir(parents=True, exist_ok=True, mode=0o750)
+                shutil.move(old, new)
+            except OSError as exc:
+                log.warning("cannot move %s to the datapath %s: %s; reading it from %s this once",
+                            old, datapath, exc.strerror or exc, statepath)
+                continue
+            log.info("moved %s from STATEPATH to the datapath %s (kept there from now on)", old, datapath)
+            moved.append(new)
+    return moved
+
+
+def _build(values: dict[str, Any], walk: Checked, confpath: Path) -> Path:
+    configured = values.get("datapath")
+    if configured is not None and not configured.is_absolute():
+        configured = confpath / configured
+    return resolve_datapath(configured)
+
+
+DATAPATH = Section("datapath", {"datapath": Converted(Text("a directory path"), Path)}, _build)
