@@ -13,7 +13,7 @@ setup: $(PY)
 	$(PY) -m pip install -q -e '.[test]'
 
 run: setup
-	$(VENV)/bin/nutups serve --sim --listen 127.0.0.1:3493
+	$(VENV)/bin/nutups serve --sim --listen 127.0.0.1:3493 --web 127.0.0.1:8080
 
 run-config: setup
 	$(VENV)/bin/nutups serve --confpath $(CONFPATH)

@@ -106,9 +106,11 @@ def hat_present(bus: int = 1) -> bool:
                    "else /run/nutups or $XDG_RUNTIME_DIR/nutups). Sockets only.")
 @datapath_option
 @click.option("--sim", is_flag=True, help="Simulate the X120X HAT (the default when no HAT is present).")
+@click.option("--web", default=None, metavar="HOST:PORT",
+              help="Serve the dashboard, JSON API and /metrics here (instead of nutups.yaml's web.listen).")
 @click.option("-v", "--verbose", count=True, help="Debug logging.")
 def serve(confpath: Path | None, listen: tuple[str, ...], statepath: Path | None, datapath: Path | None,
-          sim: bool, verbose: int) -> None:
+          sim: bool, web: str | None, verbose: int) -> None:
     """Run the NUT server with the drivers of ups.conf (or, with no configuration, one X1202 as `ups`)."""
     from .daemon import Daemon
 
@@ -135,6 +137,11 @@ def serve(confpath: Path | None, listen: tuple[str, ...], statepath: Path | None
                     section.options["sim"] = "yes"
     if datapath is not None:
         cfg.datapath = datapath
+    if web is not None:
+        try:
+            cfg.web.listen = parse_listen(web, default_port=8080)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--web") from None
     try:
         daemon = Daemon(cfg, listen=_listen_option(listen) or None, statepath=statepath)
         daemon.all_listen_required = bool(listen or cfg.upsd.listen)

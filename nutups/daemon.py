@@ -27,7 +27,6 @@ from .nut.protocol import ServerCore
 from .nut.server import ListenError, NutServer
 from .shutdown.runner import shutdown_runner
 from .state import UpsState
-from .web.service import WebService
 
 log = logging.getLogger("nutups")
 
@@ -111,7 +110,7 @@ class Daemon:
         self.bound: list[tuple[str, int]] = []
         self.engine: EventEngine | None = None
         self.certfile = certfile
-        self.web: WebService | None = None
+        self.web = None  # nutups.web.service.WebService, when the dashboard or MQTT is on
 
     def _simulated_hat(self):
         for driver in self.drivers.values():
@@ -217,9 +216,14 @@ class Daemon:
         except ListenError as exc:
             await self.stop()
             raise ConfigError(self.listen_problems(exc)) from None
-        self.web = WebService(self.config.web, self.states, self.core, self.engine, self.datapath,
-                              self.event_log_path(), self.certfile, broker=self.config.events.mqtt)
-        await self.web.start()
+        web = self.config.web
+        if web.listen is not None or web.mqtt.publish:
+            # imported only when asked for: aiohttp costs half a second of start-up on a Pi
+            from .web.service import WebService
+
+            self.web = WebService(web, self.states, self.core, self.engine, self.datapath,
+                                  self.event_log_path(), self.certfile, broker=self.config.events.mqtt)
+            await self.web.start()
 
     def listen_problems(self, exc: ListenError) -> list[ConfigProblem]:
         """Each address that could not be bound, as `upsd.conf:line: problem` (or the option)."""

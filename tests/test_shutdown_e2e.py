@@ -264,6 +264,8 @@ def test_voltage_floor_under_load_takes_the_pi_down_while_the_gauge_says_plenty(
         charge, volts = float(o.var("battery.charge")), float(o.var("battery.voltage"))
         pi = o.pi("pi-off")
         message = o.shutdown_command_message()
+        seen = o.status()  # LB comes with the policy's FSD: the driver's own LB had not fired when the floor decided
+    assert seen == "FSD OB DISCHRG LB"
     assert charge >= 50 and volts < 3.2  # the gauge says plenty; the loaded voltage does not
     assert "under the floor of 3.20 V (1 x 3.2 V)" in message and "every client logged out" in message, message
     assert float(pi["time_to_empty_s"]) > 0

@@ -305,3 +305,28 @@ def test_dashboard_over_tls_when_certfile_is_set():
     finally:
         d.stop()
         shutil.rmtree(d.base, ignore_errors=True)
+
+
+def test_serve_web_option_turns_the_dashboard_on(tmp_path):
+    """`make run`'s command: no configuration, the simulator, --web."""
+    import sys
+
+    from nutprocs import free_port, wait_port
+    from webprocs import WebClient
+
+    nut, web = free_port(), free_port()
+    env = dict(os.environ, NUT_CONFPATH=str(tmp_path / "none"))
+    with open(tmp_path / "stderr", "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "nutups.cli", "serve", "--sim", "--listen",
+                                 f"127.0.0.1:{nut}", "--web", f"127.0.0.1:{web}", "--statepath",
+                                 str(tmp_path / "state")], env=env, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            wait_port(web, proc)
+            client = WebClient(f"http://127.0.0.1:{web}")
+            assert [u["name"] for u in client.get("/api/v1/ups")[1]] == ["ups"]
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    bad = subprocess.run([sys.executable, "-m", "nutups.cli", "serve", "--web", "nowhere:99999"], env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "--web" in bad.stderr and "Traceback" not in bad.stderr

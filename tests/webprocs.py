@@ -17,7 +17,33 @@ SIM_UPS = '[ups]\n driver = x120x\n board = x1202\n sim = yes\n desc = "simulate
 USERS_WEB = USERS + "\n[viewer]\n  password = viewpw\n"
 
 
-class WebDaemon:
+class WebClient:
+    """JSON requests to a dashboard at ``url``."""
+
+    def __init__(self, url: str, ssl_context=None) -> None:
+        self.url = url
+        self.ssl_context = ssl_context
+
+    def request(self, method: str, path: str, body=None, headers: dict | None = None):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers or {})
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=10, context=self.ssl_context) as resp:
+                raw = resp.read()
+                status, ctype, hdrs = resp.status, resp.headers.get("Content-Type", ""), resp.headers
+        except urllib.error.HTTPError as exc:
+            raw, status, ctype, hdrs = exc.read(), exc.code, exc.headers.get("Content-Type", ""), exc.headers
+        value = json.loads(raw) if ctype.startswith("application/json") else raw.decode()
+        return status, value, hdrs
+
+    def get(self, path: str):
+        status, value, _ = self.request("GET", path)
+        return status, value
+
+
+class WebDaemon(WebClient):
     """`nutups serve` with nutups.yaml's web.listen on a free port."""
 
     def __init__(self, yaml_text: str = "", ups_conf: str = SIM_UPS, web: bool = True,
@@ -56,24 +82,6 @@ class WebDaemon:
             self.proc.terminate()
             self.proc.wait(10)
         self.err.close()
-
-    def request(self, method: str, path: str, body=None, headers: dict | None = None):
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers or {})
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=10, context=self.ssl_context) as resp:
-                raw = resp.read()
-                status, ctype, hdrs = resp.status, resp.headers.get("Content-Type", ""), resp.headers
-        except urllib.error.HTTPError as exc:
-            raw, status, ctype, hdrs = exc.read(), exc.code, exc.headers.get("Content-Type", ""), exc.headers
-        value = json.loads(raw) if ctype.startswith("application/json") else raw.decode()
-        return status, value, hdrs
-
-    def get(self, path: str):
-        status, value, _ = self.request("GET", path)
-        return status, value
 
     def sim(self, *words: str) -> None:
         subprocess.run([sys.executable, "-m", "nutups.cli", "sim", "--statepath", str(self.statepath), *words],

@@ -59,8 +59,13 @@ class ShutdownRunner:
         loop = asyncio.get_running_loop()
         self.state.on_publish(lambda state: self._carry_out(self.policy.observe(
             reading_of(state, self.driver, self.clock))))
-        self.state.on_logins(lambda count: loop.call_soon_threadsafe(
-            lambda: self._carry_out(self.policy.logins(count))))
+        def logins(count: int) -> None:  # on the NUT server's thread
+            try:
+                loop.call_soon_threadsafe(lambda: self._carry_out(self.policy.logins(count)))
+            except RuntimeError:  # the loop is closed: the daemon is stopping
+                pass
+
+        self.state.on_logins(logins)
         self._carry_out(self.policy.logins(self.state.numlogins))
         try:
             while True:
