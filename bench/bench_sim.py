@@ -188,6 +188,25 @@ def runtime_errors(load_w: float, minutes=(2, 5, 15)) -> dict[int, float]:
     return out
 
 
+def cell_runtime_table(board: str = "x1202", loads=(3.0, 5.0, 7.5, 10.0), prior_w: float = 5.0) -> list[str]:
+    """Runtime error at 2, 5 and 15 minutes against real cells (tests/data/cells), with the Pi 5 PMIC
+    as the load meter and without (the prior alone), and how much was truly left when LB showed."""
+    from runtime_trials import CELL_NAMES, run_outage
+
+    lines = [f"| cell | load | PMIC: 2 min | 5 min | 15 min | prior {prior_w:g} W only: 2 min | 5 min | 15 min "
+             "| LB with (min left / of) |", "|---|---|---|---|---|---|---|---|---|"]
+    for cell in CELL_NAMES:
+        for load in loads:
+            metered = run_outage(cell, board, load, prior_load_w=prior_w, poll_s=10)
+            prior = run_outage(cell, board, load, prior_load_w=prior_w, load_meter="none", until_s=16 * 60,
+                               poll_s=10)
+            lb = next(s for s in metered.samples if "LB" in s.status)
+            cols = [f"{o.at_minute(m).error_pct:+.1f}%" for o in (metered, prior) for m in (2, 5, 15)]
+            lines.append(f"| {cell} | {load:g} W | " + " | ".join(cols)
+                         + f" | {lb.true_s / 60:.0f} / {metered.samples[0].true_s / 60:.0f} |")
+    return lines
+
+
 def main() -> int:
     base = Path(tempfile.mkdtemp(prefix="nutups-bench-sim-"))
     port = free_port()
@@ -220,6 +239,9 @@ def main() -> int:
     for load in (3.0, 5.0, 7.5, 10.0):
         e = runtime_errors(load)
         print(f"  {load:>6.1f} W {e[2]:>+7.1f}% {e[5]:>+7.1f}% {e[15]:>+7.1f}%")
+    print("\n  runtime estimate error vs real cells replayed (X1202, 4 x 3 Ah; true time = to 2.5 V):")
+    for line in cell_runtime_table():
+        print("  " + line)
     events_bench()
     return 0
 

@@ -23,6 +23,7 @@ from . import __version__
 from .config.nutconf import parse_ups_conf, ups_conf_globals
 from .drivers import DRIVERS, Driver, DriverError
 from .nut import sockproto
+from .pidfile import write_pid_file
 from .state import CommandResult, UpsState
 
 log = logging.getLogger("nutups.driver")
@@ -386,7 +387,7 @@ async def _run(driver: Driver, state: UpsState, sock: Path, pidfile: Path, user,
         if user is not None and os.geteuid() == 0:
             _become(user)  # as NUT's drivers: the socket and pid file then belong to the user
         await server.start()
-        pidfile.write_text(f"{os.getpid()}\n")
+        write_pid_file(pidfile)
     except OSError as exc:
         log.error("cannot serve %s: %s", sock, exc.strerror or exc)
         _ready(ready_fd, False)

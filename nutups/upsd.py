@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .pidfile import write_pid_file
 
 log = logging.getLogger("nutups.upsd")
 
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         """The ports are bound: write the pid file and drop root, as upsd does."""
         if write_pid:
             try:
-                pidfile.write_text(f"{os.getpid()}\n")
+                write_pid_file(pidfile)
             except OSError as exc:
                 log.warning("cannot write %s: %s", pidfile, exc.strerror)
         if user is not None:

@@ -109,6 +109,16 @@ def poll_until(predicate, what: str, timeout: float = 20.0):
         time.sleep(0.02)
 
 
+def unix_socket_answers(path: Path) -> bool:
+    """A server listens on this Unix socket: the file appears at bind(), before listen()."""
+    with socket.socket(socket.AF_UNIX) as s:
+        try:
+            s.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            return False
+    return True
+
+
 class RawClient:
     """A plain NUT connection for tests: request() reads exactly one reply."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,32 +60,40 @@ class Outage:
 
 
 def run_outage(cell: str, board: str = "x1202", load_w: float = 5.0, prior_load_w: float = 5.0,
-               options: dict[str, str] | None = None, until_s: float | None = None,
+               load_meter: str = "auto", options: dict[str, str] | None = None, until_s: float | None = None,
                poll_s: float = 2.0) -> Outage:
     """Mains lost at full charge; poll the driver every ``poll_s`` simulated seconds until the
-    cell is empty (or ``until_s``), sampling battery.runtime against the true time to empty."""
+    cell is empty (or ``until_s``), sampling battery.runtime against the true time to empty.
+    ``load_meter``: auto (the simulated Pi 5's PMIC) or none (the estimate starts from the prior)."""
     time = ManualTime()
     clock = SimClock(1.0, source=time)
     hat = SimulatedHat(board, clock=clock, load_w=load_w, cell=load_cell(cell))
-    opts = {"sim": "yes", "board": board, "load_w": str(prior_load_w)}
+    opts = {"sim": "yes", "board": board, "load_w": str(prior_load_w), "load_meter": load_meter}
     opts.update(options or {})
     state = UpsState("ups", clock=clock)
     driver = X120xDriver(state, UpsSection("ups", 0, "x120x", None, None, opts), Path("."), clock=clock,
                          hardware=hat)
     driver._init_variables()
     state.connected = True
-    driver.poll()
+    loop = asyncio.new_event_loop()
+
+    def poll() -> None:  # as the driver's run loop does: the load meter, then the gauge
+        loop.run_until_complete(driver.measure_load())
+        driver.poll()
+
+    poll()
     hat.set(ac=False)
     driver.on_edge()
     out = Outage(cell, board, load_w)
     t0 = time.t
     while True:
         time.t += poll_s
-        driver.poll()
+        poll()
         true = hat.state()["time_to_empty_s"]
         if not true or (until_s is not None and time.t - t0 > until_s):
             break
         out.samples.append(Sample(time.t - t0, float(state.value("battery.runtime")), true,
                                   float(state.value("battery.charge")), float(state.value("battery.voltage")),
                                   state.value("ups.status") or ""))
+    loop.close()
     return out

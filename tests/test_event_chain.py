@@ -14,7 +14,16 @@ import pytest
 from aionut import AIONUTClient
 from conftest import USERS
 from fakeplugs import FakeShelly
-from nutprocs import HAVE_REAL_NUT, RawClient, free_port, make_confdir, nut_tmpdir, poll_until, wait_port
+from nutprocs import (
+    HAVE_REAL_NUT,
+    RawClient,
+    free_port,
+    make_confdir,
+    nut_tmpdir,
+    poll_until,
+    unix_socket_answers,
+    wait_port,
+)
 
 from nutups.events.log import read_events
 from nutups.events.types import EventType
@@ -83,7 +92,7 @@ events:
                             stdout=subprocess.DEVNULL, stderr=err)
     wait_port(port, proc)
     sock = base / "state" / "nutups-ups.sim"
-    poll_until(sock.exists, "control socket")
+    poll_until(lambda: unix_socket_answers(sock), "control socket")
     yield {"port": port, "sock": sock, "log": confdir / "logs" / "events.log", "hook": hook_out,
            "shelly": shelly.fake, "base": base}
     proc.terminate()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from conftest import USERS
-from nutprocs import UPSMON, Nutups, RawClient, make_confdir, nut_tmpdir, poll_until
+from nutprocs import UPSMON, Nutups, RawClient, make_confdir, nut_tmpdir, poll_until, unix_socket_answers
 from test_upsmon import start_upsmon, upsmon_conf
 
 from nutups.events.log import read_events
@@ -76,7 +76,7 @@ class Outage:
         try:
             self.server.start()
             self.sock = self.statepath / "nutups-ups.sim"
-            poll_until(self.sock.exists, "the simulator's control socket")
+            poll_until(lambda: unix_socket_answers(self.sock), "the simulator's control socket")
             for name in ("sec1", "sec2"):
                 d = self.base / name
                 d.mkdir()

@@ -14,7 +14,16 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from conftest import USERS
-from nutprocs import HAVE_REAL_NUT, RawClient, free_port, make_confdir, nut_tmpdir, poll_until, wait_port
+from nutprocs import (
+    HAVE_REAL_NUT,
+    RawClient,
+    free_port,
+    make_confdir,
+    nut_tmpdir,
+    poll_until,
+    unix_socket_answers,
+    wait_port,
+)
 
 from nutups.cli import main
 from nutups.doctor import Machine, format_table, run_checks
@@ -43,7 +52,7 @@ def simd():
                             stdout=subprocess.DEVNULL, stderr=err)
     wait_port(port, proc)
     sock = statepath / "nutups-ups.sim"
-    poll_until(sock.exists, "the control socket")
+    poll_until(lambda: unix_socket_answers(sock), "the control socket")
     yield port, statepath, sock, base
     proc.terminate()
     proc.wait(10)

@@ -65,23 +65,43 @@ class RuntimeEstimator:
     for a minute or two it moves like a voltage gauge (too fast), then settles.
     So the power starts from a load-based prior (the load learned in earlier
     outages, else the configured one) and moves to what the robust (Theil-Sen)
-    slope of the settled readings shows.
+    slope of the settled readings shows.  Where a load meter measures the Pi's
+    draw (the Pi 5's PMIC), its readings are the load, from the first minute on:
+    a measurement beats both the prior and the gauge's slope, which drifts with
+    the gauge's own errors (it reads low, and falls faster, near empty).
     """
 
     def __init__(self, capacity_ah: float, prior_load_w: float, efficiency: float = 0.9,
-                 settle_s: float = 180.0, trust_s: float = 120.0, window_s: float = 900.0) -> None:
+                 settle_s: float = 180.0, trust_s: float = 120.0, window_s: float = 900.0,
+                 measure_window_s: float = 60.0) -> None:
         self.capacity_ah = capacity_ah
         self.prior_load_w = prior_load_w
         self.efficiency = efficiency
         self.settle_s = settle_s
         self.trust_s = trust_s
         self.window_s = window_s
+        self.measure_window_s = measure_window_s
         self.samples: deque[tuple[float, float, float]] = deque()  # t, soc %, volts
+        self.measured: deque[tuple[float, float]] = deque()  # t, watts at the Pi's 5 V input (a load meter)
         self.started: float | None = None
 
+    def measure(self, t: float, load_w: float | None) -> None:
+        """A load meter's reading of the Pi's draw at 5 V; None when the meter failed (forget it)."""
+        if load_w is None:
+            self.measured.clear()
+            return
+        self.measured.append((t, load_w))
+        while self.measured and t - self.measured[0][0] > self.measure_window_s:
+            self.measured.popleft()
+
+    def measured_load(self) -> float | None:
+        """The mean of the load meter's recent readings, W at 5 V (None without a meter)."""
+        return statistics.fmean(w for _, w in self.measured) if self.measured else None
+
     def prior_power(self) -> float:
-        """Watts drawn from the pack if the load is the prior."""
-        return self.prior_load_w / self.efficiency
+        """Watts drawn from the pack if the load is the measured one, else the prior."""
+        measured = self.measured_load()
+        return (measured if measured is not None else self.prior_load_w) / self.efficiency
 
     def start(self, t: float) -> None:
         """On battery from now on (mains lost)."""
@@ -91,7 +111,10 @@ class RuntimeEstimator:
     def stop(self) -> None:
         """Mains is back: learn the load this outage showed, forget the samples."""
         power, weight = self._observed_power()
-        if power is not None and weight >= 1.0:
+        measured = self.measured_load()
+        if measured is not None:
+            self.prior_load_w = measured
+        elif power is not None and weight >= 1.0:
             self.prior_load_w = power * self.efficiency
         self.samples.clear()
         self.started = None
@@ -120,6 +143,8 @@ class RuntimeEstimator:
     def power(self) -> float:
         """Best estimate of the power drawn from the pack, watts."""
         prior = self.prior_power()
+        if self.measured:
+            return prior
         observed, weight = self._observed_power()
         if observed is None:
             return prior

@@ -21,6 +21,7 @@ from ..hardware.gauge import (
     open_smbus,
 )
 from ..hardware.gpio import ChargeControl, GpioError, PowerLossLine, find_chip, import_gpiod
+from ..hardware.pmic import PmicError, PmicLoadMeter
 from ..state import CommandResult
 from .base import Driver, DriverError
 from .estimation import ChargeWindow, Debounce, RuntimeEstimator
@@ -32,6 +33,8 @@ DEFAULTS = {
     "experimental.battery.charge.start": 95,
 }
 MIN_POLL_SLEEP_S = 0.005  # a fast simulation still leaves the loop room to breathe
+LOAD_INTERVAL_S = 10.0  # how often the load meter (vcgencmd, a subprocess) is read
+LOAD_METERS = ("auto", "pmic", "none")
 CROSS_CHECK_WINDOW_S = 600.0
 CROSS_CHECK_DROP = 2.0  # % of charge lost on "mains" within the window
 RW_RANGES = {
@@ -49,7 +52,7 @@ def _truthy(value: str | None) -> bool:
 class X120xDriver(Driver):
     """`driver = x120x`.  Options: board, capacity_mah, i2c_bus, i2c_address, gpiochip,
     pld_line, charge_line, pld_active, pollinterval, load_w, critical_voltage,
-    lb_debounce, battery_charge_warning, sim (with sim_load_w, sim_chip, sim_cell)."""
+    lb_debounce, battery_charge_warning, load_meter, sim (with sim_load_w, sim_chip, sim_cell)."""
 
     name = "x120x"
     series_cells = 1  # every X120X is 1S: more cells only add capacity (hardware/boards.py)
@@ -86,6 +89,16 @@ class X120xDriver(Driver):
         self._load_settings()
         prior = float(self.settings.get("learned_load_w") or self.float_option("load_w", 5.0, 0.1, 50))
         self.estimator = RuntimeEstimator(self.capacity_mah / 1000.0, prior)
+        meter = (opt("load_meter", "auto") or "auto").lower()
+        if meter not in LOAD_METERS:
+            raise DriverError(f"[{self.section.name}] load_meter = {meter}: one of {', '.join(LOAD_METERS)}")
+        self.load_meter_auto = meter == "auto"
+        self.load_meter: PmicLoadMeter | None = None
+        if meter != "none":
+            self.load_meter = (PmicLoadMeter(source=hardware.vcgencmd_pmic_read_adc) if hardware is not None
+                               else PmicLoadMeter.on_this_machine() or PmicLoadMeter())
+        self.load_w: float | None = None  # the last load meter reading, W at the Pi's 5 V input
+        self._load_due = float("-inf")
         self.window = ChargeWindow(self.settings["experimental.battery.charge.stop"],
                                    self.settings["experimental.battery.charge.start"])
         self.low_battery = Debounce(self.lb_debounce)
@@ -277,6 +290,30 @@ class X120xDriver(Driver):
                 self._problem("charge control", exc)
         self._publish()
 
+    async def measure_load(self) -> None:
+        """Read the load meter (at most every LOAD_INTERVAL_S) into the runtime estimate.
+        With `load_meter = auto` a machine without the PMIC is said once and left alone."""
+        if self.load_meter is None:
+            return
+        now = self.clock()
+        if now < self._load_due:
+            return
+        self._load_due = now + LOAD_INTERVAL_S
+        try:
+            watts = await self.load_meter.read_watts()
+        except PmicError as exc:
+            self.estimator.measure(now, None)
+            self.load_w = None
+            if self.load_meter_auto:
+                self.log.info("no load meter (%s): the runtime estimate starts from the load prior", exc)
+                self.load_meter = None
+            else:
+                self._problem("load meter", exc)
+            return
+        self._problem("load meter", None)
+        self.estimator.measure(now, watts)
+        self.load_w = watts
+
     def _cross_check(self) -> None:
         """Mains present per PLD, yet the charge keeps falling: raise ALARM."""
         r = self.reading
@@ -344,6 +381,10 @@ class X120xDriver(Driver):
         st.set("battery.voltage", f"{r.voltage:.2f}")
         st.set("battery.runtime", f"{runtime:.0f}")
         st.set("battery.charger.status", charger)
+        if self.load_w is not None:
+            st.set("ups.realpower", f"{self.load_w:.1f}")
+        else:
+            st.delete("ups.realpower")
         st.set("experimental.battery.charge.raw", f"{r.raw_soc:.1f}")
         st.set("ups.status", " ".join(status))
         st.data_ok()
@@ -417,6 +458,7 @@ class X120xDriver(Driver):
                 self.log.error("%s", exc)
         try:
             while True:
+                await self.measure_load()
                 self.poll()
                 self.poll_now.clear()
                 with contextlib.suppress(TimeoutError):  # the interval ended, or the simulator's speed changed

@@ -38,6 +38,7 @@ from .gauge import (
     REG_VCELL,
     REG_VERSION,
 )
+from .pmic import RAIL_SUM_GAIN, RAIL_SUM_OFFSET_W
 
 PLD_OFFSET = 6
 CHARGE_OFFSET = 16
@@ -292,6 +293,18 @@ class CellReplayModel(BatteryModel):
         return self.cell.seconds_left(self.q, self.w_per_ah)
 
 
+# A published Pi 5 reading (see tests/test_load_meter.py): rail, current channel, amps, volt channel, volts.
+_PMIC_RAILS = (
+    ("3V7_WL_SW", 0, 0.1024727, 8, 3.710912), ("3V3_SYS", 1, 0.1083282, 9, 3.309105),
+    ("1V8_SYS", 2, 0.1571247, 10, 1.800731), ("DDR_VDD2", 3, 0.00585558, 11, 1.104394),
+    ("DDR_VDDQ", 4, 0.0, 12, 0.604395), ("1V1_SYS", 5, 0.2410547, 13, 1.108058),
+    ("0V8_SW", 6, 0.3142495, 14, 0.8040285), ("VDD_CORE", 7, 1.4288, 15, 0.9065925),
+    ("3V3_DAC", 17, 0.0, 20, 3.311352), ("3V3_ADC", 18, 0.00006105, 21, 3.318678),
+    ("0V8_AON", 16, 0.0035409, 19, 0.798827), ("HDMI", 22, 0.0200244, 23, 5.0786),
+)
+_PMIC_RAILS_W = sum(amps * volts for _, _, amps, _, volts in _PMIC_RAILS)
+
+
 class SimulatedHat:
     """The whole simulated board: battery, gauge registers, PLD and charge lines."""
 
@@ -382,6 +395,21 @@ class SimulatedHat:
             "outputs": self.outputs_state() if self.outputs_state else {},
             "cell": m.cell.name if isinstance(m, CellReplayModel) else None,
         }
+
+    def pmic_read_adc(self) -> str:
+        """What `vcgencmd pmic_read_adc` prints on the Pi 5 this HAT powers, in the firmware's own
+        format (nutups.hardware.pmic): the rails share the load as in a published Pi 5 reading,
+        scaled so that the published input correction gives back the load."""
+        scale = max(self.model.load_w - RAIL_SUM_OFFSET_W, 0.0) / RAIL_SUM_GAIN / _PMIC_RAILS_W
+        ext5v = 5.1 if self.dc_out else 4.6
+        lines = [f"{rail + '_A':>12} current({n})={amps * scale:.8f}A" for rail, n, amps, _, _ in _PMIC_RAILS]
+        lines += [f"{rail + '_V':>12} volt({n})={volts:.8f}V" for rail, _, _, n, volts in _PMIC_RAILS]
+        lines += [f"{'EXT5V_V':>12} volt(24)={ext5v:.8f}V", f"{'BATT_V':>12} volt(25)=0.00000000V"]
+        return "\n".join(lines) + "\n"
+
+    async def vcgencmd_pmic_read_adc(self) -> str:
+        """The load meter's source in the simulator (in place of running vcgencmd)."""
+        return self.pmic_read_adc()
 
     def output_current(self) -> float:
         """What the board delivers at 5.1 V: the overcurrent source of the simulator."""
