@@ -123,3 +123,11 @@ def pair() -> ServerPair:
     p.real.stop()
     p.ours.stop()
     shutil.rmtree(confdir, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _own_datapath(tmp_path_factory, monkeypatch):
+    """A daemon a test starts without --datapath keeps what survives a restart in a directory
+    of its own, never in this machine's /var/lib/nutups (where one test's learned load or
+    upsrw values would reach the next run): $STATE_DIRECTORY is what nutups reads first."""
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path_factory.mktemp("datapath")))
