@@ -11,10 +11,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..external import run_program
 from ..state import UpsState
 from .config import EventsConfig
 from .detector import EventDetector, Snapshot
-from .external import run_program
 from .log import EventLog
 from .outputs import BUZZER_PATTERNS, LED_PATTERNS, RELAY_STATES, Outputs
 from .types import Event, EventType
