@@ -283,9 +283,10 @@ class Nutups:
             self._err.close()
 
 
-# Values that dummy-ups makes up by itself: they may differ between the two servers.
+# Values that each server makes up about itself (its driver's name, version and
+# parameters; upsd's server.info): the only values that may differ between the two.
 _OWN_VALUES = re.compile(
-    rb'^((?:VAR|RW) \S+ (?:driver\.\S+|device\.\S+|ups\.mfr|ups\.model|server\.info)) "(?:[^"\\]|\\.)*"$',
+    rb'^((?:VAR|RW) \S+ (?:driver\.\S+|server\.info)) "(?:[^"\\]|\\.)*"$',
     re.M | re.I,
 )
 _VER = re.compile(rb"^Network UPS Tools upsd [^\n]*$", re.M)

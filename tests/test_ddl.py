@@ -20,9 +20,15 @@ DUMPS = sorted(DDL.rglob("*.dev")) if DDL.is_dir() else []
 BATCHES = [DUMPS[i : i + BATCH] for i in range(0, len(DUMPS), BATCH)]
 
 
+# NUT drivers copy these ups.* values to device.* (and dummy-ups the made-up value with them)
+DEVICE_COPIES = {b"ups.mfr": b"device.mfr", b"ups.model": b"device.model", b"ups.serial": b"device.serial"}
+
+
 def _valueless(dump: bytes) -> set[bytes]:
-    return {name.lower().encode() for step in parse_dev(dump) for name, value in step.assignments
-            if value is None}
+    """Variables a dump names without a value, and their device.* copies."""
+    names = {name.lower().encode() for step in parse_dev(dump) for name, value in step.assignments
+             if value is None}
+    return names | {DEVICE_COPIES[n] for n in names if n in DEVICE_COPIES}
 
 
 def _mask(reply: bytes, names: set[bytes]) -> bytes:

@@ -3,7 +3,7 @@
 Each case is one connection: the bytes are sent at once, the client half-closes,
 and everything up to the server's close is compared.  Only what the issue allows
 to differ is masked (see nutprocs.normalize): the VER/server.info text, tracking
-ids, and the values dummy-ups makes up (driver.*, device.*, ups.mfr, ups.model).
+ids, and what each server says about its own driver (driver.*).
 """
 
 from __future__ import annotations
@@ -184,3 +184,29 @@ def test_numlogins_and_list_client_across_connections(pair):
             poll_until(lambda: q.request(b"GET NUMLOGINS other\n") == b"NUMLOGINS other 1\n",
                        "NUMLOGINS to drop after a client closed")
             b.close()
+
+
+def test_a_reply_over_512_bytes_keeps_its_lf_where_upsd_drops_it():
+    """The one documented deviation (README): upsd builds a reply in a 512-byte buffer, so a
+    longer one (here UPSDESC of a 500-character desc) loses its LF and runs into the next reply;
+    nutups sends the same bytes with the LF.  LIST UPS, whose lines are each shorter, is equal."""
+    import shutil
+
+    from conftest import start_pair
+    from nutprocs import make_confdir, nut_tmpdir
+
+    confdir = make_confdir(nut_tmpdir(), f'[q]\n driver = dummy-ups\n port = q.dev\n desc = "{"d" * 500}"\n',
+                           "", "", files={"q.dev": "ups.status: OL\n"})
+    pair = start_pair(confdir, ["q"])
+    try:
+        request = b"GET UPSDESC q\nGET VAR q ups.status\n"
+        real, ours = session(pair.real.port, request), session(pair.ours.port, request)
+        desc_reply = b'UPSDESC q "' + b"d" * 500 + b'"'
+        assert len(desc_reply) == 512
+        assert real == desc_reply + b'VAR q ups.status "OL"\n'
+        assert ours == desc_reply + b'\nVAR q ups.status "OL"\n'
+        assert_same(pair, b"LIST UPS\nGET VAR q ups.status\n")
+    finally:
+        pair.real.stop()
+        pair.ours.stop()
+        shutil.rmtree(confdir, ignore_errors=True)

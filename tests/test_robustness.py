@@ -156,6 +156,9 @@ def test_pynut_over_starttls(tls_server):
                     use_ssl=True, ssl_context=ctx, force_ssl=True)
     assert c.GetUPSVars("hat")[b"ups.status"] == b"OL CHRG"
     assert c.RunUPSCommand("hat", "load.off") == "OK"
+    conn = c._PyNUTClient__srv_handler  # the client's socket: TLS was really negotiated
+    assert isinstance(conn, ssl.SSLSocket) and conn.version() in ("TLSv1.2", "TLSv1.3")
+    assert conn.getpeercert()["subject"] == ((("commonName", "127.0.0.1"),),)
 
 
 def test_plaintext_pipelined_behind_starttls_is_never_executed(tls_server):
@@ -166,6 +169,7 @@ def test_plaintext_pipelined_behind_starttls_is_never_executed(tls_server):
     ctx = ssl.create_default_context(cafile=str(cert))
     ctx.check_hostname = False
     tls = ctx.wrap_socket(raw)
+    assert tls.version() in ("TLSv1.2", "TLSv1.3") and tls.cipher() is not None
     tls.sendall(b"GET VAR hat ups.status\nUSERNAME x\nSTARTTLS\n")
     data = b""
     while data.count(b"\n") < 3:

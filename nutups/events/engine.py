@@ -11,17 +11,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..external import run_program
 from ..state import UpsState
 from .config import EventsConfig
 from .detector import EventDetector, Snapshot
-from .external import run_program
 from .log import EventLog
 from .outputs import BUZZER_PATTERNS, LED_PATTERNS, RELAY_STATES, Outputs
 from .types import Event, EventType
 
 log = logging.getLogger("nutups.events")
-
-EXT5V_MIN = 4.75  # the Pi 5's 5 V input below this: the HAT's output is failing
 
 
 class HostSensors:

@@ -38,8 +38,8 @@ class EventType(StrEnum):
 SOURCES: dict[EventType, tuple[str, str]] = {
     EventType.AC_POWER_LOSS: ("pld", "the HAT's PLD line (GPIO6) going low, edge-triggered"),
     EventType.AC_POWER_RESTORED: ("pld", "the PLD line going high again"),
-    EventType.DC_OUT_LOSS: ("dc_out", "the Pi's 5 V input sagging: vcgencmd get_throttled under-voltage "
-                                      "bit, or the Pi 5 PMIC's EXT5V_V below the limit"),
+    EventType.DC_OUT_LOSS: ("dc_out", "the Pi's 5 V input sagging: vcgencmd get_throttled under-voltage bit "
+                                      "(the simulator: nutups sim dcout off)"),
     EventType.DC_OUT_RESTORED: ("dc_out", "the under-voltage condition clearing"),
     EventType.BATTERY_VOLTAGE_LOW: ("gauge", "cell voltage below thresholds.voltage_low (debounced)"),
     EventType.BATTERY_VOLTAGE_CRITICAL: ("gauge", "cell voltage below thresholds.voltage_critical (debounced)"),

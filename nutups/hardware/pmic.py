@@ -20,11 +20,12 @@ fed straight from the 5 V input are not on any rail: a Pi with a USB disk draws 
 
 from __future__ import annotations
 
-import asyncio
 import re
 import shutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+
+from ..external import RunTimeout, run_program
 
 RAIL_SUM_GAIN = 1.1451
 RAIL_SUM_OFFSET_W = 0.5879
@@ -91,21 +92,17 @@ class PmicLoadMeter:
 
     async def _run_vcgencmd(self) -> str:
         try:
-            proc = await asyncio.create_subprocess_exec(
-                self.vcgencmd or "vcgencmd", "pmic_read_adc", stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE)
+            done = await run_program([self.vcgencmd or "vcgencmd", "pmic_read_adc"], self.timeout,
+                                     capture_stdout=True)
+        except RunTimeout:
+            raise PmicError(f"vcgencmd pmic_read_adc gave no answer within {self.timeout:g} s") from None
         except OSError as exc:
             raise PmicError(f"cannot run vcgencmd: {exc.strerror or exc}") from None
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), self.timeout)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise PmicError(f"vcgencmd pmic_read_adc gave no answer within {self.timeout:g} s") from None
-        if proc.returncode != 0:
-            said = (err or out).decode(errors="replace").strip()[:120] or f"exit status {proc.returncode}"
+        if done.returncode != 0:
+            said = (done.stderr or done.stdout).decode(errors="replace").strip()[:120] \
+                or f"exit status {done.returncode}"
             raise PmicError(f"vcgencmd pmic_read_adc failed: {said}")
-        return out.decode(errors="replace")
+        return done.stdout.decode(errors="replace")
 
     async def read_watts(self) -> float:
         """The board's draw at its 5 V input, W; PmicError when it cannot be had."""

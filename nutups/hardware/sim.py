@@ -26,11 +26,10 @@ from datetime import timedelta
 from enum import Enum
 from types import SimpleNamespace
 
-from .boards import BOARDS, FULL_CELL_VOLTAGE, Board, ocv, soc_at_ocv
+from .boards import BOARDS, FULL_CELL_VOLTAGE, Board, ocv
 from .cells import CellCurves
 from .gauge import (
     DEFAULT_ADDRESS,
-    REG_COMMAND,
     REG_CONFIG,
     REG_CRATE,
     REG_MODE,
@@ -117,10 +116,6 @@ class BatteryModel:
         """Put the pack at a true state of charge, the gauge settled on it."""
         self.soc = soc
         self.gauge_offset = 0.0
-
-    def quick_start(self) -> None:
-        """The gauge restarts from the present (maybe loaded) voltage, as the chip does."""
-        self.gauge_offset = self.gauge_soc + self.gauge_offset - soc_at_ocv(self.voltage)
 
     def _settle_gauge(self, h: float) -> None:
         target = self.gauge_gain * self.current_a
@@ -329,7 +324,6 @@ class SimulatedHat:
         self.temperature_c = 45.0  # the Pi's thermal zone
         self.dc_out = True  # the HAT's 5 V output reaching the Pi
         self.pld_stuck = False  # the PLD line ignores mains (floating, as with a badly seated HAT)
-        self.writes: list[tuple[int, int, int]] = []  # (address, register, value) the driver wrote
         self.outputs_state: Callable[[], dict] | None = None  # set by the daemon: LEDs, relay, buzzer
         self._t = self.clock()
         self.gpio = SimGpiod(self)
@@ -450,13 +444,6 @@ class SimulatedHat:
             return 0x0000
         return 0xFFFF  # undefined registers read as all ones
 
-    def write(self, address: int, reg: int, value: int) -> None:
-        self.writes.append((address, reg, value))
-        if reg == REG_MODE and value == 0x4000:  # quick-start: the gauge restarts from the voltage
-            self.model.quick_start()
-        if reg == REG_COMMAND:
-            self.model.quick_start()
-
 
 class SimSMBus:
     """``smbus2.SMBus`` in front of the simulated gauge (one device at 0x36)."""
@@ -482,10 +469,6 @@ class SimSMBus:
         self._check(i2c_addr)
         value = self.hat.register(register)
         return ((value & 0xFF) << 8) | (value >> 8)  # SMBus words are little-endian
-
-    def write_word_data(self, i2c_addr: int, register: int, value: int, force: bool | None = None) -> None:
-        self._check(i2c_addr)
-        self.hat.write(i2c_addr, register, ((value & 0xFF) << 8) | (value >> 8))
 
     def close(self) -> None:
         self.closed = True

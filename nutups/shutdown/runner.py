@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from ..drivers.base import Driver
 from ..events.types import Event
+from ..external import RunTimeout, run_program
 from ..state import UpsState
 from .policy import Action, Emit, Reading, RunCommand, SetFsd, ShutdownPolicy
 from .settings import ShutdownSettings
@@ -102,17 +103,11 @@ class ShutdownRunner:
         status: int | None = None
         error = ""
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *action.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE)
-            try:
-                _, err = await asyncio.wait_for(proc.communicate(), COMMAND_TIMEOUT_S)
-                status = proc.returncode
-                error = err.decode(errors="replace").strip()[:200]
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-                error = f"no exit within {COMMAND_TIMEOUT_S:g} s"
+            done = await run_program(action.argv, COMMAND_TIMEOUT_S)
+            status = done.returncode
+            error = done.stderr.decode(errors="replace").strip()[:200]
+        except RunTimeout:
+            error = f"no exit within {COMMAND_TIMEOUT_S:g} s"
         except OSError as exc:
             error = exc.strerror or str(exc)
         self._carry_out(self.policy.command_finished(action.argv, action.reboot, status, error))

@@ -1,4 +1,4 @@
-"""Runs an external program (a `run:` hook, vcgencmd) with a time limit, leaving no process behind.
+"""Runs an external program (a hook, vcgencmd, the shutdown command) with a time limit, leaving no process.
 
 The program gets a process group of its own, so that on timeout the whole group is
 killed, children it started in the background included, and the program itself is
