@@ -92,8 +92,10 @@ class ServerPair:
     confdir: Path
 
 
-def start_pair(confdir: Path, names: list[str]) -> ServerPair:
-    real = RealNut(confdir).start(names)
+def start_pair(confdir: Path, names: list[str], real: RealNut | None = None) -> ServerPair:
+    """The real upsd (with `real`'s drivers, default NUT's dummy-ups) and nutups on one confpath,
+    both serving fresh data for `names`."""
+    real = (real or RealNut(confdir)).start(names)
     ours = Nutups(confdir)
     try:
         ours.start(wait=False)

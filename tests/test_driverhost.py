@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import HAT_DEV, SIMPLE_DEV, UPS_CONF, USERS
+from conftest import HAT_DEV, SIMPLE_DEV, UPS_CONF, USERS, start_pair
 from nutprocs import (
     DUMMY_UPS,
     HAVE_REAL_NUT,
@@ -24,7 +24,6 @@ from nutprocs import (
     nut_tmpdir,
     poll_until,
     session,
-    wait_fresh,
 )
 from test_differential import SIMPLE
 
@@ -166,15 +165,8 @@ def hosted_pair():
                            files={"hat.dev": HAT_DEV, "other.dev": SIMPLE_DEV, "fsd.dev": SIMPLE_DEV,
                                   "set.dev": HAT_DEV})
     names = ["hat", "other", "fsdups", "setups"]
-    real = RealNut(confdir, driver=[str(HOST_DUMMY)], driver_name="nutups-dummy-ups").start(names)
-    ours = Nutups(confdir)
-    try:
-        ours.start(wait=False)
-        wait_fresh(ours.port, names)
-    except Exception:
-        real.stop()
-        ours.stop()
-        raise
+    pair = start_pair(confdir, names, RealNut(confdir, driver=[str(HOST_DUMMY)], driver_name="nutups-dummy-ups"))
+    real, ours = pair.real, pair.ours
     yield real, ours
     real.stop()
     ours.stop()

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import DDL, HAT_DEV, USERS
+from conftest import DDL, HAT_DEV, USERS, start_pair
 from nutprocs import (
     DUMMY_UPS,
     HAVE_REAL_NUT,
@@ -24,7 +24,6 @@ from nutprocs import (
     nut_tmpdir,
     poll_until,
     session,
-    wait_fresh,
     wait_port,
 )
 
@@ -52,19 +51,6 @@ def socket_conf(sections: str) -> str:
     return "nutups_socket_drivers = dummy-ups\n" + sections
 
 
-def start_both(confdir: Path, names: list[str]) -> tuple[RealNut, Nutups]:
-    real = RealNut(confdir).start(names)
-    ours = Nutups(confdir)
-    try:
-        ours.start(wait=False)
-        wait_fresh(ours.port, names)
-    except Exception:
-        real.stop()
-        ours.stop()
-        raise
-    return real, ours
-
-
 @pytest.mark.parametrize("batch", range(len(BATCHES)) if DUMPS else [None], ids=lambda b: f"batch{b}")
 def test_ddl_dumps_through_nut_dummy_ups_read_alike(batch):
     """NUT's dummy-ups serving each DDL dump; the real upsd and `nutups serve` read its socket."""
@@ -79,7 +65,8 @@ def test_ddl_dumps_through_nut_dummy_ups_read_alike(batch):
                    for n, d in zip(names, dumps, strict=True))
     make_confdir(confdir, socket_conf(conf), f"MAXAGE 60\nMAXCONN 2048\nSTATEPATH {confdir}/state\n", "",
                  files=files)
-    real, ours = start_both(confdir, names)
+    pair = start_pair(confdir, names)
+    real, ours = pair.real, pair.ours
     try:
         mismatches = []
         for name, dump in zip(names, dumps, strict=True):
@@ -108,7 +95,8 @@ def test_driver_restart_and_commands_pass_through():
     confdir = nut_tmpdir()
     make_confdir(confdir, socket_conf("[hat]\n driver = dummy-ups\n port = hat.dev\n"),
                  f"MAXAGE 15\nSTATEPATH {confdir}/state\n", USERS, files={"hat.dev": HAT_DEV})
-    real, ours = start_both(confdir, ["hat"])
+    pair = start_pair(confdir, ["hat"])
+    real, ours = pair.real, pair.ours
     ask = b"GET VAR hat ups.status\nGET VAR hat battery.charge\n"
     try:
         assert session(ours.port, ask) == session(real.port, ask) == \
