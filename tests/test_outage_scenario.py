@@ -101,3 +101,48 @@ def test_follow_sees_new_events_across_rotation(tmp_path):
     log.close()
     assert [e.message for e in seen] == [f"after {i}" for i in range(40)]
     assert Path(f"{path}.1").exists()  # it did rotate meanwhile
+
+
+def test_follow_loses_nothing_when_the_log_rotates_while_it_catches_up(tmp_path, monkeypatch):
+    """The writer rotates again while the follower re-reads the rotated files: the files shift
+    under their names (the one read as .1 next is the one read as .2 before), and no event
+    may be missed. Driven in one thread, so the interleaving is the same every run."""
+    import nutups.events.log as evlog
+
+    path = tmp_path / "ev.log"
+    log = EventLog(path, max_bytes=1500, backups=20)
+    log.append(Event(EventType.AC_POWER_LOSS, "ups", "before"))
+    written: list[str] = []
+
+    def write(n):
+        for _ in range(n):
+            written.append(f"after {len(written)}")
+            log.append(Event(EventType.CHARGING_STARTED, "ups", written[-1]))
+
+    real_read = evlog.read_events
+    catch_ups = []
+
+    def read_while_the_writer_rotates(p, warn=None):
+        catch_ups.append(p)
+        for i, ev in enumerate(real_read(p, warn or (lambda text: None))):
+            yield ev
+            if len(catch_ups) == 1 and i == 1:
+                write(25)  # three rotations between reading two files
+
+    monkeypatch.setattr(evlog, "read_events", read_while_the_writer_rotates)
+    calls = []
+
+    def stop():
+        calls.append(1)
+        if len(calls) == 1:
+            write(30)  # the writer rotates while the follower sleeps
+        return len(calls) > 1000  # nothing more is coming: what is missing now is lost
+
+    seen = []
+    for ev in follow_events(path, poll=0, stop=stop):
+        seen.append(ev.message)
+        if len(seen) == 55:
+            break
+    log.close()
+    assert catch_ups, "the follower never saw a rotation"
+    assert seen == [f"after {i}" for i in range(55)]

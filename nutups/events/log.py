@@ -171,15 +171,27 @@ def follow_events(path: Path, poll: float = 0.25, stop=lambda: False) -> Iterato
                     f.close()
                 f, inode = open_at_end()
                 pending = b""
-                for ev in read_events(path, lambda text: None):  # what the rotations moved away
-                    if ev.seq > last:
-                        last = ev.seq
-                        yield ev
+                for ev in _moved_away(path, last):
+                    last = ev.seq
+                    yield ev
                 continue
             time.sleep(poll)
     finally:
         if f is not None:
             f.close()
+
+
+def _moved_away(path: Path, last: int, attempts: int = 5) -> list[Event]:
+    """The events after ``last`` in the log and its rotated files, in order. The writer can
+    rotate again while they are read (the files shift under their names, so one of them can
+    be missed or read twice): events are numbered without gaps, so a gap means "read again".
+    A gap that stays is real (older files dropped by the rotation count)."""
+    found: dict[int, Event] = {}
+    for _ in range(attempts):
+        found = {ev.seq: ev for ev in read_events(path, lambda text: None) if ev.seq > last}
+        if not found or len(found) == max(found) - last:
+            break
+    return [found[seq] for seq in sorted(found)]
 
 
 def last_sequence(path: Path) -> int:
