@@ -7,7 +7,6 @@ import asyncio
 import json
 import sys
 import threading
-import time
 from pathlib import Path
 
 from test_events import FakeSleep
@@ -84,16 +83,21 @@ def test_follow_sees_new_events_across_rotation(tmp_path):
     log.append(Event(EventType.AC_POWER_LOSS, "ups", "before"))
     seen: list[Event] = []
     done = threading.Event()
+    at_end = threading.Event()
+
+    def stop():
+        at_end.set()  # asked first after the follower opened the log at its end
+        return done.is_set()
 
     def reader():
-        for ev in follow_events(path, poll=0.01, stop=done.is_set):
+        for ev in follow_events(path, poll=0.01, stop=stop):
             seen.append(ev)
             if len(seen) == 40:
                 done.set()
 
     t = threading.Thread(target=reader)
     t.start()
-    time.sleep(0.2)  # the reader starts from the end of the log: let it get there first
+    assert at_end.wait(20)  # the reader starts from the end of the log: let it get there first
     for i in range(40):
         log.append(Event(EventType.CHARGING_STARTED, "ups", f"after {i}"))
     t.join(20)
