@@ -232,17 +232,24 @@ def test_outputs_follow_patterns_on_simulated_lines():
     async def go():
         sleep = FakeSleep()
         out = Outputs(hat.gpio, {"red": 17, "relay": 24}, sleep=sleep, chip_paths=["/dev/gpiochip0"])
+        changes = []
+        out.on_change(lambda name, pattern: changes.append((name, pattern)))
         out.play("red", [(True, 0.5), (False, 0.5)], "blink")
         assert hat.gpio.level(17) is True
         await sleep.tick()
         assert hat.gpio.level(17) is False
         await sleep.tick()
         assert hat.gpio.level(17) is True
+        out.play("red", [(True, 0.5), (False, 0.5)], "blink")  # the same pattern again: no news
+        assert changes == [("red", "blink")]  # observers hear of the pattern, not of each blink
         out.play("red", [(False, None)], "off")
         await sleep.tick()
         assert hat.gpio.level(17) is False and out.state()["red"] == {"level": 0, "pattern": "off"}
         out.play("relay", [(True, None)], "on")
         assert hat.gpio.level(24) is True
+        assert changes == [("red", "blink"), ("red", "off"), ("relay", "on")]
+        assert out.patterns_by_kind() == {"red": {"kind": "led", "pattern": "off"},
+                                          "relay": {"kind": "relay", "pattern": "on"}}
         out.close()
 
     asyncio.run(go())

@@ -26,11 +26,17 @@ from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
 EVENTS_YAML = """\
 outputs:
+  leds:
+    red: 22
+    green: 24
   relay: 17
   buzzer: 27
 events:
   AC_POWER_LOSS:
     dashboard_notify: true
+    leds: [red, blink]
+  AC_POWER_RESTORED:
+    leds: [[red, "off"], [green, solid]]
 """
 USB_DEV = "battery.charge: 64\nbattery.runtime: 2400\nups.status: OL\nups.load: 31\ndevice.mfr: APC\n"
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -119,10 +125,16 @@ def test_mains_loss_appears_without_a_reload(page, webd):
     page.evaluate("window.__same_page = true")
     status = ups_panel(page).locator('.badge[data-var="ups.status"]')
     expect(status).to_contain_text("OL")
+    red = ups_panel(page).locator('.lines [data-output="red"]')
+    green = ups_panel(page).locator('.lines [data-output="green"]')
+    expect(green).to_have_attribute("data-value", "solid")  # mains up at start: as AC_POWER_RESTORED maps
+    expect(red).to_have_attribute("data-value", "off")
     webd.sim("ac", "off")
     try:
         expect(status).to_contain_text("OB")
         expect(ups_panel(page).locator(".mains-words")).to_have_text("lost")
+        expect(red).to_have_text("blink")  # AC_POWER_LOSS: [red, blink], pushed live
+        expect(ups_panel(page).locator('.lines .led[data-pattern="blink"]')).to_have_count(1)
         expect(page.locator('#event-rows tr[data-event-type="AC_POWER_LOSS"]').first).to_be_visible()
         expect(page.locator('.notice[data-event-type="AC_POWER_LOSS"]').first).to_be_visible()
         assert page.evaluate("window.__same_page") is True  # no reload happened
@@ -134,6 +146,15 @@ def test_mains_loss_appears_without_a_reload(page, webd):
         webd.sim("ac", "on")
     expect(status).to_contain_text("OL")
     expect(page.locator('#event-rows tr[data-event-type="AC_POWER_RESTORED"]').first).to_be_visible()
+    expect(red).to_have_attribute("data-value", "off")
+    expect(green).to_have_attribute("data-value", "solid")
+    ups = webd.get("/api/v1/ups/ups")[1]
+    lines = ups["outputs"]
+    assert lines == {"red": {"kind": "led", "pattern": "off"}, "green": {"kind": "led", "pattern": "solid"},
+                     "relay": {"kind": "relay", "pattern": ups["variables"]["outlet.1.status"]},
+                     "buzzer": {"kind": "buzzer", "pattern": "off"}}
+    assert webd.get("/api/v1/ups/usb")[1]["outputs"] == {}  # the HAT's lines are not the USB UPS's
+    expect(page.locator('section[data-ups="usb"] .lines li')).to_have_count(0)
 
 
 def test_filters_narrow_the_event_list(page, webd):

@@ -76,6 +76,7 @@ class Outputs:
         self.lines: dict[str, OutputLine | _LoggedLine] = {}
         self.patterns: dict[str, str] = {}
         self._tasks: dict[str, asyncio.Task] = {}
+        self._listeners: list[Callable[[str, str], None]] = []
         for name, offset in lines.items():
             if gpiod is None:
                 self.lines[name] = _LoggedLine(name)
@@ -87,17 +88,27 @@ class Outputs:
                 log.error("output %s (GPIO%d): %s; its actions are logged only", name, offset, exc)
                 self.lines[name] = _LoggedLine(name)
 
+    def on_change(self, listener: Callable[[str, str], None]) -> None:
+        """``listener(name, pattern)`` when a line starts a new pattern (not at each blink)."""
+        self._listeners.append(listener)
+
     def play(self, name: str, steps: list[tuple[bool, float | None]], pattern: str) -> None:
         line = self.lines[name]
         task = self._tasks.pop(name, None)
         if task is not None:
             task.cancel()
+        changed = self.patterns.get(name, "off") != pattern
         self.patterns[name] = pattern
         level, hold = steps[0]
         line.set(level)  # the first step at once: the caller sees the line change now
-        if hold is None:
-            return
-        self._tasks[name] = asyncio.get_running_loop().create_task(self._loop(line, steps))
+        if hold is not None:
+            self._tasks[name] = asyncio.get_running_loop().create_task(self._loop(line, steps))
+        if changed:
+            for listener in self._listeners:
+                try:
+                    listener(name, pattern)
+                except Exception:  # an observer's bug must not stop the lines
+                    log.exception("output listener failed")
 
     async def _loop(self, line, steps) -> None:
         """Step 0 is already on the line (play() set it); hold it, then go on."""
@@ -109,6 +120,11 @@ class Outputs:
                 return
             await self.sleep(hold)
             i += 1
+
+    def patterns_by_kind(self) -> dict[str, dict[str, str]]:
+        """Each line's kind (led, relay, buzzer) and the pattern it plays, for people to see."""
+        return {name: {"kind": name if name in ("relay", "buzzer") else "led",
+                       "pattern": self.patterns.get(name, "off")} for name in self.lines}
 
     def state(self) -> dict[str, dict]:
         return {name: {"level": int(line.level), "pattern": self.patterns.get(name, "off")}

@@ -143,7 +143,8 @@ class Dashboard:
               for v in s.sorted_variables() if v.rw}
         return web.json_response({"name": s.name, "desc": s.desc, "connected": s.connected, "stale": s.stale,
                                   "variables": state_snapshot(s), "commands": s.sorted_commands(), "rw": rw,
-                                  "history": self.history.variables(s.name) if self.history else []})
+                                  "history": self.history.variables(s.name) if self.history else [],
+                                  "outputs": self.live.outputs_of(s.name) or {}})
 
     async def events(self, request: web.Request) -> web.Response:
         try:

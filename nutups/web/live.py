@@ -11,6 +11,7 @@ import asyncio
 import json
 from typing import Any
 
+from ..events.outputs import Outputs
 from ..events.types import Event
 from ..state import UpsState
 
@@ -29,8 +30,12 @@ def state_snapshot(state: UpsState) -> dict[str, Any]:
 class LiveFeed:
     """Fans state diffs and events out to the connected dashboards."""
 
-    def __init__(self, states: list[UpsState]) -> None:
+    def __init__(self, states: list[UpsState], outputs: Outputs | None = None) -> None:
         self.states = states
+        # the Pi's own lines (LEDs, relay, buzzer) belong to the HAT: the first UPS, as its outlets
+        self.outputs = outputs if states else None
+        if self.outputs is not None:
+            self.outputs.on_change(self.output_changed)
         self.clients: set[asyncio.Queue[str | None]] = set()
         self._sent: dict[str, dict[str, str]] = {}
         self._health: dict[str, tuple[bool, bool]] = {}
@@ -48,6 +53,19 @@ class LiveFeed:
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(COALESCE_S, self._push)
 
+    def output_changed(self, name: str, pattern: str) -> None:
+        if self.clients and self.outputs is not None:
+            self._send("outputs", self._outputs_message())
+
+    def outputs_of(self, ups: str) -> dict[str, dict[str, str]] | None:
+        """The lines shown with the UPS ``ups`` (None for a UPS without them)."""
+        if self.outputs is None or ups != self.states[0].name:
+            return None
+        return self.outputs.patterns_by_kind()
+
+    def _outputs_message(self) -> dict[str, Any]:
+        return {"ups": self.states[0].name, "outputs": self.outputs_of(self.states[0].name)}
+
     def on_event(self, event: Event) -> None:
         if self.clients:
             self._send("event", json.loads(event.to_json()))
@@ -61,6 +79,8 @@ class LiveFeed:
         queue: asyncio.Queue[str | None] = asyncio.Queue(QUEUE_LIMIT)
         for state in self.states:
             queue.put_nowait(_message("state", self._full(state)))
+        if self.outputs is not None:
+            queue.put_nowait(_message("outputs", self._outputs_message()))
         self.clients.add(queue)
         return queue
 

@@ -66,7 +66,7 @@ class WebService:
             for state in self.states:
                 state.on_publish(self.history.observe)
             self._tasks.append(asyncio.get_running_loop().create_task(self._flush_history(), name="history"))
-        self.live = LiveFeed(self.states)
+        self.live = LiveFeed(self.states, self.engine.outputs if self.engine is not None else None)
         if self.engine is not None:
             self.engine.on_event(self.live.on_event)
         registry = metrics_registry(UpsCollector(self.states, self.core, events))

@@ -147,7 +147,7 @@ function outlets(name) {
   const ids = Object.keys(entry.vars).map((k) => k.match(/^outlet\.(\d+)\.status$/)).filter(Boolean)
     .map((m) => m[1]);
   const beeper = entry.vars["ups.beeper.status"];
-  $(".outputs", entry.el).hidden = !ids.length && beeper === undefined;
+  $(".outputs", entry.el).hidden = !ids.length && beeper === undefined && !Object.keys(entry.lines || {}).length;
   const wanted = ids.map((i) => `outlet.${i}`).concat(beeper !== undefined ? ["beeper"] : []);
   if (list.dataset.items !== wanted.join(",")) {
     list.dataset.items = wanted.join(",");
@@ -176,6 +176,46 @@ function outlets(name) {
     node.dataset.value = value === undefined ? "" : value;
     node.classList.toggle("on", value === "on" || value === "enabled");
   }
+}
+
+// The Pi's own lines (LEDs, relay, buzzer) and the pattern each plays; not NUT variables,
+// so they carry data-output="<line name>" instead of data-var.
+const LINE_WORDS = { led: "LED", relay: "Relay line", buzzer: "Buzzer line" };
+const LED_COLOURS = new Set(["red", "green", "yellow", "blue", "orange", "white", "amber", "purple"]);
+
+function lines(name, outputs) {
+  const entry = ups.get(name);
+  if (!entry) return;
+  entry.lines = outputs || {};
+  const list = $(".lines", entry.el);
+  const names = Object.keys(entry.lines);
+  if (list.dataset.items !== names.join(",")) {
+    list.dataset.items = names.join(",");
+    list.replaceChildren();
+    for (const line of names) {
+      const li = document.createElement("li");
+      const dot = document.createElement("span");
+      dot.className = "led";
+      const colour = line.toLowerCase();
+      if (LED_COLOURS.has(colour)) dot.dataset.colour = colour;
+      const label = document.createElement("span");
+      label.className = "name";
+      label.textContent = entry.lines[line].kind === "led" ? `LED ${line}` : LINE_WORDS[entry.lines[line].kind];
+      const state = document.createElement("span");
+      state.className = "state";
+      state.dataset.output = line;
+      li.append(dot, label, state);
+      list.append(li);
+    }
+  }
+  for (const li of list.children) {
+    const state = $("[data-output]", li);
+    const pattern = entry.lines[state.dataset.output].pattern;
+    state.textContent = pattern.replace("_", " ");
+    state.dataset.value = pattern;
+    $(".led", li).dataset.pattern = pattern;
+  }
+  outlets(name);
 }
 
 function allVariables(name) {
@@ -454,6 +494,11 @@ function connect() {
     if (fresh) { details(d.ups); loadHistory(d.ups); }
   });
   feed.addEventListener("event", (m) => liveEvent(JSON.parse(m.data)));
+  feed.addEventListener("outputs", (m) => {
+    const d = JSON.parse(m.data);
+    panel(d.ups, null);
+    lines(d.ups, d.outputs);
+  });
   feed.onerror = () => { mark.textContent = "reconnecting…"; mark.className = "feed"; };
 }
 
