@@ -17,7 +17,7 @@ from nutups.config.users import UserTable
 from nutups.events.detector import EventDetector, Snapshot
 from nutups.events.types import EventType
 from nutups.nut.protocol import ServerCore
-from nutups.shutdown.policy import RECHECK_S, Emit, Phase, Reading, RunCommand, SetFsd, ShutdownPolicy
+from nutups.shutdown.policy import COMMAND_ATTEMPTS, COMMAND_RETRY_S, RECHECK_S, Emit, Phase, Reading, RunCommand, SetFsd, ShutdownPolicy
 from nutups.shutdown.runner import ShutdownRunner, shutdown_runner
 from nutups.shutdown.settings import ShutdownSettings
 from nutups.state import UpsState
@@ -184,6 +184,45 @@ def test_a_failed_command_is_an_action_failed_event():
     [_, _, command] = p.observe(ob(lb=True))
     [failed] = p.command_finished(command.argv, False, 1, "Failed to connect to bus")
     assert failed.type == EventType.ACTION_FAILED and "exit status 1: Failed to connect to bus" in failed.message
+    assert "trying again in 30 s" in failed.message
+
+
+def test_a_failed_command_is_tried_again_then_given_up():
+    """A Pi whose poweroff failed once (systemd busy, a D-Bus hiccup) must not run on until the
+    battery dies: the command runs again, a bounded number of times."""
+    p, clock = policy(grace=0)
+    p.observe(ob(lb=True))
+    p.tick()
+    [_, _, command] = p.observe(ob(lb=True))
+    assert command.argv == ["poweroff-now"]
+    for attempt in range(2, COMMAND_ATTEMPTS + 1):
+        p.command_finished(command.argv, False, 1, "Transaction is destructive")
+        assert p.deadline() == clock.t + COMMAND_RETRY_S
+        clock.t += COMMAND_RETRY_S - 1
+        assert p.tick() == []  # not yet
+        clock.t += 1
+        [command] = p.tick()
+        assert isinstance(command, RunCommand) and command.argv == ["poweroff-now"], attempt
+    [gave_up] = p.command_finished(command.argv, False, None, "No such file or directory")
+    assert "gave up after 5 attempts" in gave_up.message
+    assert p.deadline() is None
+    clock.t += 3600
+    assert p.tick() == []
+
+
+def test_a_retried_command_reboots_when_mains_came_back_meanwhile():
+    p, clock = policy(grace=0)
+    p.observe(ob(lb=True))
+    p.tick()
+    [_, _, command] = p.observe(ob(lb=True))
+    p.command_finished(command.argv, False, 1, "")
+    assert p.observe(OL) == []  # past FSD: no cancelling, but the next try must reboot
+    clock.t += COMMAND_RETRY_S
+    [command] = p.tick()
+    assert command.argv == ["reboot-now"] and command.reboot
+    [done] = p.command_finished(command.argv, True, 0, "")
+    assert done.type == EventType.SHUTDOWN_COMMAND
+    assert p.deadline() is None
 
 
 # --- any sequence of readings, logins and time ---------------------------------------

@@ -38,6 +38,8 @@ log = logging.getLogger("nutups.shutdown")
 
 RECHECK_S = 5.0  # the most the mains re-check before FSD waits for a reading
 DEFAULT_RUNTIME_LOW = 300.0  # s, when the UPS has no battery.runtime.low (the x120x default)
+COMMAND_RETRY_S = 30.0  # a failed command (systemd busy, a bus hiccup) is tried again this much later
+COMMAND_ATTEMPTS = 5  # ... at most this many times in all; then the log says it gave up
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,8 @@ class ShutdownPolicy:
         self.reason = ""
         self._blind_said = False
         self._back_said = False
+        self.attempts = 0  # runs of the Pi's command
+        self.retry_at: float | None = None  # when a failed command runs again
         if self.floor is None:
             log.warning("[%s]: the driver does not say how many cells are in series: the voltage floor is "
                         "off (set shutdown.cells to turn it on)", ups)
@@ -166,6 +170,9 @@ class ShutdownPolicy:
             return self._set_fsd(now, f"no reading within {RECHECK_S:g} s to re-check mains")
         if self.phase == Phase.FSD:
             return self._maybe_command(now)
+        if self.phase == Phase.COMMAND and self.retry_at is not None and now >= self.retry_at:
+            self.retry_at = None
+            return [self._run_command(f"attempt {self.attempts + 1} of {COMMAND_ATTEMPTS}")]
         return []
 
     def deadline(self) -> float | None:
@@ -176,6 +183,8 @@ class ShutdownPolicy:
             return self.started_at + RECHECK_S
         if self.phase == Phase.FSD:
             return self.fsd_at + self.settings.hostsync
+        if self.phase == Phase.COMMAND:
+            return self.retry_at
         return None
 
     def command_finished(self, argv: list[str], reboot: bool, status: int | None, error: str) -> list[Action]:
@@ -186,8 +195,14 @@ class ShutdownPolicy:
                          f"ran {what!r} ({'mains is back: reboot' if reboot else 'mains still off'}; "
                          f"{self.reason})")]
         why = f"exit status {status}" if status is not None else "could not run"
-        log.error("[%s]: the shutdown command %r failed: %s %s", self.ups, what, why, error)
-        return [Emit(EventType.ACTION_FAILED, f"shutdown command {what!r}: {why}: {error}".rstrip(": "))]
+        if self.attempts < COMMAND_ATTEMPTS:
+            self.retry_at = self.clock() + COMMAND_RETRY_S
+            then = f"trying again in {COMMAND_RETRY_S:g} s (attempt {self.attempts} of {COMMAND_ATTEMPTS})"
+        else:
+            then = f"gave up after {COMMAND_ATTEMPTS} attempts: shut the Pi down by hand"
+        log.error("[%s]: the shutdown command %r failed: %s %s; %s", self.ups, what, why, error, then)
+        return [Emit(EventType.ACTION_FAILED, f"shutdown command {what!r}: {why}: {error}".rstrip(": ")
+                     + f"; {then}")]
 
     # --- the sequence --------------------------------------------------------------
 
@@ -223,14 +238,19 @@ class ShutdownPolicy:
             waited = f"every client logged out {now - self.fsd_at:.1f} s after FSD"
         self.reason = f"{self.reason}; {waited}"
         self.phase = Phase.COMMAND
+        return [self._run_command(waited)]
+
+    def _run_command(self, why: str) -> RunCommand:
+        """The Pi's command, or its reboot_command when mains is back by now (decided at each attempt)."""
+        self.attempts += 1
         reboot = self.mains is True
         argv = self.settings.argv(reboot)
         if reboot:
             log.warning("[%s]: mains is back, so the Pi reboots (a halted Pi powers up only on a mains edge): "
-                        "running %r; %s", self.ups, " ".join(argv), waited)
+                        "running %r; %s", self.ups, " ".join(argv), why)
         else:
-            log.warning("[%s]: running %r; %s", self.ups, " ".join(argv), waited)
-        return [RunCommand(argv, reboot)]
+            log.warning("[%s]: running %r; %s", self.ups, " ".join(argv), why)
+        return RunCommand(argv, reboot)
 
     def critical(self) -> str | None:
         """Why the battery is critical now, or None."""
