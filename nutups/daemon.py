@@ -24,7 +24,8 @@ from .notify import SystemdNotifier
 from .nut.descriptions import Descriptions
 from .nut.protocol import ServerCore
 from .nut.server import ListenError, NutServer
-from .shutdown.runner import shutdown_runner
+from .shutdown.runner import ShutdownRunner, shutdown_runner, watched_state
+from .shutdown.settings import ShutdownSettings
 from .state import UpsState
 
 log = logging.getLogger("nutups")
@@ -110,6 +111,7 @@ class Daemon:
         self.engine: EventEngine | None = None
         self.certfile = certfile
         self.web = None  # nutups.web.service.WebService, when the dashboard or MQTT is on
+        self.shutdown: ShutdownRunner | None = None  # the Pi's own policy (shutdown: in nutups.yaml)
 
     def _simulated_hat(self):
         for driver in self.drivers.values():
@@ -202,10 +204,8 @@ class Daemon:
         for driver in self.drivers.values():
             if driver.simulated_hardware is not None:
                 driver.on_control = self._after_sim_change
-        if self.config.shutdown is not None:  # the Pi's own shutdown policy (shutdown: in nutups.yaml)
-            runner = shutdown_runner(self.config.shutdown, self.states, self.drivers, self.engine.emit)
-            if runner is not None:
-                self._tasks.append(loop.create_task(runner.run(), name="shutdown"))
+        if self.config.shutdown is not None:
+            self._start_shutdown(self.config.shutdown)
         for name, driver in self.drivers.items():
             self._tasks.append(loop.create_task(self._supervise(name, driver), name=f"driver-{name}"))
         try:
@@ -237,6 +237,23 @@ class Daemon:
                 out.append(ConfigProblem(upsd_conf, None, f"{where} (the default; set LISTEN)"))
         return out
 
+    def _start_shutdown(self, settings: ShutdownSettings) -> None:
+        assert self.engine is not None
+        self.shutdown = shutdown_runner(settings, self.states, self.drivers, self.engine.emit)
+        if self.shutdown is not None:
+            self._tasks.append(asyncio.get_running_loop().create_task(self.shutdown.run(), name="shutdown"))
+
+    def _reload_shutdown(self, settings: ShutdownSettings | None) -> None:
+        if self.shutdown is None:
+            if settings is not None and self.engine is not None:
+                self._start_shutdown(settings)
+            return
+        if settings is not None and watched_state(settings, self.states) is not self.shutdown.state:
+            log.error("reload: shutdown.ups names another UPS than [%s]: restart nutups to watch it; "
+                      "the policy keeps its settings", self.shutdown.state.name)
+            return
+        self.shutdown.reconfigure(settings)
+
     def reload(self) -> None:
         """SIGHUP, as upsd: read upsd.users again (and the event mapping of nutups.yaml).
         A file with errors is reported and the running settings are kept."""
@@ -260,6 +277,7 @@ class Daemon:
         if self.engine is not None and not [p for p in fresh.errors if p.file == yaml_file]:
             self.engine.reload(fresh.events)
             log.info("reload: event mapping and thresholds from nutups.yaml")
+            self._reload_shutdown(fresh.shutdown)
 
     async def _after_sim_change(self) -> None:
         """The simulator changed: read its sensors now, not at the next sensor poll."""

@@ -162,3 +162,35 @@ def test_a_second_sim_server_that_cannot_bind_leaves_the_first_ones_socket():
         assert "cannot start" in second.stderr and "Traceback" not in second.stderr
         assert sock.stat().st_ino == before
         assert sim_status(d)["ac"] is True  # the first server's simulator still answers
+
+
+def _shutdown_yaml(grace: float, marker) -> str:
+    import sys
+
+    command = f"{sys.executable} -c \\\"open('{marker}', 'w').write('down')\\\""
+    return f'shutdown:\n  grace: {grace}\n  hostsync: 0\n  command: "{command}"\n  reboot_command: "{command}"\n'
+
+
+def test_sighup_applies_new_shutdown_settings(tmp_path):
+    """A user shortens grace and sends SIGHUP: the running daemon's policy uses it (before, the
+    shutdown: section was read once at start). On battery with LB, grace 3600 keeps the Pi up;
+    after the reload with grace 0 it goes down."""
+    marker = tmp_path / "down"
+    fast = SIM_UPS + " pollinterval = 0.2\n"
+    with Served(fast, files={"nutups.yaml": _shutdown_yaml(3600, marker)}) as d:
+        d.wait_log("simulator control socket")
+        d.wait_log("shutdown policy on: grace 3600 s")
+        sim(d, "ac", "off")
+        sim(d, "soc", "2")
+        with RawClient(d.port) as c:
+            poll_until(lambda: b"LB" in c.request(b"GET VAR ups ups.status\n"), "LB on battery")
+        assert not marker.exists()
+        (d.confdir / "nutups.yaml").write_text(_shutdown_yaml(0, marker))
+        d.hup()
+        d.wait_log("reload: [ups]: shutdown policy on: grace 0 s")
+        poll_until(marker.exists, "the Pi's shutdown command after the reload")
+        events = (d.datapath / "ups_events.log").read_text()
+        assert "SHUTDOWN_STARTED" in events and "FSD_SET" in events and "SHUTDOWN_COMMAND" in events
+        # under way now: a reload cannot change what the sequence does
+        d.hup()
+        d.wait_log("reload: a shutdown is under way (command)")

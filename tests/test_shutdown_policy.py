@@ -416,3 +416,25 @@ def test_runner_carries_out_the_sequence_and_reports_a_failing_command(tmp_path)
     assert ups.fsd and ups.fsd_by_policy and marker.read_text() == "x"
     assert [e.type for e in emitted] == [EventType.SHUTDOWN_STARTED, EventType.FSD_SET, EventType.ACTION_FAILED]
     assert "exit status 3" in emitted[-1].message
+
+
+def test_reconfigure_applies_between_outages_and_not_during_a_shutdown():
+    p, clock = policy(grace=3600)
+    p.observe(ob(lb=True))
+    clock.t += 60
+    assert p.tick() == []  # inside the old grace
+    assert p.reconfigure(ShutdownSettings(grace=30, hostsync=15, command="poweroff-now"))
+    assert p.deadline() is None or p.deadline() <= clock.t  # 60 s on battery: past the new grace
+    assert types(p.tick()) == [EventType.SHUTDOWN_STARTED]
+    assert p.reconfigure(ShutdownSettings(grace=3600)) is False  # under way: it keeps its settings
+    assert p.settings.grace == 30
+
+
+def test_a_policy_switched_off_by_a_reload_starts_nothing_but_keeps_the_outage():
+    p, clock = policy(grace=5)
+    assert p.reconfigure(None)
+    p.observe(ob(lb=True))
+    clock.t += 10
+    assert p.tick() == [] and p.observe(ob(lb=True)) == [] and p.deadline() is None
+    assert p.reconfigure(ShutdownSettings(grace=5))  # on again, mid-outage: it counts from the outage's start
+    assert types(p.tick()) == [EventType.SHUTDOWN_STARTED]

@@ -92,10 +92,10 @@ class ShutdownPolicy:
 
     def __init__(self, settings: ShutdownSettings, ups: str, cells: int | None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.settings = settings
         self.ups = ups
-        self.cells = settings.cells or cells
-        self.floor = settings.voltage_floor * self.cells if self.cells else None
+        self.driver_cells = cells
+        self._apply(settings)
+        self.enabled = True  # off when a reload removed `shutdown:` (the outage is still tracked)
         self.clock = clock
         self.phase = Phase.MAINS
         self.mains: bool | None = None
@@ -114,6 +114,26 @@ class ShutdownPolicy:
         if self.floor is None:
             log.warning("[%s]: the driver does not say how many cells are in series: the voltage floor is "
                         "off (set shutdown.cells to turn it on)", ups)
+
+    def _apply(self, settings: ShutdownSettings) -> None:
+        self.settings = settings
+        self.cells = settings.cells or self.driver_cells
+        self.floor = settings.voltage_floor * self.cells if self.cells else None
+
+    @property
+    def under_way(self) -> bool:
+        """SHUTDOWN_STARTED was sent and not cancelled: the sequence runs on its settings."""
+        return self.phase in (Phase.STARTED, Phase.FSD, Phase.COMMAND)
+
+    def reconfigure(self, settings: ShutdownSettings | None) -> bool:
+        """New settings (None: `shutdown:` removed); refused (False) while a shutdown is under way."""
+        if self.under_way:
+            return False
+        self.enabled = settings is not None
+        if settings is not None:
+            self._apply(settings)
+            self.under_floor = 0
+        return True
 
     # --- inputs ----------------------------------------------------------------
 
@@ -177,7 +197,7 @@ class ShutdownPolicy:
 
     def deadline(self) -> float | None:
         """The clock time at which :meth:`tick` must run next, if any."""
-        if self.phase == Phase.ON_BATTERY and self.clock() < self.since + self.settings.grace:
+        if self.phase == Phase.ON_BATTERY and self.enabled and self.clock() < self.since + self.settings.grace:
             return self.since + self.settings.grace
         if self.phase == Phase.STARTED:
             return self.started_at + RECHECK_S
@@ -207,7 +227,7 @@ class ShutdownPolicy:
     # --- the sequence --------------------------------------------------------------
 
     def _maybe_start(self, now: float) -> list[Action]:
-        if now < self.since + self.settings.grace:
+        if not self.enabled or now < self.since + self.settings.grace:
             return []
         reason = self.critical()
         if reason is None:

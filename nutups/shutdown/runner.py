@@ -87,6 +87,19 @@ class ShutdownRunner:
             for task in self._commands:
                 task.cancel()
 
+    def reconfigure(self, settings: ShutdownSettings | None) -> None:
+        """SIGHUP: the new `shutdown:` (None: removed), unless a shutdown is under way."""
+        policy = self.policy
+        if not policy.reconfigure(settings):
+            log.warning("reload: a shutdown is under way (%s): it goes on with the settings it started with",
+                        policy.phase)
+            return
+        if settings is None:
+            log.info("reload: shutdown: removed from nutups.yaml; the shutdown policy is off")
+        else:
+            log.info("reload: %s", describe(policy))
+        self._wake.set()  # grace may have moved the deadline
+
     def _carry_out(self, actions: list[Action]) -> None:
         for action in actions:
             if isinstance(action, Emit):
@@ -118,16 +131,24 @@ def shutdown_runner(settings: ShutdownSettings, states: list[UpsState], drivers:
     """The runner for the UPS that powers this Pi (``shutdown.ups``, else the first)."""
     if not states:
         return None
-    wanted = (settings.ups or states[0].name).lower()
-    state = next((s for s in states if s.name.lower() == wanted), None)
-    if state is None:
-        state = states[0]
+    state = watched_state(settings, states)
+    if settings.ups and state.name.lower() != settings.ups.lower():
         log.error("shutdown.ups: no UPS %r in ups.conf (it has: %s); the policy watches [%s]",
                   settings.ups, ", ".join(s.name for s in states), state.name)
     driver = drivers.get(state.name)
     policy = ShutdownPolicy(settings, state.name, driver.series_cells if driver is not None else None)
-    log.info("[%s]: shutdown policy on: grace %g s, hostsync %g s, floor %s, command %r, reboot_command %r",
-             state.name, settings.grace, settings.hostsync,
-             f"{policy.floor:.2f} V" if policy.floor is not None else "off", settings.command,
-             settings.reboot_command)
+    log.info("%s", describe(policy))
     return ShutdownRunner(policy, state, driver, emit)
+
+
+def watched_state(settings: ShutdownSettings, states: list[UpsState]) -> UpsState:
+    """The UPS that powers this Pi: ``shutdown.ups``, else (or when there is none such) the first."""
+    wanted = (settings.ups or states[0].name).lower()
+    return next((s for s in states if s.name.lower() == wanted), states[0])
+
+
+def describe(policy: ShutdownPolicy) -> str:
+    s = policy.settings
+    return (f"[{policy.ups}]: shutdown policy on: grace {s.grace:g} s, hostsync {s.hostsync:g} s, floor "
+            + (f"{policy.floor:.2f} V" if policy.floor is not None else "off")
+            + f", command {s.command!r}, reboot_command {s.reboot_command!r}")
