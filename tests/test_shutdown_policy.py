@@ -17,7 +17,17 @@ from nutups.config.users import UserTable
 from nutups.events.detector import EventDetector, Snapshot
 from nutups.events.types import EventType
 from nutups.nut.protocol import ServerCore
-from nutups.shutdown.policy import COMMAND_ATTEMPTS, COMMAND_RETRY_S, RECHECK_S, Emit, Phase, Reading, RunCommand, SetFsd, ShutdownPolicy
+from nutups.shutdown.policy import (
+    COMMAND_ATTEMPTS,
+    COMMAND_RETRY_S,
+    RECHECK_S,
+    Emit,
+    Phase,
+    Reading,
+    RunCommand,
+    SetFsd,
+    ShutdownPolicy,
+)
 from nutups.shutdown.runner import ShutdownRunner, shutdown_runner
 from nutups.shutdown.settings import ShutdownSettings
 from nutups.state import UpsState
