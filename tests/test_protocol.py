@@ -258,3 +258,21 @@ def test_reply_cache_per_variable(core, clock):
     ups.set("battery.charge", "77")
     assert s.receive(b'GET VAR hat "battery.charge"\n') == b'VAR hat battery.charge "77"\n'
     assert s.receive(b"get var hat battery.charge\n") == b'VAR hat battery.charge "77"\n'
+
+
+def test_get_desc_is_answered_from_the_cache_while_the_state_changes(core, clock):
+    """A description never changes while running: a poll's GET DESC is a cache hit however
+    often the UPS's values change (it used to be rebuilt at every request)."""
+    ups = core.upses["hat"]
+    s = core.session("x")
+    q = b"GET DESC hat battery.charge\n"
+    first = s.receive(q)
+    assert first.startswith(b'DESC hat battery.charge "')
+    cached = core.reply_cache[q]
+    for value in ("79", "78"):
+        ups.set("battery.charge", value)
+        ups.set("ups.status", "OB")
+        assert s.receive(q) == first
+        assert core.reply_cache[q] is cached  # the same entry: a hit, not a rebuilt reply
+    clock.now += 16
+    assert s.receive(q) == b"ERR DATA-STALE\n"  # freshness still counts, as for every GET

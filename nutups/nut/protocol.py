@@ -610,6 +610,7 @@ class Session:
         ups = self._readable_ups(upsname)
         if ups is not None:
             self._cache_source = _UNCHANGING  # descriptions are read once, at start
+            self._cache_stamp = _UNCHANGING.stamp
             self._out.append(f'DESC {upsname} {name} "{self.core.descriptions.variable(name)}"\n'.encode())
 
     # --- LIST (server/netlist.c) -------------------------------------------
