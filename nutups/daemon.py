@@ -9,6 +9,7 @@ import resource
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .config import ConfigError, ConfigProblem, Configuration
 from .datapath import migrate_from_statepath
@@ -200,7 +201,8 @@ class Daemon:
                 if reading.current is not None and not isinstance(engine.sensors, SimSensors):
                     engine.extra["current"] = reading.current  # the overcurrent source on a Pi
 
-            self._tasks.append(loop.create_task(self.engine.outlets.poll(plug_reading), name="outlets"))
+            self._tasks.append(loop.create_task(
+                self.engine.outlets.poll(plug_reading, self._supply_meters()), name="outlets"))
         for driver in self.drivers.values():
             if driver.simulated_hardware is not None:
                 driver.on_control = self._after_sim_change
@@ -236,6 +238,26 @@ class Daemon:
             else:  # the default addresses
                 out.append(ConfigProblem(upsd_conf, None, f"{where} (the default; set LISTEN)"))
         return out
+
+    def _supply_meters(self) -> Callable[[str, float], None] | None:
+        """Plugs that say which UPS they feed (`feeds:`): their meter readings go to that UPS's
+        driver, whose runtime estimate takes them as the load on mains."""
+        fed: dict[str, Any] = {}
+        names = {s.name.lower(): s.name for s in self.states}
+        for dev in self.config.events.devices.values():
+            ups = dev.options.get("feeds")
+            if ups is None:
+                continue
+            driver = self.drivers.get(names.get(str(ups).lower(), ""))
+            if driver is None or not hasattr(driver, "mains_meter"):
+                log.error("integrations.ac_devices %s: feeds: %s: no x120x UPS of that name in ups.conf (it has: "
+                          "%s); its meter is not used as the load", dev.name, ups, ", ".join(names.values()))
+                continue
+            log.info("%s's energy meter is the load of [%s] on mains", dev.name, driver.state.name)
+            fed[dev.name] = driver
+        if not fed:
+            return None
+        return lambda name, watts: fed[name].mains_meter(watts) if name in fed else None
 
     def _start_shutdown(self, settings: ShutdownSettings) -> None:
         assert self.engine is not None

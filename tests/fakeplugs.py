@@ -175,6 +175,7 @@ class FakeShelly:
         self.nonces: set[str] = set()
         self.refused = 0  # requests answered 401
         self.on = False
+        self.power_w = 8.5 if gen >= 2 else 7.0  # what the meter reads while on
         self._released = asyncio.Event()
         self.calls: list[str] = []
         self.hang = False
@@ -234,13 +235,13 @@ class FakeShelly:
             self.on = q.get("on") == "true"
             return web.json_response({"was_on": not self.on})
         if self.gen >= 2 and path == "/rpc/Switch.GetStatus":
-            return web.json_response({"id": 0, "output": self.on, "apower": 8.5 if self.on else 0,
+            return web.json_response({"id": 0, "output": self.on, "apower": self.power_w if self.on else 0,
                                       "voltage": 229.5, "current": 0.04})
         if self.gen == 1 and path == "/relay/0":
             self.on = q.get("turn") == "on"
             return web.json_response({"ison": self.on})
         if self.gen == 1 and path == "/status":
-            return web.json_response({"relays": [{"ison": self.on}], "meters": [{"power": 7.0 if self.on else 0}]})
+            return web.json_response({"relays": [{"ison": self.on}], "meters": [{"power": self.power_w if self.on else 0}]})
         return web.json_response({"error": "not found"}, status=404)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import re
 import shutil
@@ -235,4 +236,77 @@ def test_daemon_serves_the_pmic_load_and_a_runtime_from_it():
     finally:
         proc.terminate()
         proc.wait(10)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# --- a plug's energy meter on the HAT's supply (integrations.ac_devices: feeds:) -------------------
+
+DOE_LEVEL_VI_27W = 0.0834 * math.log(27) - 0.0014 * 27 + 0.609  # 10 CFR 430 App. Z, 15-49 W supplies
+
+
+def test_a_plug_meter_on_mains_with_the_charger_idle_sets_the_load_the_outage_starts_from():
+    time, hat, state, driver = sim_driver({"load_w": "3", "load_meter": "none"}, load_w=7.0)
+    driver.poll()  # full, on mains: the charger is idle
+    assert "CHRG" not in state.value("ups.status")
+    wall = 7.0 / DOE_LEVEL_VI_27W
+    for _ in range(5):
+        driver.mains_meter(wall)
+    assert driver.estimator.prior_power() == pytest.approx(7.0 / 0.9, rel=0.01)  # 0.9: the HAT's boost
+
+
+def test_a_plug_meter_says_nothing_while_charging_or_on_battery():
+    time, hat, state, driver = sim_driver({"load_w": "3", "load_meter": "none"}, load_w=7.0)
+    hat.set(soc=60.0)
+    driver.poll()
+    assert "CHRG" in state.value("ups.status")
+    driver.mains_meter(25.0)  # the charger's draw is in it
+    assert driver.estimator.prior_power() == pytest.approx(3 / 0.9)
+    hat.set(ac=False)
+    driver.on_edge()
+    driver.poll()
+    driver.mains_meter(8.0)  # a plug on battery: a real one has no power either
+    assert driver.estimator.prior_power() == pytest.approx(3 / 0.9)
+
+
+def test_daemon_takes_the_load_from_the_plug_that_feeds_the_hat():
+    """The prior says 3 W, the Pi draws 7.5 W, no PMIC: the Shelly plug the HAT's supply is
+    plugged into (a fake one on loopback) reads the wall power; the runtime at the start of the
+    outage comes out near the simulated battery's true time to empty."""
+    from test_event_chain import ShellyThread
+
+    shelly = ShellyThread()
+    shelly.fake.on = True
+    shelly.fake.power_w = round(7.5 / DOE_LEVEL_VI_27W, 1)
+    base = nut_tmpdir("nutups-plugload-")
+    yaml = ("integrations:\n  device_poll: 1\n  ac_devices:\n"
+            f"    - {{type: shelly, name: pi_supply, host: 127.0.0.1, port: {shelly.fake.port}, gen: 2, feeds: ups}}\n")
+    confdir = make_confdir(base / "conf", "[ups]\n driver = x120x\n board = x1202\n sim = yes\n sim_load_w = 7.5\n"
+                           " load_w = 3\n load_meter = none\n sim_cell = cell.csv\n", "", USERS,
+                           files={"cell.csv": (CELLS_DIR / "nca-kim2011.csv").read_text(), "nutups.yaml": yaml})
+    port = free_port()
+    err = open(base / "stderr", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "nutups.cli", "serve", "--confpath", str(confdir), "--listen",
+                             f"127.0.0.1:{port}", "--statepath", str(base / "state"), "--datapath",
+                             str(base / "data")], stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        wait_port(port, proc)
+        sock = base / "state" / "nutups-ups.sim"
+        poll_until(sock.exists, "the control socket")
+        with RawClient(port) as nut:
+            # a few of the plug's readings (one a second), then mains goes
+            poll_until(lambda: sum("Switch.GetStatus" in c for c in shelly.fake.calls) >= 3, "three plug readings")
+            assert b'"OL"' in nut.request(b"GET VAR ups ups.status\n")  # full: the charger is idle
+            reply = request(sock, {"cmd": "set", "ac": False})
+            true = reply["state"]["time_to_empty_s"]
+            poll_until(lambda: b"OB" in nut.request(b"GET VAR ups ups.status\n"), "on battery")
+            runtime = float(nut.request(b"GET VAR ups battery.runtime\n").split(b'"')[1])
+        log = (base / "stderr").read_text()
+        assert "pi_supply's energy meter is the load of [ups] on mains" in log
+        # the prior (3 W) would say 2.5 times the truth; the plug's reading gives it within 15 %
+        assert runtime == pytest.approx(true, rel=0.15), (runtime, true)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        err.close()
+        shelly.stop()
         shutil.rmtree(base, ignore_errors=True)

@@ -63,8 +63,9 @@ class RuntimeEstimator:
     Works in energy: the power the pack delivers, and the energy left under the
     open-circuit voltage curve.  The gauge's state of charge lags a load change:
     for a minute or two it moves like a voltage gauge (too fast), then settles.
-    So the power starts from a load-based prior (the load learned in earlier
-    outages, else the configured one) and moves to what the robust (Theil-Sen)
+    So the power starts from a load-based prior (the Pi's draw measured on mains
+    just before, by a plug's energy meter on the HAT's supply; else the load
+    learned in earlier outages; else the configured one) and moves to what the robust (Theil-Sen)
     slope of the settled readings shows.  Where a load meter measures the Pi's
     draw (the Pi 5's PMIC), its readings are the load, from the first minute on:
     a measurement beats both the prior and the gauge's slope, which drifts with
@@ -83,6 +84,7 @@ class RuntimeEstimator:
         self.measure_window_s = measure_window_s
         self.samples: deque[tuple[float, float, float]] = deque()  # t, soc %, volts
         self.measured: deque[tuple[float, float]] = deque()  # t, watts at the Pi's 5 V input (a load meter)
+        self.on_mains: deque[float] = deque(maxlen=5)  # W at 5 V measured before the outage (a plug's meter)
         self.started: float | None = None
 
     def measure(self, t: float, load_w: float | None) -> None:
@@ -97,6 +99,13 @@ class RuntimeEstimator:
     def measured_load(self) -> float | None:
         """The mean of the load meter's recent readings, W at 5 V (None without a meter)."""
         return statistics.fmean(w for _, w in self.measured) if self.measured else None
+
+    def learn_on_mains(self, load_w: float) -> None:
+        """A reading of the Pi's draw taken on mains with the charger idle (a plug's energy
+        meter on the HAT's supply): the load the next outage starts from, as the mean of the
+        last few readings (one odd reading moves it little)."""
+        self.on_mains.append(load_w)
+        self.prior_load_w = statistics.fmean(self.on_mains)
 
     def prior_power(self) -> float:
         """Watts drawn from the pack if the load is the measured one, else the prior."""

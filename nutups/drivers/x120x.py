@@ -35,6 +35,10 @@ DEFAULTS = {
 MIN_POLL_SLEEP_S = 0.005  # a fast simulation still leaves the loop room to breathe
 LOAD_INTERVAL_S = 10.0  # how often the load meter (vcgencmd, a subprocess) is read
 LOAD_METERS = ("auto", "pmic", "none")
+# A plug's meter sees the Pi's draw through its USB-C supply: at the loads a Pi draws, the US
+# DoE Level VI floor for a 15-49 W external supply (average efficiency 0.0834 ln(P) - 0.0014 P
+# + 0.609: 0.846 at 27 W, the official Pi 5 supply) is the figure to take off.
+SUPPLY_EFFICIENCY = 0.85
 CROSS_CHECK_WINDOW_S = 600.0
 CROSS_CHECK_DROP = 2.0  # % of charge lost on "mains" within the window
 RW_RANGES = {
@@ -314,6 +318,22 @@ class X120xDriver(Driver):
         self.estimator.measure(now, watts)
         self.load_w = watts
 
+    def _charging(self, r: GaugeReading) -> bool:
+        """On mains, whether the charger is at work (not paused by the window, not yet full)."""
+        return (self.charger is None or self.charger.charging_enabled) and r.raw_soc < 99.5
+
+    def mains_meter(self, watts: float) -> None:
+        """A plug's energy meter on the HAT's supply (`feeds:` in integrations.ac_devices).
+        On mains with the charger idle, the plug sees the Pi's draw plus the supply's loss:
+        that, less the loss, is the load the next outage starts from.  While charging, or
+        on battery (a real plug then has no power either), its reading says nothing of it."""
+        r = self.reading
+        if not self.mains or r is None or watts <= 0:
+            return
+        if self._charging(r):
+            return  # the plug sees the charger too
+        self.estimator.learn_on_mains(watts * SUPPLY_EFFICIENCY)
+
     def _cross_check(self) -> None:
         """Mains present per PLD, yet the charge keeps falling: raise ALARM."""
         r = self.reading
@@ -356,8 +376,7 @@ class X120xDriver(Driver):
             or r.voltage < self.critical_voltage
         )
         lb = self.low_battery.update(lb_now) if on_battery else False
-        charging = (self.mains and (self.charger is None or self.charger.charging_enabled)
-                    and r.raw_soc < 99.5)
+        charging = bool(self.mains) and self._charging(r)
         status = ["OB", "DISCHRG"] if on_battery else ["OL"]
         if charging:
             status.append("CHRG")

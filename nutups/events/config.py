@@ -126,6 +126,8 @@ _DEVICE = Fields({
     "channel": Number(0, integer=True),  # Shelly: which relay of a multi-channel device
     "gen": Number(1, integer=True),  # Shelly: API generation, found out when not given
     "protocol": OneOf(("discovery", "legacy")),  # Kasa: legacy skips discovery
+    # the UPS (ups.conf section) whose supply this plug feeds: its meter is that UPS's load on mains
+    "feeds": Text("the name of a UPS in ups.conf"),
 }, required=("type", "name"), what="a device")
 
 SETTINGS: dict[str, Spec] = {

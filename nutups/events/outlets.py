@@ -100,9 +100,11 @@ class Outlets:
             self.unreachable.add(name)
             log.warning("outlet %d (%s) unreadable: %s; said once, until it answers again", num, name, why)
 
-    async def poll(self, on_reading: Callable[[PowerReading], None] | None = None) -> None:
+    async def poll(self, on_reading: Callable[[PowerReading], None] | None = None,
+                   on_power: Callable[[str, float], None] | None = None) -> None:
         """Refresh the plugs' states; the first plug with a meter gives its reading to ``on_reading``
-        (input.voltage, and the current the overcurrent events watch)."""
+        (input.voltage, and the current the overcurrent events watch); every plug's power
+        reading goes to ``on_power(name, watts)``."""
         while True:
             first = True
             for i, (name, dev) in self.outlets.items():
@@ -121,6 +123,8 @@ class Outlets:
                     self.state.set(f"outlet.{i}.status", "on" if reading.on else "off")
                 if reading.power_w is not None:
                     self.state.set(f"outlet.{i}.realpower", f"{reading.power_w:.1f}")
+                    if on_power is not None:
+                        on_power(name, reading.power_w)
                 if first and on_reading is not None and (reading.voltage is not None or reading.current is not None):
                     on_reading(reading)
                     first = False
