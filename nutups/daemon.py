@@ -271,8 +271,13 @@ class Daemon:
                 self._start_shutdown(settings)
             return
         if settings is not None and watched_state(settings, self.states) is not self.shutdown.state:
-            log.error("reload: shutdown.ups names another UPS than [%s]: restart nutups to watch it; "
-                      "the policy keeps its settings", self.shutdown.state.name)
+            if self.shutdown.policy.under_way:
+                log.warning("reload: a shutdown of [%s] is under way: it goes on; shutdown.ups is not changed",
+                            self.shutdown.state.name)
+                return
+            log.info("reload: the shutdown policy watches another UPS now")
+            self.shutdown.retire()  # its outage count does not carry over: grace counts from now
+            self._start_shutdown(settings)
             return
         self.shutdown.reconfigure(settings)
 

@@ -276,3 +276,14 @@ def test_get_desc_is_answered_from_the_cache_while_the_state_changes(core, clock
         assert core.reply_cache[q] is cached  # the same entry: a hit, not a rebuilt reply
     clock.now += 16
     assert s.receive(q) == b"ERR DATA-STALE\n"  # freshness still counts, as for every GET
+
+
+def test_get_cmddesc_is_answered_from_the_cache_while_the_state_changes(core):
+    ups = core.upses["hat"]
+    s = core.session("x")
+    q = b"GET CMDDESC hat beeper.mute\n"
+    first = s.receive(q)
+    assert first.startswith(b'CMDDESC hat beeper.mute "')
+    cached = core.reply_cache[q]
+    ups.set("battery.charge", "70")
+    assert s.receive(q) == first and core.reply_cache[q] is cached

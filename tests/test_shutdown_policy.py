@@ -434,7 +434,7 @@ def test_reconfigure_applies_between_outages_and_not_during_a_shutdown():
     clock.t += 60
     assert p.tick() == []  # inside the old grace
     assert p.reconfigure(ShutdownSettings(grace=30, hostsync=15, command="poweroff-now"))
-    assert p.deadline() is None or p.deadline() <= clock.t  # 60 s on battery: past the new grace
+    assert p.deadline() is None  # 60 s on battery: past the new grace, nothing to wait for
     assert types(p.tick()) == [EventType.SHUTDOWN_STARTED]
     assert p.reconfigure(ShutdownSettings(grace=3600)) is False  # under way: it keeps its settings
     assert p.settings.grace == 30
@@ -448,3 +448,50 @@ def test_a_policy_switched_off_by_a_reload_starts_nothing_but_keeps_the_outage()
     assert p.tick() == [] and p.observe(ob(lb=True)) == [] and p.deadline() is None
     assert p.reconfigure(ShutdownSettings(grace=5))  # on again, mid-outage: it counts from the outage's start
     assert types(p.tick()) == [EventType.SHUTDOWN_STARTED]
+
+
+def test_a_reload_fixes_the_command_of_a_failing_shutdown_for_its_next_attempt():
+    """The likeliest cause of five failures is a command the service user may not run: a
+    fixed nutups.yaml and SIGHUP must reach the next attempt, and nothing else may change."""
+    p, clock = policy(grace=0)
+    p.observe(ob(lb=True))
+    p.tick()
+    [_, _, command] = p.observe(ob(lb=True))
+    p.command_finished(command.argv, False, 1, "Access denied")
+    assert p.reconfigure(ShutdownSettings(grace=3600, command="sudo poweroff", reboot_command="sudo reboot"))
+    assert p.settings.grace == 0  # the rest stays as the sequence started
+    clock.t += COMMAND_RETRY_S
+    [command] = p.tick()
+    assert command.argv == ["sudo", "poweroff"]
+    p.command_finished(command.argv, False, 0, "")
+    assert p.done and p.reconfigure(ShutdownSettings(command="other")) is False
+
+
+def test_a_reload_that_keeps_the_floor_keeps_the_readings_under_it():
+    p, clock = policy(grace=0, debounce=3)
+    p.observe(ob(volts=3.1))
+    p.observe(ob(volts=3.1))
+    assert p.reconfigure(ShutdownSettings(grace=0, debounce=3, hostsync=20))  # the floor is unchanged
+    assert types(p.observe(ob(volts=3.1))) == [EventType.SHUTDOWN_STARTED]
+
+
+def test_a_retired_runner_acts_on_nothing_more():
+    """A reload that points shutdown.ups at another UPS retires the old runner: its UPS going
+    critical afterwards must not start a shutdown, and its loop ends."""
+    ups = UpsState("ups")
+    ups.connected = True
+    emitted = []
+
+    async def go():
+        runner = ShutdownRunner(ShutdownPolicy(ShutdownSettings(grace=0, hostsync=0, command="true"), "ups", 1),
+                                ups, None, emitted.append)
+        task = asyncio.create_task(runner.run())
+        await asyncio.sleep(0)  # let it subscribe
+        runner.retire()
+        await asyncio.wait_for(task, 10)  # the loop ends by itself
+        ups.set("ups.status", "OB DISCHRG LB")
+        ups.data_ok()
+        ups.data_ok()
+
+    asyncio.run(asyncio.wait_for(go(), 30))
+    assert emitted == [] and not ups.fsd

@@ -124,7 +124,10 @@ class Outlets:
                 if reading.power_w is not None:
                     self.state.set(f"outlet.{i}.realpower", f"{reading.power_w:.1f}")
                     if on_power is not None:
-                        on_power(name, reading.power_w)
+                        try:
+                            on_power(name, reading.power_w)
+                        except Exception:  # a listener's bug must not stop the plugs' polling
+                            log.exception("plug %s: its power reading could not be used", name)
                 if first and on_reading is not None and (reading.voltage is not None or reading.current is not None):
                     on_reading(reading)
                     first = False

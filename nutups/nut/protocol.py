@@ -556,6 +556,8 @@ class Session:
         if sub == "CMDDESC":
             ups = self._readable_ups(upsname)
             if ups is not None:
+                self._cache_source = _UNCHANGING  # as GET DESC: read once, at start
+                self._cache_stamp = _UNCHANGING.stamp
                 out.append(f'CMDDESC {upsname} {name} "{self.core.descriptions.command(name)}"\n'.encode())
             return
         out.append(ERR_INVALID_ARGUMENT)

@@ -189,7 +189,7 @@ class NutServer:
                     conn = self._conns.get(fd)
                     if conn is not None:
                         try:
-                            # mask == _IN: plain or TLS, nothing unsent, no read pending, not closing
+                            # mask == _IN: nothing unsent, no read pending, not closing, not switching to TLS
                             if ev == _IN and conn.mask == _IN and not conn.tls:
                                 self._quick_read(conn)
                             else:

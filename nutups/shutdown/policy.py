@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from ..events.types import EventType
@@ -110,6 +110,7 @@ class ShutdownPolicy:
         self._blind_said = False
         self._back_said = False
         self.attempts = 0  # runs of the Pi's command
+        self.done = False  # the Pi's command ran successfully
         self.retry_at: float | None = None  # when a failed command runs again
         if self.floor is None:
             log.warning("[%s]: the driver does not say how many cells are in series: the voltage floor is "
@@ -126,13 +127,21 @@ class ShutdownPolicy:
         return self.phase in (Phase.STARTED, Phase.FSD, Phase.COMMAND)
 
     def reconfigure(self, settings: ShutdownSettings | None) -> bool:
-        """New settings (None: `shutdown:` removed); refused (False) while a shutdown is under way."""
+        """New settings (None: `shutdown:` removed); refused (False) while a shutdown is under
+        way, except that a command that failed and waits for its next attempt takes the new
+        `command` and `reboot_command` (the likeliest fix for a command that keeps failing)."""
         if self.under_way:
+            if settings is not None and self.phase == Phase.COMMAND and self.retry_at is not None:
+                self.settings = replace(self.settings, command=settings.command,
+                                        reboot_command=settings.reboot_command)
+                return True
             return False
         self.enabled = settings is not None
         if settings is not None:
+            floor = self.floor
             self._apply(settings)
-            self.under_floor = 0
+            if self.floor != floor:
+                self.under_floor = 0  # readings under the old floor say nothing of the new one
         return True
 
     # --- inputs ----------------------------------------------------------------
@@ -211,6 +220,7 @@ class ShutdownPolicy:
         """The Pi's command ended with ``status`` (None: it could not run)."""
         what = " ".join(argv)
         if status == 0:
+            self.done = True
             return [Emit(EventType.SHUTDOWN_COMMAND,
                          f"ran {what!r} ({'mains is back: reboot' if reboot else 'mains still off'}; "
                          f"{self.reason})")]

@@ -55,12 +55,15 @@ class ShutdownRunner:
         self.clock = clock
         self._wake = asyncio.Event()
         self._commands: set[asyncio.Task] = set()
+        self.retired = False  # replaced by a reload: its listeners on the UPS do nothing more
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        self.state.on_publish(lambda state: self._carry_out(self.policy.observe(
+        self.state.on_publish(lambda state: None if self.retired else self._carry_out(self.policy.observe(
             reading_of(state, self.driver, self.clock))))
         def logins(count: int) -> None:  # on the NUT server's thread
+            if self.retired:
+                return
             try:
                 loop.call_soon_threadsafe(lambda: self._carry_out(self.policy.logins(count)))
             except RuntimeError:  # the loop is closed: the daemon is stopping
@@ -69,7 +72,7 @@ class ShutdownRunner:
         self.state.on_logins(logins)
         self._carry_out(self.policy.logins(self.state.numlogins))
         try:
-            while True:
+            while not self.retired:
                 self._wake.clear()
                 deadline = self.policy.deadline()
                 if deadline is not None and self.clock() >= deadline:
@@ -91,14 +94,26 @@ class ShutdownRunner:
         """SIGHUP: the new `shutdown:` (None: removed), unless a shutdown is under way."""
         policy = self.policy
         if not policy.reconfigure(settings):
-            log.warning("reload: a shutdown is under way (%s): it goes on with the settings it started with",
-                        policy.phase)
+            if policy.done:
+                log.info("reload: the Pi's shutdown command has run; shutdown: is not changed")
+            else:
+                log.warning("reload: a shutdown is under way (%s): it goes on with the settings it started with",
+                            policy.phase)
+            return
+        if policy.under_way:
+            log.warning("reload: the next attempt of the failed shutdown command runs %r (reboot_command %r)",
+                        policy.settings.command, policy.settings.reboot_command)
             return
         if settings is None:
             log.info("reload: shutdown: removed from nutups.yaml; the shutdown policy is off")
         else:
             log.info("reload: %s", describe(policy))
         self._wake.set()  # grace may have moved the deadline
+
+    def retire(self) -> None:
+        """A reload replaces this runner (another UPS): it stops acting on anything."""
+        self.retired = True
+        self._wake.set()
 
     def _carry_out(self, actions: list[Action]) -> None:
         for action in actions:
