@@ -365,3 +365,12 @@ def test_event_log_completes_short_writes_and_syncs_once_per_burst(tmp_path, mon
     with pytest.raises(OSError):
         log.append(Event(EventType.AC_POWER_RESTORED, "ups", "disk full"))
     log.close()
+
+
+def test_a_plug_that_feeds_an_unknown_ups_is_a_warning_in_config_check(tmp_path):
+    (tmp_path / "ups.conf").write_text("[ups]\n driver = x120x\n sim = yes\n")
+    (tmp_path / "nutups.yaml").write_text(
+        "integrations:\n  ac_devices:\n    - {type: shelly, name: pi_supply, host: 127.0.0.1, feeds: hat}\n")
+    r = CliRunner().invoke(main, ["config", "check", "--confpath", str(tmp_path)])
+    assert r.exit_code == 0, r.output  # a warning: the daemon still serves
+    assert "pi_supply: feeds: hat: no such UPS in ups.conf (it has: ups)" in r.output

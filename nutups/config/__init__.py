@@ -156,6 +156,14 @@ def load_configuration(confpath: Path, require_ups_conf: bool = True) -> Configu
     cfg.users, p = parse_users(confpath / "upsd.users")
     problems.extend(p)
     _load_yaml(confpath / "nutups.yaml", problems, confpath, cfg)
+    names = {section.name.lower() for section in cfg.ups}
+    for dev in cfg.events.devices.values():
+        fed = dev.options.get("feeds")
+        if fed is not None and names and str(fed).lower() not in names:
+            problems.append(ConfigProblem(  # a warning: the daemon runs on, without that load source
+                str(confpath / "nutups.yaml"), None,
+                f"integrations.ac_devices {dev.name}: feeds: {fed}: no such UPS in ups.conf (it has: "
+                f"{', '.join(s.name for s in cfg.ups)}); its meter is not used as the load", True))
     if cfg.upsd.certfile:
         cert = Path(cfg.upsd.certfile)
         if not cert.is_absolute():
