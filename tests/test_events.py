@@ -251,6 +251,11 @@ def test_outputs_follow_patterns_on_simulated_lines():
         assert changes == [("red", "blink"), ("red", "off"), ("relay", "on")]
         assert out.patterns_by_kind() == {"red": {"kind": "led", "pattern": "off"},
                                           "relay": {"kind": "relay", "pattern": "on"}}
+        out.play("red", [(True, 0.2), (False, None)], "short_beep")  # a pattern that ends
+        assert hat.gpio.level(17) is True and out.patterns["red"] == "short_beep"
+        await sleep.tick()
+        assert hat.gpio.level(17) is False and out.patterns["red"] == "off"  # played: quiet again
+        assert changes[-2:] == [("red", "short_beep"), ("red", "off")]
         out.close()
 
     asyncio.run(go())

@@ -104,22 +104,33 @@ class Outputs:
         if hold is not None:
             self._tasks[name] = asyncio.get_running_loop().create_task(self._loop(line, steps))
         if changed:
-            for listener in self._listeners:
-                try:
-                    listener(name, pattern)
-                except Exception:  # an observer's bug must not stop the lines
-                    log.exception("output listener failed")
+            self._notify(name, pattern)
 
     async def _loop(self, line, steps) -> None:
-        """Step 0 is already on the line (play() set it); hold it, then go on."""
+        """Step 0 is already on the line (play() set it); hold it, then go on.  A pattern that
+        ends low (short_beep) is "off" once it has played: the line is quiet again."""
         i = 0
         while True:
             level, hold = steps[i % len(steps)]
             line.set(level)
             if hold is None:
+                if i and not level:
+                    self._ended(line.name)
                 return
             await self.sleep(hold)
             i += 1
+
+    def _ended(self, name: str) -> None:
+        self._tasks.pop(name, None)
+        self.patterns[name] = "off"
+        self._notify(name, "off")
+
+    def _notify(self, name: str, pattern: str) -> None:
+        for listener in self._listeners:
+            try:
+                listener(name, pattern)
+            except Exception:  # an observer's bug must not stop the lines
+                log.exception("output listener failed")
 
     def patterns_by_kind(self) -> dict[str, dict[str, str]]:
         """Each line's kind (led, relay, buzzer) and the pattern it plays, for people to see."""
