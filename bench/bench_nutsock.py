@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import resource
 import shutil
-import socket
 import sys
 from pathlib import Path
 
@@ -38,20 +37,12 @@ from bench_server import (  # noqa: E402
     pipelined,
     polled,
     request_set,
+    variables_of,
 )
 from nutprocs import HAVE_REAL_NUT, Nutups, RealNut, make_confdir, nut_tmpdir  # noqa: E402
 
 GET_VAR = b"GET VAR bench ups.status\n"
 LIST_VAR = b"LIST VAR bench\n"
-
-
-def variables_of(port: int) -> list[str]:
-    with socket.create_connection(("127.0.0.1", port)) as s:
-        s.sendall(b"LIST VAR bench\n")
-        data = b""
-        while not data.endswith(b"END LIST VAR bench\n"):
-            data += s.recv(65536)
-    return [line.split()[2].decode() for line in data.splitlines()[1:-1]]
 
 
 def main() -> int:

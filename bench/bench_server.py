@@ -85,6 +85,16 @@ def request_set(variables: list[str]) -> list[tuple[str, bytes, bytes]]:
     return reqs
 
 
+def variables_of(port: int) -> list[str]:
+    """The names of the bench UPS's variables, as the server lists them."""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"LIST VAR bench\n")
+        data = b""
+        while not data.endswith(b"END LIST VAR bench\n"):
+            data += s.recv(65536)
+    return [line.split()[2].decode() for line in data.splitlines()[1:-1]]
+
+
 def complete(buf: bytes, end: bytes) -> bool:
     return buf.endswith(end) or (buf.startswith(b"ERR ") and buf.endswith(b"\n"))
 
@@ -325,12 +335,7 @@ def main() -> int:
                Target("nutups", ours.port, [ours.proc.pid], [ours.proc.pid])]
     changer = None
     try:
-        with socket.create_connection(("127.0.0.1", real.port)) as s:
-            s.sendall(b"LIST VAR bench\n")
-            data = b""
-            while not data.endswith(b"END LIST VAR bench\n"):
-                data += s.recv(65536)
-        variables = [line.split()[2].decode() for line in data.splitlines()[1:-1]]
+        variables = variables_of(real.port)
         reqs = request_set(variables)
         changer = Changer([t.port for t in targets])
         changer.running.set()

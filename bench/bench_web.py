@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from bench_server import (  # noqa: E402
     lockstep,
     polled,
     request_set,
+    variables_of,
 )
 from nutprocs import HAVE_REAL_NUT, RealNut, free_port, make_confdir, nut_tmpdir, wait_port  # noqa: E402
 from webprocs import SIM_UPS, WebDaemon  # noqa: E402
@@ -83,12 +83,7 @@ def main() -> int:
                    Target("nutups", plain.nut_port, [plain.proc.pid], [plain.proc.pid]),
                    Target("nutups + dashboard + MQTT", full.nut_port, [full.proc.pid], [full.proc.pid])]
         readers.append(dashboard_open(full.web_port))
-        with socket.create_connection(("127.0.0.1", real.port)) as s:
-            s.sendall(b"LIST VAR bench\n")
-            data = b""
-            while not data.endswith(b"END LIST VAR bench\n"):
-                data += s.recv(65536)
-        reqs = request_set([line.split()[2].decode() for line in data.splitlines()[1:-1]])
+        reqs = request_set(variables_of(real.port))
         changer = Changer([t.port for t in targets])
         changer.running.set()
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,15 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from ci_strict import pytest_runtest_makereport  # noqa: E402,F401  (under CI=true a skip fails)
-from nutprocs import HAVE_REAL_NUT, Nutups, RealNut, make_confdir, nut_tmpdir  # noqa: E402
+from nutprocs import (  # noqa: E402
+    HAVE_REAL_NUT,
+    Nutups,
+    RealNut,
+    free_port,
+    make_confdir,
+    nut_tmpdir,
+    wait_port,
+)
 
 DDL = Path(__file__).resolve().parents[2] / "shared" / "data" / "nut-ddl"
 if not DDL.is_dir():
@@ -133,3 +142,21 @@ def _own_datapath(tmp_path_factory, monkeypatch):
     of its own, never in this machine's /var/lib/nutups (where one test's learned load or
     upsrw values would reach the next run): $STATE_DIRECTORY is what nutups reads first."""
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path_factory.mktemp("datapath")))
+
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+@pytest.fixture(scope="module")
+def mosquitto(tmp_path_factory):
+    """A real mosquitto on a loopback port, one per test module (retained messages stay in it)."""
+    if not os.path.exists(MOSQUITTO):  # under CI=true a skip fails the run (ci_strict)
+        pytest.skip("needs mosquitto (apt-get install mosquitto)")
+    port = free_port()
+    conf = tmp_path_factory.mktemp("mqtt") / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port, proc)
+    yield port
+    proc.terminate()
+    proc.wait(5)

@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
-import subprocess
 import time
 
 import pytest
 from fakeplugs import FakeKasaPlug, FakeShelly, FakeSmartTransport
-from nutprocs import free_port, wait_port
+from nutprocs import free_port
 
 from nutups.events.config import ActionSet, DeviceConfig, EventsConfig
 from nutups.events.devices import KasaDevice, MqttSettings, ShellyDevice, ZigbeeDevice
@@ -219,21 +216,6 @@ def test_shelly_answers_that_are_not_json_or_too_large_are_connection_errors():
         await runner.cleanup()
 
     asyncio.run(go())
-
-
-@pytest.fixture(scope="module")
-def mosquitto(tmp_path_factory):
-    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not os.path.exists(exe):
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
-    port = free_port()
-    conf = tmp_path_factory.mktemp("mqtt") / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_port(port, proc)
-    yield port
-    proc.terminate()
-    proc.wait(5)
 
 
 async def fake_zigbee2mqtt(port: int, device: str, ready: asyncio.Event, state: dict) -> None:

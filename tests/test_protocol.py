@@ -260,14 +260,15 @@ def test_reply_cache_per_variable(core, clock):
     assert s.receive(b"get var hat battery.charge\n") == b'VAR hat battery.charge "77"\n'
 
 
-def test_get_desc_is_answered_from_the_cache_while_the_state_changes(core, clock):
-    """A description never changes while running: a poll's GET DESC is a cache hit however
-    often the UPS's values change (it used to be rebuilt at every request)."""
+@pytest.mark.parametrize("q, answer", [(b"GET DESC hat battery.charge\n", b'DESC hat battery.charge "'),
+                                       (b"GET CMDDESC hat beeper.mute\n", b'CMDDESC hat beeper.mute "')])
+def test_descriptions_are_answered_from_the_cache_while_the_state_changes(core, clock, q, answer):
+    """A description never changes while running: a poll's GET DESC (or CMDDESC) is a cache
+    hit however often the UPS's values change (it used to be rebuilt at every request)."""
     ups = core.upses["hat"]
     s = core.session("x")
-    q = b"GET DESC hat battery.charge\n"
     first = s.receive(q)
-    assert first.startswith(b'DESC hat battery.charge "')
+    assert first.startswith(answer)
     cached = core.reply_cache[q]
     for value in ("79", "78"):
         ups.set("battery.charge", value)
@@ -276,14 +277,3 @@ def test_get_desc_is_answered_from_the_cache_while_the_state_changes(core, clock
         assert core.reply_cache[q] is cached  # the same entry: a hit, not a rebuilt reply
     clock.now += 16
     assert s.receive(q) == b"ERR DATA-STALE\n"  # freshness still counts, as for every GET
-
-
-def test_get_cmddesc_is_answered_from_the_cache_while_the_state_changes(core):
-    ups = core.upses["hat"]
-    s = core.session("x")
-    q = b"GET CMDDESC hat beeper.mute\n"
-    first = s.receive(q)
-    assert first.startswith(b'CMDDESC hat beeper.mute "')
-    cached = core.reply_cache[q]
-    ups.set("battery.charge", "70")
-    assert s.receive(q) == first and core.reply_cache[q] is cached

@@ -9,31 +9,18 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 
 import pytest
-from nutprocs import free_port, poll_until, wait_port
+from conftest import MOSQUITTO
+from nutprocs import free_port, poll_until
 from webprocs import WebDaemon
 
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 if not os.path.exists(MOSQUITTO) and os.environ.get("CI") != "true":  # under CI a missing broker fails
     pytest.skip("needs mosquitto (apt-get install mosquitto)", allow_module_level=True)
 
 import aiomqtt  # noqa: E402
 
 WAIT_S = 20  # the most any one expected message may take (a bound, not a pause)
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    port = free_port()
-    conf = tmp_path_factory.mktemp("mqtt") / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_port(port, proc)
-    yield port
-    proc.terminate()
-    proc.wait(5)
 
 
 def daemon_yaml(port: int, extra: str = "") -> str:
@@ -76,12 +63,12 @@ def topic_is(topic: str, payload: str | None = None, retain: bool | None = None)
     return match
 
 
-def test_state_events_discovery_and_last_will(broker):
-    d = WebDaemon(daemon_yaml(broker))
+def test_state_events_discovery_and_last_will(mosquitto):
+    d = WebDaemon(daemon_yaml(mosquitto))
 
     async def go():
-        watcher = Watcher(broker)
-        async with aiomqtt.Client("127.0.0.1", broker) as client:
+        watcher = Watcher(mosquitto)
+        async with aiomqtt.Client("127.0.0.1", mosquitto) as client:
             await client.subscribe("nutups/#")
             await client.subscribe("homeassistant/#")
             follower = asyncio.create_task(watcher.follow(client))
@@ -149,7 +136,7 @@ def test_state_events_discovery_and_last_will(broker):
             follower.cancel()
 
         # and a new subscriber sees offline as the retained status
-        async with aiomqtt.Client("127.0.0.1", broker) as client:
+        async with aiomqtt.Client("127.0.0.1", mosquitto) as client:
             await client.subscribe("nutups/status")
             async for message in client.messages:
                 assert message.payload.decode() == "offline" and message.retain
@@ -162,12 +149,12 @@ def test_state_events_discovery_and_last_will(broker):
         shutil.rmtree(d.base, ignore_errors=True)
 
 
-def test_commands_become_buttons_only_when_exposed(broker):
-    d = WebDaemon(daemon_yaml(broker, "    expose_commands: true\n    topic_prefix: pi2/ups\n"))
+def test_commands_become_buttons_only_when_exposed(mosquitto):
+    d = WebDaemon(daemon_yaml(mosquitto, "    expose_commands: true\n    topic_prefix: pi2/ups\n"))
 
     async def go():
-        watcher = Watcher(broker)
-        async with aiomqtt.Client("127.0.0.1", broker) as client:
+        watcher = Watcher(mosquitto)
+        async with aiomqtt.Client("127.0.0.1", mosquitto) as client:
             await client.subscribe("homeassistant/button/#")
             await client.subscribe("pi2/ups/#")
             follower = asyncio.create_task(watcher.follow(client))

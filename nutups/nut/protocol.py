@@ -398,6 +398,11 @@ class Session:
         self._cache_source = var
         self._cache_stamp = var.stamp
 
+    def _depends_on_nothing(self) -> None:
+        """The reply tells nothing the UPS's values can change (only its freshness counts)."""
+        self._cache_source = _UNCHANGING
+        self._cache_stamp = _UNCHANGING.stamp
+
     # --- simple commands ----------------------------------------------------
 
     def cmd_ver(self, args: list[str]) -> None:
@@ -556,8 +561,7 @@ class Session:
         if sub == "CMDDESC":
             ups = self._readable_ups(upsname)
             if ups is not None:
-                self._cache_source = _UNCHANGING  # as GET DESC: read once, at start
-                self._cache_stamp = _UNCHANGING.stamp
+                self._depends_on_nothing()  # as GET DESC: read once, at start
                 out.append(f'CMDDESC {upsname} {name} "{self.core.descriptions.command(name)}"\n'.encode())
             return
         out.append(ERR_INVALID_ARGUMENT)
@@ -611,8 +615,7 @@ class Session:
     def get_desc(self, upsname: str, name: str) -> None:
         ups = self._readable_ups(upsname)
         if ups is not None:
-            self._cache_source = _UNCHANGING  # descriptions are read once, at start
-            self._cache_stamp = _UNCHANGING.stamp
+            self._depends_on_nothing()  # descriptions are read once, at start
             self._out.append(f'DESC {upsname} {name} "{self.core.descriptions.variable(name)}"\n'.encode())
 
     # --- LIST (server/netlist.c) -------------------------------------------

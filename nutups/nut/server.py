@@ -324,19 +324,10 @@ class NutServer:
         session = conn.session
         reply, pos = session.feed(data, 0, SLICE if self._queued < TOTAL_OUT_LIMIT else 1)
         if pos >= len(data) and not (session.starttls_requested or session.close_requested):
-            if not reply:
-                return  # a part of a line: the mask stays _IN
-            try:
-                n = conn.sock.send(reply)
-            except BlockingIOError:
-                n = 0
-            except OSError:
-                self._close(conn)
-                return
-            if n < len(reply):
-                conn.out += reply[n:] if n else reply
-                self._queued += len(reply) - n
-                self._update_mask(conn)
+            if reply:  # none: a part of a line, the mask stays _IN
+                self._send(conn, reply)
+                if conn.out:  # a short send: wait to write
+                    self._update_mask(conn)
             return
         conn.inbuf = data
         if self._answered(conn, data, reply, pos):
