@@ -21,6 +21,7 @@ from .events.outlets import Outlets
 from .events.outputs import Outputs
 from .hardware.gpio import GpioError, import_gpiod
 from .hardware.sim import SimSensors
+from .monitor.remote import RemoteUps
 from .notify import SystemdNotifier
 from .nut.descriptions import Descriptions
 from .nut.protocol import ServerCore
@@ -113,6 +114,8 @@ class Daemon:
         self.certfile = certfile
         self.web = None  # nutups.web.service.WebService, when the dashboard or MQTT is on
         self.shutdown: ShutdownRunner | None = None  # the Pi's own policy (shutdown: in nutups.yaml)
+        # UPSes of other NUT servers (monitor: in nutups.yaml): watched and shown, never served
+        self.remote: list[RemoteUps] = [RemoteUps(target) for target in config.monitor]
 
     def _simulated_hat(self):
         for driver in self.drivers.values():
@@ -210,6 +213,9 @@ class Daemon:
             self._start_shutdown(self.config.shutdown)
         for name, driver in self.drivers.items():
             self._tasks.append(loop.create_task(self._supervise(name, driver), name=f"driver-{name}"))
+        for remote in self.remote:
+            self.engine.watch_remote(remote.state)
+            self._tasks.append(loop.create_task(remote.run(), name=f"monitor-{remote.name}"))
         try:
             self.bound = await self.server.start(all_required=self.all_listen_required)
         except ListenError as exc:
@@ -221,7 +227,8 @@ class Daemon:
             from .web.service import WebService
 
             self.web = WebService(web, self.states, self.core, self.engine, self.datapath,
-                                  self.event_log_path(), self.certfile, broker=self.config.events.mqtt)
+                                  self.event_log_path(), self.certfile, broker=self.config.events.mqtt,
+                                  remote=self.remote)
             await self.web.start()
 
     def listen_problems(self, exc: ListenError) -> list[ConfigProblem]:

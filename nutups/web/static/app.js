@@ -61,12 +61,16 @@ function timeText(ts) {
 
 // --- a UPS panel ------------------------------------------------------------------
 
-function panel(name, desc) {
+function panel(name, desc, remote) {
   if (ups.has(name)) return ups.get(name);
   const el = $("#ups-template").content.firstElementChild.cloneNode(true);
   el.dataset.ups = name;
   $(".ups-name", el).textContent = name;
   $(".ups-desc", el).textContent = desc || "";
+  if (remote) {  // a UPS of another NUT server (monitor: in nutups.yaml)
+    el.dataset.remote = remote;
+    $(".stale", el).textContent = `No answer with fresh data from ${remote}.`;
+  }
   const entry = { el, vars: {}, range: 3600, series: {}, info: null };
   ups.set(name, entry);
   $("#upses").append(el);
@@ -515,7 +519,7 @@ async function start() {
     }
   }
   const list = await api("/api/v1/ups");
-  if (list.status === 200) list.data.forEach((u) => panel(u.name, u.desc));
+  if (list.status === 200) list.data.forEach((u) => panel(u.name, u.desc, u.remote));
   $("#event-filters").addEventListener("change", loadEvents);
   connect();
   // the charts' time axis moves on by itself; no data is fetched for it
