@@ -269,9 +269,11 @@ class MqttRecorder:
         except self.aiomqtt.MqttError:  # the broker stops at the end of the module
             pass
 
-    def wait_for(self, predicate, what: str) -> tuple[str, bytes]:
+    def wait_for(self, predicate, what: str, since: int = 0) -> tuple[str, bytes]:
+        """The first message (from the ``since``-th on) that ``predicate(topic, payload)`` accepts."""
         with self.lock:
-            found = self.lock.wait_for(lambda: next((m for m in self.messages if predicate(*m)), None), WAIT_S)
+            found = self.lock.wait_for(lambda: next((m for m in self.messages[since:] if predicate(*m)), None),
+                                       WAIT_S)
         if found is None:
             raise AssertionError(f"no MQTT message: {what}")
         return found
@@ -432,14 +434,17 @@ def test_a_server_that_goes_away_is_stale_then_recovers(page, watched, remote_nu
         assert 'ups="rack"' not in "\n".join(line for line in d.get("/metrics")[1].splitlines()
                                              if line.startswith("network_ups_tools_"))
         lost = mqtt.wait_for(lambda t, p: t == "nutups/rack/event" and b"COMMUNICATION_LOST" in p, "stale event")
+        mqtt.wait_for(lambda t, p: t == "nutups/rack/availability" and p == b"offline", "unavailable in HA")
         assert json.loads(lost[1])["ups"] == "rack"
         # it keeps trying (each failed attempt is a read error), and says so once
         poll_until(lambda: read_errors(d, "rack") >= errors + 3, "three attempts while upsd is down")
         assert d.stderr().count(said) == warnings + 1
+        seen = len(mqtt.messages)
     finally:
         remote_nut.start_upsd()
     expect(rack.locator(".stale")).to_be_hidden()
     expect(rack.locator('.badge[data-var="ups.status"]')).to_have_text("OL")
     mqtt.wait_for(lambda t, p: t == "nutups/rack/event" and b"COMMUNICATION_RESTORED" in p, "fresh again")
+    mqtt.wait_for(lambda t, p: t == "nutups/rack/availability" and p == b"online", "available again", since=seen)
     poll_until(lambda: f"INFO nutups.monitor: monitor: rack ({address}) answers again" in d.stderr(), "the recovery")
     assert d.stderr().count(said) == warnings + 1
