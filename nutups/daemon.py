@@ -308,6 +308,9 @@ class Daemon:
             self.core.users = fresh.users
             log.info("reload: %d user(s) from upsd.users", len(fresh.users.users))
         yaml_file = str(confpath / "nutups.yaml")
+        if fresh.monitor != self.config.monitor and not [p for p in fresh.errors if p.file == yaml_file]:
+            log.warning("reload: monitor: in nutups.yaml changed; the remote UPSes are read at start: restart "
+                        "nutups to apply it")
         if self.engine is not None and not [p for p in fresh.errors if p.file == yaml_file]:
             self.engine.reload(fresh.events)
             log.info("reload: event mapping and thresholds from nutups.yaml")

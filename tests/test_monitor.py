@@ -394,6 +394,9 @@ def test_controls_go_with_the_remote_servers_rights(watched, remote_nut):
                                 basic("admin", "adminpass"))
     assert (status, body) == (403, {"error": "ACCESS-DENIED"})
     assert upsc(address)["ups.delay.shutdown"] == "45"
+    status, body, _ = d.request("POST", "/api/v1/ups/rack/var/ups.delay.shutdown", {"value": "4é"},
+                                basic("viewer", "viewpw"))
+    assert status == 400 and "ascii" in body["error"]  # a NUT request is ASCII: not sent at all
     # a command: the driver's own result, as upscmd -w gets it from the same server
     real = subprocess.run(["upscmd", "-u", "admin", "-p", "adminpass", "-w", address, "load.off"],
                           capture_output=True, text=True, timeout=30)

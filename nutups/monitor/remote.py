@@ -68,6 +68,9 @@ class RemoteUps:
                 raise
             except (OSError, TimeoutError, ssl.SSLError, NutError, ProtocolError, ValueError) as exc:
                 self._lost(self._reason(exc))
+            except Exception as exc:  # a bug of ours: said with its traceback, and the polling goes on
+                log.exception("monitor: %s (%s): unexpected failure", self.name, self.target.address)
+                self._lost(str(exc) or type(exc).__name__)
             finally:
                 await client.close()
             wait = self.retry[min(self.failures - 1, len(self.retry) - 1)] if self.failures else self.retry[0]

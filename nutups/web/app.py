@@ -307,6 +307,8 @@ class Dashboard:
             log.info("dashboard user %s from %s: %s on %s: refused: ERR %s", who[0], request.remote, what,
                      where, exc.code)
             return web.json_response({"error": exc.code}, status=NUT_ERRORS.get(exc.code, 502))
+        except ValueError as exc:  # a value that cannot go into a NUT request (not ASCII)
+            return _error(400, f"not sent: {exc}")
         except (OSError, TimeoutError, ProtocolError) as exc:
             log.warning("dashboard user %s from %s: %s on %s: %s", who[0], request.remote, what, where,
                         getattr(exc, "strerror", None) or str(exc) or type(exc).__name__)
