@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, ConfigProblem, Configuration
-from .datapath import migrate_from_statepath
+from .datapath import DatapathLock, migrate_from_statepath
 from .drivers import DRIVERS, Driver, DriverError, NutSocketDriver, driver_factory
 from .events.devices import MqttSettings, make_device
 from .events.engine import EventEngine, HostSensors
@@ -79,6 +79,7 @@ class Daemon:
                                        else default_statepath())
         # what must survive a restart; STATEPATH keeps sockets only (nutups/datapath.py)
         self.datapath: Path = config.datapath
+        self.datapath_lock = DatapathLock(self.datapath)
         migrate_from_statepath(self.statepath, self.datapath, log)
         self.states: list[UpsState] = []
         self.drivers: dict[str, Driver] = {}
@@ -187,6 +188,7 @@ class Daemon:
         except OSError as exc:
             log.warning("cannot create the datapath %s: %s; settings and events are not kept",
                         self.datapath, exc.strerror)
+        self.datapath_lock.acquire()  # DatapathBusy: a second daemon on one datapath refuses to start
         raise_fd_limit(self.config.upsd.maxconn)
         loop = asyncio.get_running_loop()
         self.engine = self._build_events()
@@ -335,6 +337,7 @@ class Daemon:
             task.cancel()
         if leftovers:
             await asyncio.wait(leftovers, timeout=STOP_STAGE_S)
+        self.datapath_lock.release()
         log.info("stopped")
 
     async def run_forever(self, after_start: Callable[[], None] | None = None) -> None:
