@@ -180,6 +180,57 @@ def test_a_ups_the_server_does_not_have_is_named_with_what_it_has(remote_nut, ca
     assert "that server has no UPS 'nope'; it has: rack" in caplog.text
 
 
+async def published(state: UpsState, predicate, what: str) -> None:
+    """Wait until a publish of ``state`` (its poller's data_ok or data_stale) makes ``predicate`` true."""
+    changed = asyncio.Event()
+    state.on_publish(lambda s: changed.set())
+    try:
+        async with asyncio.timeout(WAIT_S):
+            while not predicate():
+                changed.clear()
+                await changed.wait()
+    except TimeoutError:
+        raise AssertionError(f"never: {what}") from None
+
+
+def test_a_server_without_its_driver_shows_stale_on_a_live_link(caplog):
+    """upsd answers, its driver is gone (ERR DRIVER-NOT-CONNECTED): no values, one WARNING; the
+    driver back, the values are back and one INFO says so."""
+    confdir = make_confdir(nut_tmpdir("nutups-remote-"), "[rack]\n driver = dummy-ups\n port = rack.dev\n", "",
+                           REMOTE_USERS, files={"rack.dev": RACK_DEV})
+    real = RealNut(confdir).start()
+    caplog.set_level("INFO", "nutups.monitor")
+
+    async def go():
+        remote = RemoteUps(RemoteTarget("rack", "127.0.0.1", real.port, "rack", poll=0.5), retry=(0.2,))
+        state = remote.state
+        task = asyncio.create_task(remote.run())
+        try:
+            await published(state, lambda: state.connected and not state.stale, "the first reading")
+            driver = real.procs[0]
+            driver.kill()
+            await asyncio.to_thread(driver.wait, 5)
+            await published(state, lambda: state.stale, "stale")
+            assert not state.connected and state.variables == {} and remote.failures == 0, state._stale_reason
+            real.procs.append(subprocess.Popen([*real.driver, "-a", "rack", "-u", "nut", "-F"], env=real.env(),
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            # (the driver starts with ups.status WAIT, as upsc shows it too, then its .dev file)
+            await published(state, lambda: state.value("battery.charge") == "80", "the values back")
+            assert state.connected and not state.stale
+        finally:
+            task.cancel()
+
+    try:
+        asyncio.run(go())
+    finally:
+        real.stop()
+        shutil.rmtree(confdir, ignore_errors=True)
+    said = [r for r in caplog.records if r.name == "nutups.monitor"]
+    assert [r.levelname for r in said] == ["INFO", "WARNING", "INFO"], [r.getMessage() for r in said]
+    assert "DRIVER-NOT-CONNECTED" in said[1].getMessage() or "DATA-STALE" in said[1].getMessage()
+    assert "answers again" in said[2].getMessage()
+
+
 def test_starttls_when_the_server_offers_it(tmp_path):
     """nutups serve with a CERTFILE as the remote server: the monitor switches to TLS and, with
     ca_file, verifies the certificate; a wrong CA refuses the link."""

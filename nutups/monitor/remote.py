@@ -46,7 +46,8 @@ class RemoteUps:
         # fresh for three polls: one late answer is not an outage
         self.state = UpsState(target.name, target.address, maxage=max(15.0, 3 * target.poll), clock=clock)
         self.retry = retry
-        self.failures = 0
+        self.failures = 0  # connection attempts failed in a row (the backoff)
+        self.warned = False  # the WARNING of this outage is out; the INFO of its end is due
         self.tls = False
         self._names: frozenset[str] = frozenset()
         self._writable: dict = {}  # RW variable -> (type, enums, ranges), from the last LIST RW
@@ -96,13 +97,13 @@ class RemoteUps:
         while True:
             try:
                 values = await client.variables(t.ups)
-            except NutError as exc:
+                if self._polls % REFRESH_EVERY == 0 or frozenset(values) != self._names:
+                    await self._read_controls(client)
+            except NutError as exc:  # any of these requests, as the driver goes away between them
                 if exc.code not in NO_DATA:
                     raise
                 self._no_data(f"{t.address}: {exc.code} (that server has no fresh data from its driver)")
             else:
-                if self._polls % REFRESH_EVERY == 0 or frozenset(values) != self._names:
-                    await self._read_controls(client)
                 self._publish(values, client.tls)
             self._polls += 1
             await asyncio.sleep(t.poll)
@@ -131,36 +132,41 @@ class RemoteUps:
             else:
                 state.set(name, value, rw=kind.rw, string_len=kind.string_len, enums=enums, ranges=ranges)
         self._names = names
-        if self.failures:
+        if self.warned:
             log.info("monitor: %s (%s) answers again%s", self.name, self.target.address, " (TLS)" if tls else "")
-            self.failures = 0
+            self.warned = False
         elif not state.connected:
             log.info("monitor: watching %s as %s%s", self.target.address, self.name, " (TLS)" if tls else "")
+        self.failures = 0
         state.connected = True
         state.data_ok()
 
     def _no_data(self, reason: str) -> None:
-        """The server answers, its driver does not: no values, stale."""
-        if not self.state.stale:
+        """The server answers, its driver does not: no values, stale, as a local UPS whose driver
+        is not connected."""
+        if not self.warned:
             log.warning("monitor: %s: %s", self.name, reason)
-        self.state.clear()
-        self._names = frozenset()
-        self.state.data_stale(reason)
+            self.warned = True
+        self._drop(reason)
 
-    def _lost(self, reason: str) -> None:
-        """The connection failed: no values, stale and disconnected; one WARNING per outage."""
-        self.failures += 1
-        wait = self.retry[min(self.failures - 1, len(self.retry) - 1)]
-        if self.failures == 1:
-            log.warning("monitor: %s (%s): %s; shown as stale, trying again (every %g s at most)",
-                        self.name, self.target.address, reason, self.retry[-1])
-        else:
-            log.debug("monitor: %s (%s): %s; again in %g s", self.name, self.target.address, reason, wait)
+    def _drop(self, reason: str) -> None:
         state = self.state
         state.clear()
         self._names = frozenset()
         state.connected = False
         state.data_stale(reason)
+
+    def _lost(self, reason: str) -> None:
+        """The connection failed: no values, stale and disconnected; one WARNING per outage."""
+        self.failures += 1
+        wait = self.retry[min(self.failures - 1, len(self.retry) - 1)]
+        if not self.warned:
+            log.warning("monitor: %s (%s): %s; shown as stale, trying again (every %g s at most)",
+                        self.name, self.target.address, reason, self.retry[-1])
+            self.warned = True
+        else:
+            log.debug("monitor: %s (%s): %s; again in %g s", self.name, self.target.address, reason, wait)
+        self._drop(reason)
 
     def _reason(self, exc: Exception) -> str:
         if isinstance(exc, TimeoutError):
