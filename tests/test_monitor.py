@@ -41,7 +41,7 @@ REMOTE_USERS = """\
   password = viewpass
 """
 RACK_DEV = ("battery.charge: 80\nbattery.runtime: 1800\nups.status: OL\nups.load: 23\ndevice.mfr: Eaton\n"
-            'ups.delay.shutdown: 20\nexperimental.note: a "quoted" back\\\\slash\n')
+            'ups.delay.shutdown: 20\nexperimental.note: a "quoted" back\\\\slash\noutlet.1.status: on\n')
 WAIT_S = 20  # the most one expected change may take to show (a bound, not a pause)
 
 
@@ -406,6 +406,11 @@ def test_a_remote_outage_reaches_the_dashboard_mqtt_and_the_event_log(page, watc
     config = json.loads(mqtt.wait_for(lambda t, p: t == "homeassistant/sensor/nutups/rack_battery_charge/config",
                                       "the remote UPS's discovery")[1])
     assert config["state_topic"] == "nutups/rack/state" and config["device"]["manufacturer"] == truth["device.mfr"]
+    # its outlet is shown read-only: MQTT commands are not forwarded to another server
+    outlet = json.loads(mqtt.wait_for(lambda t, p: t == "homeassistant/binary_sensor/nutups/rack_outlet_1/config",
+                                      "the outlet, read-only")[1])
+    assert "command_topic" not in outlet
+    assert not [t for t, _ in mqtt.messages if t.startswith("homeassistant/switch/nutups/rack")]
 
     metrics = d.get("/metrics")[1]
     assert 'network_ups_tools_battery_charge{ups="rack"} 71.0' in metrics
@@ -428,8 +433,8 @@ def test_a_remote_outage_reaches_the_dashboard_mqtt_and_the_event_log(page, watc
     expect(rack.locator('.badge[data-var="ups.status"]')).to_have_text("OL")
 
 
-def test_controls_go_with_the_remote_servers_rights(watched, remote_nut):
-    d, _ = watched
+def test_controls_go_with_the_remote_servers_rights(watched, remote_nut, mosquitto):
+    d, mqtt = watched
     address = f"rack@127.0.0.1:{remote_nut.port}"
     before = upsc(address)["ups.delay.shutdown"]
     status, body, _ = d.request("POST", "/api/v1/ups/rack/var/ups.delay.shutdown", {"value": "45"})
@@ -458,6 +463,20 @@ def test_controls_go_with_the_remote_servers_rights(watched, remote_nut):
     status, body, _ = d.request("POST", "/api/v1/ups/rack/var/ups.delay.shutdown", {"value": before},
                                 basic("viewer", "viewpw"))
     assert status == 200
+    # MQTT (no logged-in user) cannot reach the remote server
+    import aiomqtt
+
+    async def send():
+        async with aiomqtt.Client("127.0.0.1", mosquitto) as client:
+            await client.publish("nutups/rack/command", "load.off")
+
+    sender = threading.Thread(target=lambda: asyncio.run(send()))  # Playwright's loop runs on this thread
+    sender.start()
+    sender.join(WAIT_S)
+    poll_until(lambda: "MQTT: command 'load.off' for rack, which takes no commands here" in d.stderr(),
+               "the refusal logged")
+    assert "INSTCMD load.off on rack" in d.stderr()  # the dashboard's, above; no other was sent
+    assert d.stderr().count("INSTCMD load.off on rack") == 1
 
 
 def read_errors(d, ups: str) -> int:

@@ -179,9 +179,18 @@ class MqttPublisher:
                 fields, state_topic=state_topic, payload_on="ON", payload_off="OFF",
                 value_template=f"{{{{ 'ON' if '{flag}' in value_json['ups.status'].split() else 'OFF' }}}}"))
         command_topic = f"{self.prefix}/{ups}/command"
+        # a UPS that takes no commands here (another NUT server's: its controls are the dashboard's
+        # alone) shows its outlets read-only, and no buttons
+        takes_commands = state.instcmd_handler is not None
         for var in values:
             m = re.match(r"^outlet\.(\d+)\.status$", var)
-            if m:
+            if m and not takes_commands:
+                n = m.group(1)
+                entity("binary_sensor", f"outlet_{n}", {
+                    "name": values.get(f"outlet.{n}.desc") or f"Outlet {n}", "state_topic": state_topic,
+                    "value_template": f"{{{{ 'ON' if value_json['outlet.{n}.status'] == 'on' else 'OFF' }}}}",
+                    "payload_on": "ON", "payload_off": "OFF", "device_class": "power"})
+            elif m:
                 n = m.group(1)
                 entity("switch", f"outlet_{n}", {
                     "name": values.get(f"outlet.{n}.desc") or f"Outlet {n}", "state_topic": state_topic,
@@ -189,7 +198,7 @@ class MqttPublisher:
                     "state_off": "off", "command_topic": command_topic,
                     "payload_on": f"outlet.{n}.load.on", "payload_off": f"outlet.{n}.load.off",
                     "device_class": "outlet"})
-        if self.settings.expose_commands:
+        if self.settings.expose_commands and takes_commands:
             for cmd in state.sorted_commands():
                 if not OUTLET_COMMAND.match(cmd):
                     entity("button", "cmd_" + node_id(cmd), {"name": cmd, "command_topic": command_topic,
@@ -202,7 +211,8 @@ class MqttPublisher:
         state = self.states.get(ups)
         cmd = payload.strip()
         if state is None or state.instcmd_handler is None:
-            log.warning("MQTT: command %r for unknown UPS %r ignored", cmd, ups)
+            log.warning("MQTT: command %r for %s ignored", cmd, "unknown UPS " + repr(ups) if state is None else
+                        f"{ups}, which takes no commands here (another NUT server's UPS: its dashboard controls)")
             return
         if cmd.lower() not in state.commands:
             log.warning("MQTT: %s has no command %r", ups, cmd)
