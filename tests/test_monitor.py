@@ -340,7 +340,7 @@ def watched(remote_nut, mosquitto):
     port = remote_nut.port
     d = WebDaemon(f"monitor:\n  - ups: rack@127.0.0.1:{port}\n    name: rack\n    username: admin\n"
                   f"    password: adminpass\n    poll: 1\n  - ups: rack@127.0.0.1:{port}\n    name: rackview\n"
-                  f"    username: viewer\n    password: viewpass\n"
+                  f"    username: viewer\n    password: viewpass\n  - ups: rack@127.0.0.1:{port}\n"
                   f"integrations:\n  mqtt:\n    host: 127.0.0.1\n    port: {mosquitto}\n    publish: true\n"
                   "events:\n  AC_POWER_LOSS:\n    dashboard_notify: true\nhistory:\n  sample: 1\n").start()
     poll_until(lambda: d.get("/api/v1/ups/rack")[1].get("connected"), "the remote UPS read")
@@ -417,6 +417,12 @@ def test_a_remote_outage_reaches_the_dashboard_mqtt_and_the_event_log(page, watc
     assert 'network_ups_tools_ups_status{flag="OB",ups="rack"} 1.0' in metrics
     poll_until(lambda: (d.get("/api/v1/history/rack?var=battery.charge")[1] or [[0, 0]])[-1][1] == 71.0,
                "71 % in the history")  # a point per second at most (history.sample)
+
+    # without name: it is called UPS@HOST, in the API, on the page and on MQTT
+    status, unnamed = d.get("/api/v1/ups/rack@127.0.0.1")
+    assert status == 200 and unnamed["remote"] == address
+    expect(page.locator('section[data-ups="rack@127.0.0.1"]')).to_have_count(1)
+    mqtt.wait_for(lambda t, p: t == "nutups/rack@127.0.0.1/state", "the unnamed one's state")
 
     # never served to our own NUT clients: upsc asks our server and gets upsd's answer
     ours = subprocess.run(["upsc", f"rack@127.0.0.1:{d.nut_port}"], capture_output=True, text=True, timeout=30)
