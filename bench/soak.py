@@ -14,7 +14,6 @@ tests/test_soak.py runs a shortened soak through the same harness and asserts th
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -170,7 +169,7 @@ class Soak:
                     if not reply.startswith(b"VAR "):
                         self.poll_errors.append(reply.decode(errors="replace").strip())
                 self.polls += 1
-        except (OSError, ConnectionError, socket.timeout) as exc:
+        except (TimeoutError, OSError, ConnectionError) as exc:
             self.poll_errors.append(str(exc))
         finally:
             client.close()
