@@ -508,6 +508,7 @@ def test_a_server_that_goes_away_is_stale_then_recovers(page, watched, remote_nu
         expect(rack.locator(".stale")).to_be_visible()
         expect(rack).to_have_class(re.compile(r"\bis-stale\b"))
         expect(rack.locator('.badge[data-var="ups.status"]')).to_have_text("–")  # no value, not the last one
+        expect(rack.locator('.badge[data-var="ups.status"]')).to_have_class("badge none")  # and not green
         info = d.get("/api/v1/ups/rack")[1]
         assert info["stale"] and not info["connected"] and info["variables"] == {}
         assert 'ups="rack"' not in "\n".join(line for line in d.get("/metrics")[1].splitlines()

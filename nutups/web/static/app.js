@@ -115,7 +115,9 @@ function show(name, vars, full) {
   const flags = status.split(/\s+/);
   $(".status-words", el).textContent = statusWords(status);
   const badge = $(".badge", el);
-  badge.className = "badge " + (flags.includes("OB") ? "bad" : flags.includes("ALARM") ? "warn" : "good");
+  // no status (a stale UPS shows no values): no colour either, never a reassuring green
+  badge.className = "badge " + (!status ? "none" : flags.includes("OB") ? "bad"
+    : flags.includes("ALARM") ? "warn" : "good");
   const mains = flags.includes("OL") ? "present" : flags.includes("OB") ? "lost" : "–";
   const mainsEl = $(".mains-words", el);
   mainsEl.textContent = mains;
