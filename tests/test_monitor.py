@@ -144,6 +144,19 @@ def test_status_flags_of_a_remote_ups_become_events():
 # --- against the real upsd -----------------------------------------------------------------
 
 
+async def published(state: UpsState, predicate, what: str) -> None:
+    """Wait until a publish of ``state`` (its poller's data_ok or data_stale) makes ``predicate`` true."""
+    changed = asyncio.Event()
+    state.on_publish(lambda s: changed.set())
+    try:
+        async with asyncio.timeout(WAIT_S):
+            while not predicate():
+                changed.clear()
+                await changed.wait()
+    except TimeoutError:
+        raise AssertionError(f"never: {what}") from None
+
+
 def test_the_client_reads_what_upsc_reads(remote_nut):
     address = f"rack@127.0.0.1:{remote_nut.port}"
 
@@ -169,28 +182,16 @@ def test_a_ups_the_server_does_not_have_is_named_with_what_it_has(remote_nut, ca
     async def go():
         remote = RemoteUps(RemoteTarget("nope", "127.0.0.1", remote_nut.port, "nope"), retry=(60,))
         task = asyncio.create_task(remote.run())
-        while remote.failures == 0:
-            await asyncio.sleep(0.01)
-        task.cancel()
+        try:
+            await published(remote.state, lambda: remote.failures > 0, "the failure")
+        finally:
+            task.cancel()
         return remote
 
     caplog.set_level("WARNING", "nutups.monitor")
     remote = asyncio.run(go())
     assert remote.state.stale and not remote.state.connected
     assert "that server has no UPS 'nope'; it has: rack" in caplog.text
-
-
-async def published(state: UpsState, predicate, what: str) -> None:
-    """Wait until a publish of ``state`` (its poller's data_ok or data_stale) makes ``predicate`` true."""
-    changed = asyncio.Event()
-    state.on_publish(lambda s: changed.set())
-    try:
-        async with asyncio.timeout(WAIT_S):
-            while not predicate():
-                changed.clear()
-                await changed.wait()
-    except TimeoutError:
-        raise AssertionError(f"never: {what}") from None
 
 
 def test_a_server_without_its_driver_shows_stale_on_a_live_link(caplog):
@@ -231,16 +232,61 @@ def test_a_server_without_its_driver_shows_stale_on_a_live_link(caplog):
     assert "answers again" in said[2].getMessage()
 
 
+def openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def self_signed(directory, name: str = "127.0.0.1") -> None:
+    """cert.pem and key.pem for ``name`` (also as the IP address the client checks)."""
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}",
+            "-addext", f"subjectAltName=IP:{name}", "-keyout", str(directory / "key.pem"),
+            "-out", str(directory / "cert.pem"))
+
+
+def test_starttls_with_the_real_upsd_and_its_nss_certificate(tmp_path):
+    """upsd 2.8 (built with NSS) with CERTPATH and CERTIDENT offers STARTTLS: the monitor takes it
+    and checks the certificate against ca_file."""
+    if shutil.which("certutil") is None:  # under CI=true a skip fails the run (ci_strict)
+        pytest.skip("needs NSS's certutil (apt-get install libnss3-tools)")
+    confdir = nut_tmpdir("nutups-remote-")
+    db = confdir / "nss"
+    db.mkdir()
+    self_signed(confdir)
+    openssl("pkcs12", "-export", "-in", str(confdir / "cert.pem"), "-inkey", str(confdir / "key.pem"),
+            "-name", "upsd", "-out", str(tmp_path / "upsd.p12"), "-passout", "pass:p12")
+    subprocess.run(["certutil", "-N", "-d", f"sql:{db}", "--empty-password"], check=True, capture_output=True)
+    subprocess.run(["pk12util", "-i", str(tmp_path / "upsd.p12"), "-d", f"sql:{db}", "-W", "p12", "-K", ""],
+                   check=True, capture_output=True)
+    make_confdir(confdir, "[rack]\n driver = dummy-ups\n port = rack.dev\n",
+                 f'CERTPATH {db}\nCERTIDENT "upsd" ""\n', REMOTE_USERS, files={"rack.dev": RACK_DEV})
+    real = RealNut(confdir).start()
+
+    async def poll():
+        remote = RemoteUps(RemoteTarget("rack", "127.0.0.1", real.port, "rack", "admin", "adminpass",
+                                        ca_file=confdir / "cert.pem"), retry=(60,))
+        task = asyncio.create_task(remote.run())
+        try:
+            await published(remote.state, lambda: remote.state.connected or remote.failures > 0, "a reading")
+        finally:
+            task.cancel()
+        return remote
+
+    try:
+        remote = asyncio.run(poll())
+        assert remote.tls and remote.state.value("battery.charge") == "80"
+        assert "SSL handshake done successfully with client 127.0.0.1" in (confdir / "upsd.stderr").read_text()
+    finally:
+        real.stop()
+        shutil.rmtree(confdir, ignore_errors=True)
+
+
 def test_starttls_when_the_server_offers_it(tmp_path):
     """nutups serve with a CERTFILE as the remote server: the monitor switches to TLS and, with
     ca_file, verifies the certificate; a wrong CA refuses the link."""
     confdir = nut_tmpdir()
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(confdir / "key.pem"),
-                    "-out", str(confdir / "cert.pem")], check=True, capture_output=True)
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=other",
-                    "-keyout", str(tmp_path / "k.pem"), "-out", str(tmp_path / "other.pem")],
-                   check=True, capture_output=True)
+    self_signed(confdir)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=other",
+            "-keyout", str(tmp_path / "k.pem"), "-out", str(tmp_path / "other.pem"))
     pem = (confdir / "cert.pem").read_bytes() + (confdir / "key.pem").read_bytes()
     make_confdir(confdir, "[rack]\n driver = dummy-ups\n port = rack.dev\n", "CERTFILE nutups.pem\n", REMOTE_USERS,
                  files={"rack.dev": RACK_DEV, "nutups.pem": pem})
@@ -250,9 +296,10 @@ def test_starttls_when_the_server_offers_it(tmp_path):
         remote = RemoteUps(RemoteTarget("rack", "127.0.0.1", server.port, "rack", "admin", "adminpass",
                                         ca_file=ca_file), retry=(60,))
         task = asyncio.create_task(remote.run())
-        while not remote.state.connected and not remote.failures:
-            await asyncio.sleep(0.01)
-        task.cancel()
+        try:
+            await published(remote.state, lambda: remote.state.connected or remote.failures > 0, "an answer")
+        finally:
+            task.cancel()
         return remote
 
     try:
