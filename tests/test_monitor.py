@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -530,6 +531,21 @@ def test_controls_go_with_the_remote_servers_rights(watched, remote_nut, mosquit
                "the refusal logged")
     assert "INSTCMD load.off on rack" in d.stderr()  # the dashboard's, above; no other was sent
     assert d.stderr().count("INSTCMD load.off on rack") == 1
+
+
+def test_a_changed_monitor_list_on_sighup_asks_for_a_restart(watched):
+    d, _ = watched
+    yaml_file = d.confdir / "nutups.yaml"
+    before = yaml_file.read_text()
+    yaml_file.write_text(before.replace("monitor:\n", "monitor:\n  - ups: other@127.0.0.1:1\n", 1))
+    try:
+        d.proc.send_signal(signal.SIGHUP)
+        poll_until(lambda: "reload: event mapping and thresholds" in d.stderr(), "the reload")
+        assert "reload: monitor: in nutups.yaml changed; the remote UPSes are read at start: restart nutups" \
+            in d.stderr()
+        assert [u["name"] for u in d.get("/api/v1/ups")[1]] == ["ups", "rack", "rackview", "rack@127.0.0.1"]
+    finally:
+        yaml_file.write_text(before)
 
 
 def read_errors(d, ups: str) -> int:
