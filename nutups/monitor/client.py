@@ -156,10 +156,13 @@ class NutClient:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + TRACKING_WAIT_S
         while True:
-            result = await self.request(request("GET", "TRACKING", name_word(tracking, "tracking id")))
+            try:
+                result = await self.request(request("GET", "TRACKING", name_word(tracking, "tracking id")))
+            except NutError as exc:  # ERR UNKNOWN, ERR FAILED, ERR INVALID-ARGUMENT: as the driver said
+                raise NutError(exc.code, "the driver's result") from None
             if result.words != ["PENDING"]:
-                if result.words != ["SUCCESS"]:  # ERR FAILED, ERR INVALID-ARGUMENT ... as the driver said
-                    raise NutError(result.words[-1] if result.words else "FAILED")
+                if result.words != ["SUCCESS"]:
+                    raise NutError(result.words[-1] if result.words else "FAILED", "the driver's result")
                 return
             if loop.time() > deadline:
                 raise NutError("FAILED", "the command did not finish in time")

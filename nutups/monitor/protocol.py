@@ -23,8 +23,8 @@ MAX_REPLY_LINES = 100_000  # a LIST longer than this is not a UPS: the connectio
 class NutError(Exception):
     """The server answered ``ERR CODE``; ``code`` is the CODE (ACCESS-DENIED, DATA-STALE ...)."""
 
-    def __init__(self, code: str, request: str = "") -> None:
-        super().__init__(f"ERR {code}" + (f" (to {request})" if request else ""))
+    def __init__(self, code: str, context: str = "") -> None:
+        super().__init__(f"ERR {code}" + (f" ({context})" if context else ""))
         self.code = code
 
 
@@ -91,7 +91,9 @@ def checked(reply: Reply, sent: bytes) -> Reply:
     """The reply, or NutError for ERR."""
     code = reply.error
     if code is not None:
-        raise NutError(code, sent.decode(errors="replace").split(" ", 1)[0].strip())
+        words = sent.decode(errors="replace").split()
+        command = words[:2] if words and words[0] in ("LIST", "GET", "SET") else words[:1]  # LIST VAR, INSTCMD
+        raise NutError(code, "to " + " ".join(command))
     return reply
 
 
