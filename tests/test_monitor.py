@@ -18,7 +18,7 @@ import threading
 
 import pytest
 from conftest import MOSQUITTO, Nutups, requires_nut
-from nutprocs import RealNut, make_confdir, nut_tmpdir, poll_until
+from nutprocs import RealNut, free_port, make_confdir, nut_tmpdir, poll_until
 from webprocs import SIM_UPS, WebDaemon, basic
 
 from nutups.events.detector import EventDetector, snapshot_from_flags
@@ -193,6 +193,26 @@ def test_a_ups_the_server_does_not_have_is_named_with_what_it_has(remote_nut, ca
     remote = asyncio.run(go())
     assert remote.state.stale and not remote.state.connected
     assert "that server has no UPS 'nope'; it has: rack" in caplog.text
+
+
+def test_a_server_that_never_answers_is_one_warning_however_often_it_is_tried(caplog):
+    caplog.set_level("DEBUG", "nutups.monitor")
+    port = free_port()  # nothing listens there
+
+    async def go():
+        remote = RemoteUps(RemoteTarget("rack", "127.0.0.1", port, "rack"), retry=(0.01, 0.02))
+        task = asyncio.create_task(remote.run())
+        try:
+            await published(remote.state, lambda: remote.failures >= 5, "five attempts")
+        finally:
+            task.cancel()
+        return remote
+
+    remote = asyncio.run(go())
+    assert remote.state.stale and not remote.state.connected and remote.state.variables == {}
+    said = [r for r in caplog.records if r.name == "nutups.monitor"]
+    assert [r.levelname for r in said[:5]] == ["WARNING", "DEBUG", "DEBUG", "DEBUG", "DEBUG"]
+    assert "connection refused (is upsd running and listening there?)" in said[0].getMessage()
 
 
 def test_a_server_without_its_driver_shows_stale_on_a_live_link(caplog):
