@@ -556,6 +556,33 @@ def test_controls_go_with_the_remote_servers_rights(watched, remote_nut, mosquit
     assert d.stderr().count("INSTCMD load.off on rack") == 1
 
 
+def test_a_setting_typed_on_the_dashboard_reaches_the_remote_server(page, watched, remote_nut):
+    from playwright.sync_api import expect
+
+    d, _ = watched
+    address = f"rack@127.0.0.1:{remote_nut.port}"
+    before = upsc(address)["ups.delay.shutdown"]
+    rack = page.locator('section[data-ups="rack"]')
+    rack.locator("details.controls summary").click()
+    row = rack.locator(".rw .rw-row").filter(has_text="ups.delay.shutdown")
+    expect(row.locator("input")).to_have_value(before)  # the remote's RW variable, as upsrw lists it
+    row.locator("input").fill("33")
+    row.locator("button").click()
+    dialog = page.locator("#login-dialog")
+    expect(dialog).to_be_visible()  # nothing is forwarded without a login
+    dialog.locator('input[name="username"]').fill("viewer")
+    dialog.locator('input[name="password"]').fill("viewpw")
+    dialog.locator("#login-submit").click()
+    expect(dialog).to_be_hidden()
+    row.locator("button").click()
+    expect(rack.locator(".control-result")).to_have_text("Done.")
+    assert upsc(address)["ups.delay.shutdown"] == "33"
+    expect(rack.locator('.vars td[data-var="ups.delay.shutdown"]')).to_have_text("33")  # read back by the poll
+    status, _, _ = d.request("POST", "/api/v1/ups/rack/var/ups.delay.shutdown", {"value": before},
+                             basic("viewer", "viewpw"))
+    assert status == 200
+
+
 def test_a_changed_monitor_list_on_sighup_asks_for_a_restart(watched):
     d, _ = watched
     yaml_file = d.confdir / "nutups.yaml"
