@@ -400,8 +400,8 @@ class MqttRecorder:
 
 @pytest.fixture(scope="module")
 def watched(remote_nut, mosquitto):
-    """nutups serve on the simulated HAT, watching [rack] twice: as `rack` with the admin's
-    credentials, as `rackview` with a user without rights."""
+    """nutups serve on the simulated HAT, watching [rack] three times: as `rack` with the admin's
+    credentials, as `rackview` with a user without rights, and without a name or a user."""
     if not os.path.exists(MOSQUITTO):
         pytest.skip("needs mosquitto")
     recorder = MqttRecorder(mosquitto)
@@ -460,9 +460,11 @@ def test_a_remote_outage_reaches_the_dashboard_mqtt_and_the_event_log(page, watc
     expect(rack.locator('.badge[data-var="ups.status"]')).to_have_text("OB DISCHRG")
     expect(rack.locator(".mains-words")).to_have_text("lost")
     expect(rack.locator('.tile [data-var="battery.charge"]')).to_have_text("71")
-    row = page.locator('#event-rows tr[data-event-type="AC_POWER_LOSS"]').filter(has_text="rack")
+    # (rackview, the same UPS watched again, logs its own: the UPS cell tells them apart)
+    row = page.locator('#event-rows tr[data-event-type="AC_POWER_LOSS"]:has(td.ups:text-is("rack"))')
     expect(row.first).to_be_visible()
-    expect(page.locator('.notice[data-event-type="AC_POWER_LOSS"]').filter(has_text="rack").first).to_be_visible()
+    expect(page.locator('.notice[data-event-type="AC_POWER_LOSS"]:has(strong:text-is("rack: AC_POWER_LOSS"))')
+           .first).to_be_visible()
     assert upsc(address)["ups.status"] == "OB DISCHRG"  # the real server says so too
 
     event = json.loads(mqtt.wait_for(lambda t, p: t == "nutups/rack/event" and b"AC_POWER_LOSS" in p,
