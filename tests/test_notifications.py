@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -19,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from aiosmtpd.controller import Controller
 from conftest import USERS
-from nutprocs import free_port, poll_until, unix_socket_answers
+from nutprocs import RawClient, free_port, poll_until, unix_socket_answers
 from served import Served
 
 from nutups.events.log import read_events
@@ -298,6 +299,45 @@ events:
         wait_events(d, EventType.SHUTDOWN_COMMAND)
         d.wait_log("last try before the shutdown command")
     assert len(receiver.on("/hook")) == 3  # SHUTDOWN_COMMAND itself was said before the command ran
+
+
+def test_a_service_that_hangs_never_holds_up_the_nut_server():
+    # a "service" that accepts the connection and then says nothing until the test lets it go
+    hang = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+    release = threading.Event()
+
+    def serve() -> None:
+        conn, _ = hang.accept()
+        accepted.append(conn)
+        release.wait(60)
+        conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    port = hang.getsockname()[1]
+    yaml_text = f"""
+notify:
+  stuck: json://127.0.0.1:{port}/hook?rto=60&cto=60
+notify_coalesce: 0.1
+notify_timeout: 60
+events:
+  AC_POWER_LOSS: {{notify: true}}
+"""
+    try:
+        with Served(SIM, users=USERS, files={"nutups.yaml": yaml_text}) as d:
+            sim(d, ac=False)
+            poll_until(lambda: accepted, "apprise's request to reach the hanging service")
+            # apprise waits for an answer that does not come; the daemon serves meanwhile
+            with RawClient(d.port) as c:
+                assert c.request(b"GET VAR ups ups.status\n").startswith(b'VAR ups ups.status "OB')
+            sim(d, ac=True)
+            wait_events(d, EventType.AC_POWER_RESTORED)
+            assert not release.is_set() and "not sent" not in d.log()  # still hanging all along
+            release.set()  # the service closes without an answer: not sent, kept for the next try
+            d.wait_log("notify stuck: 'ups: mains power lost' not sent")
+    finally:
+        release.set()
+        hang.close()
 
 
 def test_config_check_validates_each_url_without_sending_and_hides_secrets(tmp_path, receiver):
