@@ -340,6 +340,20 @@ events:
         hang.close()
 
 
+def test_sighup_takes_new_targets_and_urls(receiver):
+    def yaml_text(path: str, notify_block: str = "") -> str:
+        return (f"notify:\n  hook: json://127.0.0.1:{receiver.port}{path}\n{notify_block}notify_coalesce: 0.1\n"
+                "events:\n  AC_POWER_LOSS: {notify: true}\n  AC_POWER_RESTORED: {notify: true}\n")
+
+    with Served(SIM, users=USERS, files={"nutups.yaml": yaml_text("/old")}) as d:
+        (d.confdir / "nutups.yaml").write_text(yaml_text("/new", f"  more: json://127.0.0.1:{receiver.port}/more\n"))
+        d.hup()
+        d.wait_log("reload: event mapping and thresholds from nutups.yaml")
+        sim(d, ac=False)
+        poll_until(lambda: receiver.on("/new") and receiver.on("/more"), "posts to the new URL and the new target")
+        assert receiver.on("/old") == []
+
+
 def test_config_check_validates_each_url_without_sending_and_hides_secrets(tmp_path, receiver):
     conf = tmp_path / "conf"
     conf.mkdir()

@@ -126,3 +126,33 @@ def test_check_url_accepts_each_service_the_issue_names_and_refuses_nonsense():
         assert check_url(url) is None, url
     assert "no scheme" in check_url("127.0.0.1/hook")
     assert "not a notification URL" in check_url("nosuchservice://x")
+
+
+def test_a_damaged_record_is_dropped_and_the_next_one_goes(tmp_path):
+    import asyncio
+
+    from nutups.events.config import ActionSet, EventsConfig
+    from nutups.events.notifications import Notifier
+
+    path = tmp_path / "notify-queue.json"
+    good = {"id": 2, "target": "hook", "ups": "ups", "family": "mains", "count": 1, "counts": {},
+            "first": {"type": "AC_POWER_LOSS", "time": "2026-01-01T00:00:00.000Z", "message": "lost"},
+            "last": {"type": "AC_POWER_LOSS", "time": "2026-01-01T00:00:00.000Z", "message": "lost"}}
+    bad = dict(good, id=1, first={"type": "AC_POWER_LOSS"})  # no time
+    path.write_text(json.dumps({"version": 1, "next_id": 3, "messages": [bad, good]}))
+    sent = []
+
+    async def main() -> None:
+        config = EventsConfig(notify={"hook": "json://127.0.0.1:9/hook"})
+        config.actions[EventType.AC_POWER_LOSS] = ActionSet(notify=["hook"])
+        notifier = Notifier(config, [], path)
+
+        async def send(title, body, kind="info", timeout=30.0):
+            sent.append(title)
+
+        notifier.targets["hook"].send = send
+        await notifier.last_try(5)
+        assert notifier.outbox.pending() == []
+
+    asyncio.run(main())
+    assert sent == ["ups: mains power lost"]

@@ -154,13 +154,23 @@ class Notifier:
                 continue
             async with self._locks[name]:
                 if self.outbox.head(name) is message:
-                    await self._send(name, message)
+                    try:
+                        await self._send(name, message)
+                    except Exception:  # a bug must not stop this target for good
+                        log.exception("notify %s: message %d dropped", name, message.id)
+                        self.outbox.sent(message)
 
     async def _send(self, name: str, message: Message) -> bool:
         target = self.targets.get(name)
         if target is None:
             return False
-        title, body, kind = render(message, self.wall())
+        try:
+            title, body, kind = render(message, self.wall())
+        except (KeyError, TypeError, ValueError) as exc:  # a damaged record in the queue file
+            log.error("notify %s: message %d cannot be written (%s: %s); dropped", name, message.id,
+                      type(exc).__name__, exc)
+            self.outbox.sent(message)
+            return True
         try:
             await target.send(title, body, kind, self.config.notify_timeout)
         except NotSent as exc:
