@@ -156,3 +156,34 @@ def test_a_damaged_record_is_dropped_and_the_next_one_goes(tmp_path):
 
     asyncio.run(main())
     assert sent == ["ups: mains power lost"]
+
+
+def test_going_down_is_said_once_per_shutdown_before_the_command():
+    import asyncio
+
+    from nutups.events.config import ActionSet, EventsConfig
+    from nutups.events.notifications import Notifier
+
+    sent = []
+
+    async def main() -> None:
+        config = EventsConfig(notify={"hook": "json://127.0.0.1:9/hook"}, notify_coalesce=0)
+        config.actions[EventType.SHUTDOWN_COMMAND] = ActionSet(notify=["hook"])
+        notifier = Notifier(config, [], None)
+
+        async def send(title, body, kind="info", timeout=30.0):
+            sent.append(title)
+
+        notifier.targets["hook"].send = send
+        await notifier.before_command("ups", ["systemctl", "poweroff"], False)
+        await notifier.before_command("ups", ["systemctl", "poweroff"], False)  # a failed command's next attempt
+        notifier.on_event(ev(EventType.SHUTDOWN_COMMAND, message="ran 'systemctl poweroff'"))
+        await asyncio.sleep(0)  # on_event queues at the end of the turn
+        assert notifier.outbox.pending() == []  # the event itself was said before the command
+        await notifier.before_command("ups", ["systemctl", "reboot"], True)  # another shutdown, later
+        notifier.on_event(ev(EventType.SHUTDOWN_COMMAND, message="ran 'systemctl reboot'"))
+        await asyncio.sleep(0)
+        assert notifier.outbox.pending() == []
+
+    asyncio.run(main())
+    assert sent == ["ups: going down now", "ups: going down now"]

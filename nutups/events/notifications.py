@@ -99,6 +99,7 @@ class Notifier:
         if actions is None or not actions.notify:
             return
         if event.type == EventType.SHUTDOWN_COMMAND and event.ups in self._announced:
+            self._announced.discard(event.ups)  # a later shutdown is announced again
             return  # said before the command ran ("going down now")
         try:
             loop = asyncio.get_running_loop()

@@ -110,5 +110,5 @@ def render(message: Message, now: float) -> tuple[str, str, str]:
 
 def going_down(ups: str, argv: list[str], reboot: bool) -> Event:
     """The event a notification says just before the Pi's own command runs."""
-    what = "reboots (mains is back)" if reboot else "powers off"
-    return Event(EventType.SHUTDOWN_COMMAND, ups, f"the Pi {what} now: running {' '.join(argv)!r}")
+    what = "reboots now (mains is back)" if reboot else "powers off now"
+    return Event(EventType.SHUTDOWN_COMMAND, ups, f"the Pi {what}: running {' '.join(argv)!r}")
