@@ -365,6 +365,7 @@ notify:
   nomail: mailto://user:{SECRET}@127.0.0.1:25?to=me@example.org
 events:
   AC_POWER_LOSS: {{notify: [good, nosuch]}}
+  AC_POWER_RESTORED: {{notify: ["ntfys://{SECRET}@ntfy.example.org/topic"]}}
 """)
     done = subprocess.run([sys.executable, "-m", "nutups.cli", "config", "check", "--confpath", str(conf)],
                           capture_output=True, text=True, timeout=60)
@@ -373,6 +374,7 @@ events:
     assert "notify.typo: not a notification URL apprise can use" in err
     assert "notify.nomail: not a notification URL apprise can use" in err
     assert "events.AC_POWER_LOSS.notify: unknown notify target 'nosuch'" in err
+    assert "events.AC_POWER_RESTORED.notify: a URL here is not a target's name" in err
     assert "notify.good" not in err
     assert SECRET not in done.stdout + err
     assert receiver.posts == []  # checking sends nothing

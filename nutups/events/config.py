@@ -283,6 +283,9 @@ def _actions(spec: dict[str, Any], path: str, walk: Checked, cfg: EventsConfig) 
         for target in wanted:
             if target in cfg.notify:
                 actions.notify.append(target)
+            elif "://" in target:  # a URL in the wrong place: never repeat it (secrets)
+                walk.bad(f"{path}.notify", "a URL here is not a target's name: name it under notify: "
+                                           "and give that name here")
             else:
                 walk.bad(f"{path}.notify", f"unknown notify target {target!r} " + (
                     f"(notify: has {', '.join(cfg.notify)})" if cfg.notify else "(notify: names none)"))
