@@ -113,7 +113,7 @@ class Daemon:
         self.certfile = certfile
         self.web = None  # nutups.web.service.WebService, when the dashboard or MQTT is on
         self.shutdown: ShutdownRunner | None = None  # the Pi's own policy (shutdown: in nutups.yaml)
-        self.notifier = None  # nutups.events.notifications.Notifier, when nutups.yaml has notify: targets
+        self.notifications = None  # nutups.events.notifications.Notifier, when nutups.yaml has notify: targets
 
     def _simulated_hat(self):
         for driver in self.drivers.values():
@@ -274,15 +274,15 @@ class Daemon:
                 return None
             return runner.down_by()
 
-        self.notifier = Notifier(self.config.events, self.states, self.datapath / QUEUE_FILE, plan)
-        self.engine.on_event(self.notifier.on_event)
-        self._tasks.append(asyncio.get_running_loop().create_task(self.notifier.run(), name="notify"))
+        self.notifications = Notifier(self.config.events, self.states, self.datapath / QUEUE_FILE, plan)
+        self.engine.on_event(self.notifications.on_event)
+        self._tasks.append(asyncio.get_running_loop().create_task(self.notifications.run(), name="notify"))
 
     def _start_shutdown(self, settings: ShutdownSettings) -> None:
         assert self.engine is not None
         self.shutdown = shutdown_runner(settings, self.states, self.drivers, self.engine.emit)
-        if self.shutdown is not None and self.notifier is not None:
-            self.shutdown.before_command = self.notifier.before_command
+        if self.shutdown is not None and self.notifications is not None:
+            self.shutdown.before_command = self.notifications.before_command
         if self.shutdown is not None:
             self._tasks.append(asyncio.get_running_loop().create_task(self.shutdown.run(), name="shutdown"))
 
@@ -325,15 +325,15 @@ class Daemon:
         if self.engine is not None and not [p for p in fresh.errors if p.file == yaml_file]:
             self.engine.reload(fresh.events)
             log.info("reload: event mapping and thresholds from nutups.yaml")
-            if self.notifier is not None:
-                self.notifier.reload(fresh.events)
+            if self.notifications is not None:
+                self.notifications.reload(fresh.events)
             elif fresh.events.notify:
                 self.config.events.notify = fresh.events.notify
                 for name in ("notify_coalesce", "notify_last_try", "notify_timeout", "notify_retry_max"):
                     setattr(self.config.events, name, getattr(fresh.events, name))
                 self._start_notifier()
-                if self.shutdown is not None and self.notifier is not None:
-                    self.shutdown.before_command = self.notifier.before_command
+                if self.shutdown is not None and self.notifications is not None:
+                    self.shutdown.before_command = self.notifications.before_command
             self._reload_shutdown(fresh.shutdown)
 
     async def _after_sim_change(self) -> None:
@@ -372,14 +372,8 @@ class Daemon:
         (`nutups upsd` drops its privileges there, as upsd does after binding)."""
         notifier = SystemdNotifier()
         notifier.status("starting")
-        await self.start()
-        if after_start is not None:
-            after_start()
-        names = ", ".join(s.name for s in self.states)
-        notifier.ready(f"serving {len(self.states)} UPS ({names}) on "
-                       + ", ".join(f"{h} port {p}" for h, p in self.bound))
-        self._tasks.append(asyncio.get_running_loop().create_task(notifier.watchdog(self.server.running),
-                                                                  name="watchdog"))
+        # the handlers first: a SIGHUP (`systemctl reload`) or SIGTERM once the port answers must not end the
+        # process as their default actions would (reload() copes with a daemon still starting)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -391,6 +385,14 @@ class Daemon:
             loop.add_signal_handler(signal.SIGHUP, self.reload)
         except (NotImplementedError, RuntimeError):
             pass
+        await self.start()
+        if after_start is not None:
+            after_start()
+        names = ", ".join(s.name for s in self.states)
+        notifier.ready(f"serving {len(self.states)} UPS ({names}) on "
+                       + ", ".join(f"{h} port {p}" for h, p in self.bound))
+        self._tasks.append(asyncio.get_running_loop().create_task(notifier.watchdog(self.server.running),
+                                                                  name="watchdog"))
         log.info("nutups serving %d UPS: %s", len(self.states), ", ".join(s.name for s in self.states))
         await stop.wait()
         log.info("stopping")

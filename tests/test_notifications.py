@@ -346,6 +346,7 @@ def test_sighup_takes_new_targets_and_urls(receiver):
                 "events:\n  AC_POWER_LOSS: {notify: true}\n  AC_POWER_RESTORED: {notify: true}\n")
 
     with Served(SIM, users=USERS, files={"nutups.yaml": yaml_text("/old")}) as d:
+        # SIGHUP as soon as the port answers: handled (its default action would end the process)
         (d.confdir / "nutups.yaml").write_text(yaml_text("/new", f"  more: json://127.0.0.1:{receiver.port}/more\n"))
         d.hup()
         d.wait_log("reload: event mapping and thresholds from nutups.yaml")
