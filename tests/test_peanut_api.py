@@ -6,6 +6,7 @@ Where the expected shape comes from (not from our code):
   `ups.load` and `ups.status` of the object it gets and shows "Online" for the status "OL".
 - PeaNUT, src/app/api/v1/devices/[device]/route.ts: a flat object of variable -> value, 404 with
   the JSON string "Device <name> not found"; src/app/api/v1/devices/route.ts: a list of them;
+  .../[device]/var/[param]/route.ts: one value as a JSON string;
   src/app/api/ping/route.ts: "pong"; src/server/nut.ts getData: a NUMBER variable whose text
   is a number is a JSON number (a zero stays its string: `num || value`), others strings.
 The values themselves come from NUT's own upsc and upsc -c against the same daemon.
@@ -93,6 +94,10 @@ def test_devices_ping_and_an_unknown_ups(webd):
     assert {d.get("ups.mfr") for d in devices} >= {"American Power Conversion"}
     assert webd.get("/api/ping") == (200, "pong")
     assert webd.get("/api/v1/devices/nosuch") == (404, "Device nosuch not found")
+    # one variable: GET VAR's text as a JSON string (nut.ts getVar), as dashboards built on PeaNUT read it
+    assert webd.get("/api/v1/devices/rack/var/ups.load") == (200, "37.5")
+    assert webd.get("/api/v1/devices/rack/var/battery.charge") == (200, "0")
+    assert webd.get("/api/v1/devices/rack/var/nosuch.var") == (404, "Parameter nosuch.var on device rack not found")
 
 
 @pytest.mark.parametrize(("text", "number_type", "expected"), [

@@ -13,6 +13,9 @@ The shape, from PeaNUT's sources:
   `ups.status` ("OL") stays a string because `+"OL"` is NaN.
 - `GET /api/v1/devices` (src/app/api/v1/devices/route.ts): a list of such objects, one
   per UPS in `LIST UPS` order, without names.
+- `GET /api/v1/devices/<ups>/var/<name>` (src/app/api/v1/devices/[device]/var/[param]/route.ts):
+  the value as `GET VAR` gives it, a JSON string (nut.ts getVar); 404 with "Parameter <name> on
+  device <ups> not found".
 - `GET /api/ping` (src/app/api/ping/route.ts): the JSON string "pong".
 
 Homepage's widget (gethomepage/homepage src/widgets/peanut/widget.js) asks for
@@ -79,6 +82,7 @@ class PeanutApi:
         router.add_get("/api/ping", self.ping)
         router.add_get("/api/v1/devices", self.devices)
         router.add_get("/api/v1/devices/{device}", self.device)
+        router.add_get("/api/v1/devices/{device}/var/{param}", self.variable)
 
     async def ping(self, request: web.Request) -> web.Response:
         return web.json_response("pong")
@@ -86,10 +90,22 @@ class PeanutApi:
     async def devices(self, request: web.Request) -> web.Response:
         return web.json_response([peanut_device(s) for s in self.states if s.connected and not s.stale])
 
-    async def device(self, request: web.Request) -> web.Response:
-        name = request.match_info["device"]
+    def _state(self, name: str) -> UpsState | None:
         # NUT's UPS names are matched without regard to case (upsd's get_ups_ptr uses strcasecmp)
         state = next((s for s in self.states if s.name.lower() == name.lower()), None)
-        if state is None or not state.connected or state.stale:
+        return state if state is not None and state.connected and not state.stale else None
+
+    async def device(self, request: web.Request) -> web.Response:
+        name = request.match_info["device"]
+        state = self._state(name)
+        if state is None:
             return web.json_response(f"Device {name} not found", status=404)
         return web.json_response(peanut_device(state))
+
+    async def variable(self, request: web.Request) -> web.Response:
+        name, param = request.match_info["device"], request.match_info["param"]
+        state = self._state(name)
+        value = state_snapshot(state).get(param.lower()) if state is not None else None
+        if value is None:
+            return web.json_response(f"Parameter {param} on device {name} not found", status=404)
+        return web.json_response(value.strip())
