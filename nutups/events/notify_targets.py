@@ -116,7 +116,8 @@ class Target:
                 return False, "apprise cannot use this URL (nutups config check says why)"
             # a fresh bundle each time: apprise spaces the sends of one plugin object some seconds apart
             result = bundle.notify(body=body, title=title, notify_type=apprise.NotifyType(kind))
-            lines = [entry.message for entry in result.logs() if entry.level in ("WARNING", "ERROR", "CRITICAL")]
+            entries = result.logs() if hasattr(result, "logs") else []  # apprise 2.3's AppriseResult
+            lines = [entry.message for entry in entries if entry.level in ("WARNING", "ERROR", "CRITICAL")]
         except Exception as exc:  # a plugin's bug must not take the sender down
             return False, redact(f"{type(exc).__name__}: {exc}", self.secrets)
         ok = bool(result)
