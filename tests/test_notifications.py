@@ -38,6 +38,7 @@ class Receiver:
     def __init__(self) -> None:
         self.port = free_port()
         self.posts: list[tuple[str, dict]] = []
+        self.headers: list[tuple[str, dict]] = []
         self.lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
 
@@ -49,6 +50,7 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with receiver.lock:
                     receiver.posts.append((self.path, json.loads(body or b"{}")))
+                    receiver.headers.append((self.path, dict(self.headers)))
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()
@@ -155,6 +157,10 @@ events:
         said = float(ntfy["message"].split("battery ")[1].split(" %")[0])
         assert abs(said - charge) <= 1  # the simulated cell's charge when it went
         assert "on battery" in ntfy["message"]
+        # ntfy's priority and tag for a warning (apprise sends them as ntfy's X-Priority and X-Tags headers)
+        headers = next(h for p, h in receiver.headers if p == "/")
+        assert headers["X-Priority"] == "high" and headers["X-Tags"] == "warning"
+        assert headers["Authorization"] == f"Bearer {SECRET}"  # the token reached ntfy, and only ntfy
         hook = poll_until(lambda: receiver.on("/hook"), "the webhook post")[0]
         assert hook["title"] == ntfy["title"] and hook["message"] == ntfy["message"]
         assert hook["type"] == "warning"

@@ -187,3 +187,20 @@ def test_going_down_is_said_once_per_shutdown_before_the_command():
 
     asyncio.run(main())
     assert sent == ["ups: going down now", "ups: going down now"]
+
+
+def test_ntfy_gets_the_kinds_priority_and_tag_unless_its_url_sets_them():
+    from urllib.parse import parse_qs, urlsplit
+
+    from nutups.events.notify_targets import Target
+
+    def query(url: str) -> dict:
+        return parse_qs(urlsplit(url.replace("ntfys://", "https://").replace("ntfy://", "http://")).query)
+
+    assert query(Target("p", "ntfys://tk_x@ntfy.sh/ups").url_for("failure")) == {
+        "priority": ["max"], "tags": ["rotating_light"]}
+    own = Target("p", "ntfy://127.0.0.1/ups?priority=low&tags=house").url_for("failure")
+    assert query(own) == {"priority": ["low"], "tags": ["house"]}
+    assert Target("h", "json://127.0.0.1/hook").url_for("failure") == "json://127.0.0.1/hook"
+    for kind in ("info", "success", "warning", "failure"):  # apprise accepts what we make of the URL
+        assert check_url(Target("p", "ntfys://ntfy.sh/ups").url_for(kind)) is None

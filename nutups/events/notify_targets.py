@@ -21,13 +21,19 @@ import logging
 import re
 import threading
 from dataclasses import dataclass, field
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote, urlencode
 
 log = logging.getLogger("nutups.notify")
 
 KINDS = ("info", "success", "warning", "failure")  # apprise's NotifyType values
 SCHEMES_HINT = "ntfy://, ntfys://, tgram://, pover://, gotify://, discord://, slack://, mailto://, json://"
 _MIN_SECRET = 3  # shorter parts of a URL ("80", "to") say nothing and would mangle the text
+# ntfy shows a message by its priority and tags (docs.ntfy.sh/publish: priorities min..max, tags that
+# are emoji short codes become emojis): a shutdown is urgent, mains back is good news.  A URL
+# that sets priority= or tags= itself keeps its own.
+NTFY_PRIORITY = {"failure": "max", "warning": "high", "success": "default", "info": "default"}
+NTFY_TAGS = {"failure": "rotating_light", "warning": "warning", "success": "white_check_mark",
+             "info": "information_source"}
 
 
 def _apprise():
@@ -107,12 +113,26 @@ class Target:
     def __str__(self) -> str:
         return self.name
 
+    def url_for(self, kind: str) -> str:
+        """The URL for a message of this kind: ntfy's gets the kind's priority and tag."""
+        scheme, _, rest = self.url.partition("://")
+        if scheme.lower() not in ("ntfy", "ntfys") or kind not in NTFY_PRIORITY:
+            return self.url
+        base, _, query = rest.partition("?")
+        params = parse_qsl(query, keep_blank_values=True)
+        given = {key.lower() for key, _ in params}
+        if "priority" not in given:
+            params.append(("priority", NTFY_PRIORITY[kind]))
+        if "tags" not in given and "xtags" not in given:
+            params.append(("tags", NTFY_TAGS[kind]))
+        return f"{scheme}://{base}?{urlencode(params)}"
+
     def _deliver(self, title: str, body: str, kind: str) -> tuple[bool, str]:
         apprise = _apprise()
         try:
             bundle = apprise.Apprise(asset=apprise.AppriseAsset(app_id="nutups", app_desc="nutups UPS server",
                                                                 storage_mode="memory"))
-            if not bundle.add(self.url):
+            if not bundle.add(self.url_for(kind)):
                 return False, "apprise cannot use this URL (nutups config check says why)"
             # a fresh bundle each time: apprise spaces the sends of one plugin object some seconds apart
             result = bundle.notify(body=body, title=title, notify_type=apprise.NotifyType(kind))
