@@ -204,3 +204,30 @@ def test_ntfy_gets_the_kinds_priority_and_tag_unless_its_url_sets_them():
     assert Target("h", "json://127.0.0.1/hook").url_for("failure") == "json://127.0.0.1/hook"
     for kind in ("info", "success", "warning", "failure"):  # apprise accepts what we make of the URL
         assert check_url(Target("p", "ntfys://ntfy.sh/ups").url_for(kind)) is None
+
+
+def test_a_late_message_says_when_it_happened_and_that_it_is_late():
+    from datetime import datetime
+
+    from nutups.events.notify_text import render
+
+    clock = Clock()
+    box = Outbox(None, coalesce=10, clock=clock)
+    event = Event(EventType.AC_POWER_LOSS, "ups", "mains power lost: running on battery",
+                  time="2026-12-04T03:00:05.250Z")
+    message = box.add("phone", event, {"status": "OB DISCHRG", "charge": 87.0, "runtime": 4320.0,
+                                       "down_at": datetime.fromisoformat("2026-12-04T04:10:00+00:00").timestamp(),
+                                       "down_firm": False})
+    happened = datetime.fromisoformat("2026-12-04T03:00:05.250+00:00").timestamp()
+    title, body, kind = render(message, happened + 17 * 60)
+    local = datetime.fromtimestamp(happened).astimezone()
+    assert title == "ups: mains power lost" and kind == "warning"
+    lines = body.splitlines()
+    assert lines[0] == f"{local.strftime('%Y-%m-%d %H:%M:%S %Z')}: mains power lost: running on battery"
+    assert lines[1] == "Now: on battery, battery 87 %, about 72 min left."
+    down = datetime.fromisoformat("2026-12-04T04:10:00+00:00").astimezone().strftime("%H:%M:%S")
+    assert lines[2] == f"If mains stays off, the Pi shuts down at about {down} (when the battery is critical)."
+    sent = datetime.fromtimestamp(happened + 17 * 60).astimezone().strftime("%H:%M:%S")
+    assert lines[3] == f"(Sent 17 min late, at {sent}: it could not go before.)"
+    _, on_time, _ = render(message, happened + 5)
+    assert "late" not in on_time
