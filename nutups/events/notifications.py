@@ -25,7 +25,7 @@ from .notify_text import duration, going_down, render
 from .outbox import Message, Outbox
 from .types import Event, EventType
 
-log = logging.getLogger("nutups.notify")
+log = logging.getLogger("nutups.notifications")
 
 RETRY_FIRST_S = 5.0
 QUEUE_FILE = "notify-queue.json"

@@ -23,7 +23,7 @@ import threading
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote, urlencode
 
-log = logging.getLogger("nutups.notify")
+log = logging.getLogger("nutups.notifications")
 
 KINDS = ("info", "success", "warning", "failure")  # apprise's NotifyType values
 SCHEMES_HINT = "ntfy://, ntfys://, tgram://, pover://, gotify://, discord://, slack://, mailto://, json://"

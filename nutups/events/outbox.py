@@ -28,7 +28,7 @@ from typing import Any
 
 from .types import Event, EventType
 
-log = logging.getLogger("nutups.notify")
+log = logging.getLogger("nutups.notifications")
 
 MAX_HOLD = 6  # a message settles at most this many coalesce periods after its first event
 MAX_QUEUED = 200  # per target: older ones are dropped (the event log keeps them all)
