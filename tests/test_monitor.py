@@ -585,6 +585,30 @@ def test_a_setting_typed_on_the_dashboard_reaches_the_remote_server(page, watche
     assert status == 200
 
 
+def test_a_remote_outage_is_a_notification_with_that_ups_facts(remote_nut):
+    """The event layer's mapping (notify:) applies to a remote UPS's events, and the message says
+    that UPS's charge, as the real server reports it."""
+    from test_notifications import Receiver  # the loopback JSON-webhook receiver of the notification tests
+
+    receiver = Receiver().up()
+    d = WebDaemon(f"monitor:\n  - ups: rack@127.0.0.1:{remote_nut.port}\n    name: rack\n    poll: 1\n"
+                  f"notify:\n  hook: json://127.0.0.1:{receiver.port}/hook\nnotify_coalesce: 0.1\n"
+                  "events:\n  AC_POWER_LOSS: {notify: true}\n").start()
+    try:
+        poll_until(lambda: d.get("/api/v1/ups/rack")[1].get("connected"), "the remote UPS read")
+        write_dev(remote_nut, RACK_DEV.replace("ups.status: OL", "ups.status: OB DISCHRG")
+                  .replace("battery.charge: 80", "battery.charge: 64"))
+        hook = poll_until(lambda: receiver.on("/hook"), "the webhook post")[0]
+        assert hook["title"] == "rack: mains power lost"
+        assert "battery 64 %" in hook["message"] and upsc(f"rack@127.0.0.1:{remote_nut.port}")[
+            "battery.charge"] == "64"
+    finally:
+        write_dev(remote_nut, RACK_DEV)
+        d.stop()
+        receiver.down()
+        shutil.rmtree(d.base, ignore_errors=True)
+
+
 def test_a_changed_monitor_list_on_sighup_asks_for_a_restart(watched):
     d, _ = watched
     yaml_file = d.confdir / "nutups.yaml"
