@@ -484,6 +484,8 @@ def test_a_remote_outage_reaches_the_dashboard_mqtt_and_the_event_log(page, watc
 
     metrics = d.get("/metrics")[1]
     assert 'network_ups_tools_battery_charge{ups="rack"} 71.0' in metrics
+    peanut = d.get("/api/v1/devices/rack")[1]  # what Homepage's peanut widget reads
+    assert (peanut["battery.charge"], peanut["ups.load"], peanut["ups.status"]) == (71, 23, "OB DISCHRG")
     assert 'network_ups_tools_ups_status{flag="OB",ups="rack"} 1.0' in metrics
     poll_until(lambda: (d.get("/api/v1/history/rack?var=battery.charge")[1] or [[0, 0]])[-1][1] == 71.0,
                "71 % in the history")  # a point per second at most (history.sample)
