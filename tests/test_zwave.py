@@ -154,6 +154,27 @@ def test_reconnects_with_backoff_and_a_switch_tries_at_once():
     asyncio.run(go())
 
 
+def test_a_server_that_never_answers_is_given_up_in_time():
+    """A port that accepts and then says nothing (a hung server): the read fails after the
+    device's timeout, and the loop turns meanwhile."""
+    from test_devices import still_responsive
+
+    async def go():
+        async def silent(reader, writer):
+            await reader.read()  # until the client gives up and closes
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        dev = ZWaveDevice(DeviceConfig("zwave", "zen15", "127.0.0.1", port, options={"node_id": 2}), timeout=1)
+        await still_responsive(dev.read(), 1)
+        with pytest.raises(ConnectionError, match="no answer in time"):
+            await dev.switch(True)
+        await dev.close()
+        server.close()
+
+    asyncio.run(go())
+
+
 # --- the daemon's own path ----------------------------------------------------------------------
 
 SIM_UPS = "[ups]\n driver = x120x\n sim = yes\n"
