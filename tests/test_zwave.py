@@ -60,17 +60,17 @@ def test_reads_switches_and_sees_the_meter_follow(stack):
         assert isinstance(dev, ZWaveDevice)
         try:
             await dev.do("turn_on")
-            stack.wait_mock(f"node {plug.node_id}: switched on")
+            await asyncio.to_thread(stack.wait_mock, f"node {plug.node_id}: switched on")
             r = await dev.do("capture_power_state")  # asks the plug afresh
             assert (r.on, r.power_w, r.voltage, r.current, r.energy_kwh) == (
                 True, plug.watts, plug.volts, plug.amps, plug.kwh)
             await dev.do("turn_off")
-            stack.wait_mock(f"node {plug.node_id}: switched off")
+            await asyncio.to_thread(stack.wait_mock, f"node {plug.node_id}: switched off")
             # the plug's own Meter report after the switch, pushed by the server: no poll
             r = await reading_until(dev, lambda r: r.on is False and r.power_w == 0, "off and 0 W")
             assert r.voltage == plug.volts
             await dev.do("toggle")
-            stack.wait_mock(f"node {plug.node_id}: switched on", count=2)
+            await asyncio.to_thread(stack.wait_mock, f"node {plug.node_id}: switched on", count=2)
             await reading_until(dev, lambda r: r.on is True and r.power_w == plug.watts, f"on and {plug.watts} W")
         finally:
             await dev.close()
