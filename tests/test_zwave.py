@@ -78,9 +78,40 @@ def test_reads_switches_and_sees_the_meter_follow(stack):
     asyncio.run(go())
 
 
+def test_one_outlet_of_a_strip_is_its_endpoint(stack):
+    """`endpoint: 2` switches and reads the strip's second outlet, and only that one."""
+    plug = stack.plug
+
+    async def go():
+        second = ZWaveDevice(DeviceConfig("zwave", "strip_2", "127.0.0.1", stack.ws_port,
+                                          options={"node_id": plug.strip_id, "endpoint": 2}), timeout=10)
+        first = ZWaveDevice(DeviceConfig("zwave", "strip_1", "127.0.0.1", stack.ws_port,
+                                         options={"node_id": plug.strip_id, "endpoint": 1}), timeout=10)
+        root = ZWaveDevice(DeviceConfig("zwave", "strip", "127.0.0.1", stack.ws_port,
+                                        options={"node_id": plug.strip_id}), timeout=10)
+        try:
+            r = await second.do("capture_power_state")
+            assert (r.on, r.power_w) == (True, plug.strip_watts[1])
+            await second.do("turn_off")
+            await asyncio.to_thread(stack.wait_mock, f"node {plug.strip_id} endpoint 2: switched off")
+            await reading_until(second, lambda r: r.on is False and r.power_w == 0, "outlet 2 off and 0 W")
+            r = await first.do("capture_power_state")
+            assert (r.on, r.power_w) == (True, plug.strip_watts[0])  # the other outlet is untouched
+            assert f"node {plug.strip_id} endpoint 1: switched" not in stack.mock_log()
+            with pytest.raises(ConnectionError, match=f"node {plug.strip_id} has no Binary Switch targetValue"):
+                await root.switch(False)  # the strip's root has no switch of its own
+            await second.do("turn_on")
+            await asyncio.to_thread(stack.wait_mock, f"node {plug.strip_id} endpoint 2: switched on")
+        finally:
+            for dev in (first, second, root):
+                await dev.close()
+
+    asyncio.run(go())
+
+
 def test_a_node_or_endpoint_the_network_lacks_is_named(stack):
     async def go():
-        for options, message in (({"node_id": 9}, "the Z-Wave network has no node 9 (it has 1, 2)"),
+        for options, message in (({"node_id": 9}, "the Z-Wave network has no node 9 (it has 1, 2, 3)"),
                                  ({"endpoint": 3}, "node 2 has no endpoint 3 (it has 0)")):
             dev = ZWaveDevice(plug_config(stack, **options), timeout=10)
             try:
@@ -199,8 +230,8 @@ def test_mains_loss_turns_the_plug_off_and_upscmd_turns_it_on(stack):
 
     plug = stack.plug
     yaml = plug_yaml(stack) + "events:\n  AC_POWER_LOSS:\n    integrations:\n      zen15: turn_off\n"
-    offs = stack.mock_log().count("switched off")
-    ons = stack.mock_log().count("switched on")
+    offs = stack.mock_log().count(f"node {plug.node_id}: switched off")
+    ons = stack.mock_log().count(f"node {plug.node_id}: switched on")
     with Served(SIM_UPS, users=USERS, files={"nutups.yaml": yaml}) as d:
         # the first test left it on (and the mock starts on); the daemon reads it within a poll
         poll_until(lambda: nut_var(d.port, "outlet.1.status") == "on", "outlet.1.status on")

@@ -1,5 +1,5 @@
 """The real Z-Wave JS stack on loopback, with no radio: zwave-js's MockServer (a simulated
-controller with one Zooz ZEN15 plug, started by our launcher tests/zwave/mock-plug.cjs) and
+controller with a Zooz ZEN15 plug and a two-outlet strip, started by our launcher tests/zwave/mock-plug.cjs) and
 @zwave-js/server, the WebSocket server Home Assistant and Z-Wave JS UI run, driving it as it
 would a USB stick.  The npm packages are pinned in tests/zwave/package-lock.json (`npm ci`
 there; .ci/run does it)."""
@@ -32,6 +32,9 @@ class Plug:
     watts: float = 60.5  # while on; 0 while off
     volts: float = 120.4
     kwh: float = 1.25
+
+    strip_id: int = 3  # a two-outlet strip: each outlet an endpoint with its own switch and meter
+    strip_watts: tuple[float, float] = (25.0, 40.0)  # outlets 1 and 2, while on
 
     @property
     def amps(self) -> float:
@@ -80,7 +83,8 @@ class ZWaveStack:
         with open(self.mock_log_path, "wb") as out:
             self.mock = subprocess.Popen(
                 ["node", str(MOCK_PLUG), "--port", str(self.mock_port), "--node-id", str(p.node_id),
-                 "--watts", str(p.watts), "--volts", str(p.volts), "--kwh", str(p.kwh)],
+                 "--watts", str(p.watts), "--volts", str(p.volts), "--kwh", str(p.kwh),
+                 "--strip-id", str(p.strip_id), "--strip-watts", ",".join(str(w) for w in p.strip_watts)],
                 stdout=out, stderr=subprocess.STDOUT, cwd=ZWAVE_DIR)
         poll_until(lambda: self._alive(self.mock, "the mock controller") and "Server listening on" in self.mock_log(),
                    "the mock controller to listen", START_TIMEOUT)

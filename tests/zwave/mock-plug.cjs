@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// A simulated Z-Wave controller with one Zooz ZEN15 power switch on it, for nutups' tests:
+// A simulated Z-Wave controller with a Zooz ZEN15 power switch and a two-outlet strip (each
+// outlet an endpoint with its own switch and meter) on it, for nutups' tests:
 // zwave-js's own MockServer class (the one its `mock-server` binary runs), listening on TCP
 // for a Z-Wave JS driver, as a USB stick would on a serial port.
 //
@@ -11,6 +12,7 @@
 // - No mDNS advertisement: the tests talk to loopback only.
 //
 // Usage: node mock-plug.cjs --port P [--node-id N] [--watts W] [--volts V] [--kwh E]
+//                           [--strip-id N] [--strip-watts W1,W2]
 // Prints "Server listening on tcp://..." once the port is open.  Stops on SIGTERM/SIGINT.
 "use strict";
 
@@ -25,7 +27,14 @@ ciao.getResponder = () => ({
 const { MockServer } = require("zwave-js/Testing");
 const { CommandClasses } = require("@zwave-js/core");
 const { ccCaps, createMockZWaveRequestFrame } = require("@zwave-js/testing");
-const { BinarySwitchCCSet, MeterCCReport, RateType } = require("zwave-js");
+const {
+	BinarySwitchCCGet,
+	BinarySwitchCCReport,
+	BinarySwitchCCSet,
+	MeterCCReport,
+	MultiChannelCCCommandEncapsulation,
+	RateType,
+} = require("zwave-js");
 
 function option(name, fallback) {
 	const i = process.argv.indexOf(`--${name}`);
@@ -43,6 +52,9 @@ const nodeId = option("node-id", 2);
 const loadWatts = option("watts", 60.5); // what the plug's load draws while it is on
 const volts = option("volts", 120.4);
 let kwh = option("kwh", 1.25);
+const stripId = option("strip-id", 3);
+const i = process.argv.indexOf("--strip-watts");
+const stripWatts = (i === -1 ? "25,40" : process.argv[i + 1]).split(",").map(Number); // outlet 1, outlet 2
 
 const ELECTRIC = 1;
 const SCALE = { kWh: 0, W: 2, V: 4, A: 5 }; // Meter CC electric scales (Z-Wave spec, SDS13781)
@@ -87,7 +99,76 @@ const reportPowerAfterSwitch = {
 	},
 };
 
-let node; // the mock node, once the server made it
+// The strip: each endpoint (outlet) keeps its own relay and reports its own power.
+const stripOn = new Map(stripWatts.map((_, index) => [index + 1, true]));
+
+function stripReading(endpoint, scale) {
+	const watts = stripOn.get(endpoint) ? stripWatts[endpoint - 1] : 0;
+	switch (scale) {
+		case SCALE.kWh:
+			return 0.5 * endpoint;
+		case SCALE.W:
+			return watts;
+		case SCALE.V:
+			return volts;
+		case SCALE.A:
+			return Math.round((watts / volts) * 1000) / 1000;
+	}
+	return 0;
+}
+
+const stripSwitch = {
+	handleCC(controller, self, receivedCC) {
+		const endpoint = receivedCC.endpointIndex;
+		if (!stripOn.has(endpoint)) return;
+		if (receivedCC instanceof BinarySwitchCCGet) {
+			const cc = new BinarySwitchCCReport({ nodeId: controller.ownNodeId, currentValue: stripOn.get(endpoint) });
+			return { action: "sendCC", cc };
+		}
+		if (receivedCC instanceof BinarySwitchCCSet) {
+			stripOn.set(endpoint, receivedCC.targetValue);
+			console.log(`node ${self.id} endpoint ${endpoint}: switched ${receivedCC.targetValue ? "on" : "off"}`);
+			const report = new MultiChannelCCCommandEncapsulation({
+				nodeId: controller.ownNodeId,
+				endpointIndex: endpoint,
+				destination: 0,
+				encapsulated: new MeterCCReport({
+					nodeId: controller.ownNodeId,
+					type: ELECTRIC,
+					scale: SCALE.W,
+					rateType: RateType.Consumed,
+					value: stripReading(endpoint, SCALE.W),
+					deltaTime: 0,
+				}),
+			});
+			setTimeout(() => {
+				self.sendToController(createMockZWaveRequestFrame(report, { ackRequested: false }))
+					.catch((e) => console.error("meter report after the switch:", e));
+			}, 50);
+			return { action: "ok" };
+		}
+	},
+};
+
+function outlet(endpoint) {
+	return {
+		commandClasses: [
+			ccCaps({ ccId: CommandClasses["Binary Switch"], isSupported: true, version: 1 }),
+			ccCaps({
+				ccId: CommandClasses.Meter,
+				isSupported: true,
+				version: 4,
+				meterType: ELECTRIC,
+				supportedScales: [SCALE.kWh, SCALE.W, SCALE.V, SCALE.A],
+				supportedRateTypes: [RateType.Consumed],
+				supportsReset: false,
+				getValue: (scale) => stripReading(endpoint, scale),
+			}),
+		],
+	};
+}
+
+let node; // the mock ZEN15, once the server made it
 
 const config = {
 	nodes: [
@@ -118,6 +199,18 @@ const config = {
 				],
 			},
 			behaviors: [reportPowerAfterSwitch],
+		},
+		{
+			id: stripId, // a generic two-outlet strip: no device file matches it
+			capabilities: {
+				commandClasses: [
+					CommandClasses.Version,
+					CommandClasses["Manufacturer Specific"],
+					ccCaps({ ccId: CommandClasses["Multi Channel"], isSupported: true, version: 4 }),
+				],
+				endpoints: stripWatts.map((_, index) => outlet(index + 1)),
+			},
+			behaviors: [stripSwitch],
 		},
 	],
 };
@@ -152,7 +245,7 @@ function split(buffer) {
 (async () => {
 	const server = new MockServer({ interface: "127.0.0.1", port, config });
 	await server.start();
-	node = server.mockNodes[0];
+	node = server.mockNodes.find((n) => n.id === nodeId);
 
 	const serial = server.serialport;
 	const write = serial.writeAsync.bind(serial);
