@@ -206,6 +206,26 @@ def test_a_server_that_never_answers_is_given_up_in_time():
     asyncio.run(go())
 
 
+def test_a_command_cut_off_by_the_servers_loss_is_a_connection_error_not_a_cancellation():
+    """zwave-js-server-python cancels the futures of commands in flight when the connection
+    ends (Client.listen's cleanup): for nutups that is a lost server, a ConnectionError the
+    outlets and the action retry handle; only a cancellation of nutups' own task stays one."""
+
+    async def go():
+        dev = ZWaveDevice(DeviceConfig("zwave", "zen15", "127.0.0.1", 1, options={"node_id": 2}))
+        answer = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_soon(answer.cancel)  # as the library's cleanup does
+        with pytest.raises(ConnectionError, match="zen15: the Z-Wave JS server at ws://127.0.0.1:1 went away"):
+            await dev._zwave(answer)
+        waiting = asyncio.create_task(dev._zwave(asyncio.get_running_loop().create_future()))
+        await asyncio.sleep(0)
+        waiting.cancel()  # a timeout of ours (wait_for) or the daemon stopping
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+
+    asyncio.run(go())
+
+
 # --- the daemon's own path ----------------------------------------------------------------------
 
 SIM_UPS = "[ups]\n driver = x120x\n sim = yes\n"
