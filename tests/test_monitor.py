@@ -264,6 +264,31 @@ def self_signed(directory, name: str = "127.0.0.1") -> None:
             "-out", str(directory / "cert.pem"))
 
 
+def test_with_ca_file_a_server_without_tls_gets_nothing(remote_nut, caplog):
+    """ca_file asks for TLS: a server that answers STARTTLS with FEATURE-NOT-CONFIGURED (the real
+    upsd without a certificate, or someone between that took STARTTLS out) is not given the password."""
+    caplog.set_level("WARNING", "nutups.monitor")
+    ca = nut_tmpdir()
+    self_signed(ca)
+
+    async def go():
+        remote = RemoteUps(RemoteTarget("rack", "127.0.0.1", remote_nut.port, "rack", "admin", "adminpass",
+                                        ca_file=ca / "cert.pem"), retry=(60,))
+        task = asyncio.create_task(remote.run())
+        try:
+            await published(remote.state, lambda: remote.failures > 0, "the refusal")
+        finally:
+            task.cancel()
+        return remote
+
+    try:
+        remote = asyncio.run(go())
+    finally:
+        shutil.rmtree(ca, ignore_errors=True)
+    assert not remote.state.connected and remote.state.variables == {}
+    assert "the server does not offer STARTTLS, and ca_file asks for TLS: nothing sent" in caplog.text
+
+
 def test_starttls_with_the_real_upsd_and_its_nss_certificate(tmp_path):
     """upsd 2.8 (built with NSS) with CERTPATH and CERTIDENT offers STARTTLS: the monitor takes it
     and checks the certificate against ca_file."""

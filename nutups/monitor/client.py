@@ -54,10 +54,13 @@ class NutClient:
         self._lock = asyncio.Lock()
 
     async def connect(self, ca_file: Path | None = None, starttls: bool = True) -> None:
+        """Connect, and STARTTLS when the server offers it.  With ``ca_file`` TLS is required (as
+        upsmon's FORCESSL): a server that says it has no TLS could be someone between us and it
+        taking STARTTLS out, so nothing else is sent."""
         self._reader, self._writer = await asyncio.wait_for(
             asyncio.open_connection(self.host, self.port, limit=1 << 20), self.timeout)
-        if starttls:
-            await self.starttls(ca_file)
+        if starttls and not await self.starttls(ca_file) and ca_file is not None:
+            raise ProtocolError("the server does not offer STARTTLS, and ca_file asks for TLS: nothing sent")
 
     async def starttls(self, ca_file: Path | None) -> bool:
         """STARTTLS if the server offers it (True); a server without a certificate says
