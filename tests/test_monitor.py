@@ -326,7 +326,7 @@ def test_starttls_with_the_real_upsd_and_its_nss_certificate(tmp_path):
         shutil.rmtree(confdir, ignore_errors=True)
 
 
-def test_starttls_when_the_server_offers_it(tmp_path):
+def test_starttls_when_the_server_offers_it(tmp_path, caplog):
     """nutups serve with a CERTFILE as the remote server: the monitor switches to TLS and, with
     ca_file, verifies the certificate; a wrong CA refuses the link."""
     confdir = nut_tmpdir()
@@ -355,6 +355,8 @@ def test_starttls_when_the_server_offers_it(tmp_path):
         assert unverified.tls and unverified.state.value("battery.charge") == "80"
         wrong = asyncio.run(poll(tmp_path / "other.pem"))
         assert wrong.failures == 1 and not wrong.state.connected and wrong.state.value("battery.charge") is None
+        assert wrong.state.fresh_until() == float("-inf")
+        assert "TLS: its certificate does not verify against ca_file (self-signed certificate)" in caplog.text
     finally:
         server.stop()
         shutil.rmtree(confdir, ignore_errors=True)

@@ -173,6 +173,8 @@ class RemoteUps:
             return "no answer in time"
         if isinstance(exc, NutError):
             return str(exc)
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return f"TLS: its certificate does not verify against ca_file ({exc.verify_message})"
         if isinstance(exc, ConnectionRefusedError):
             return "connection refused (is upsd running and listening there?)"
         if isinstance(exc, OSError) and exc.strerror:
@@ -191,12 +193,12 @@ class RemoteUps:
 
     async def _control(self, action) -> None:
         t = self.target
+        if t.username is None or t.password is None:
+            # upsd's answer to a command without a login; said here without asking it
+            raise NutError("USERNAME-REQUIRED", f"monitor {t.name}: no username/password configured")
         client = NutClient(t.host, t.port)
         try:
             await client.connect(t.ca_file)
-            if t.username is None or t.password is None:
-                # upsd's answer to a command without a login; said here without asking it
-                raise NutError("USERNAME-REQUIRED", f"monitor {t.name}: no username/password configured")
             await client.login(t.username, t.password)
             await action(client)
         finally:
