@@ -31,6 +31,7 @@ class EventType(StrEnum):
     SHUTDOWN_CANCELLED = "SHUTDOWN_CANCELLED"
     SHUTDOWN_COMMAND = "SHUTDOWN_COMMAND"
     ACTION_FAILED = "ACTION_FAILED"
+    AUTH_FAILURE = "AUTH_FAILURE"
 
 
 # Where each event comes from.  The X120X itself shows only voltage, charge, mains
@@ -62,6 +63,8 @@ SOURCES: dict[EventType, tuple[str, str]] = {
     EventType.SHUTDOWN_COMMAND: ("shutdown", "the Pi's own shutdown command (or reboot_command, mains "
                                              "being back) having run"),
     EventType.ACTION_FAILED: ("actions", "an action that failed or timed out"),
+    EventType.AUTH_FAILURE: ("server", "wrong user names or passwords from one address, on the NUT port or "
+                                       "the dashboard (at most one event per address a minute)"),
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from ..nut.tokenizer import quote
 from ..state import UpsState
 from .history import HistoryStore
 from .live import LiveFeed, state_snapshot
-from .login import COOKIE, IDLE_S, Logins
+from .login import COOKIE, IDLE_S, Logins, basic_user
 from .metrics import CONTENT_TYPE, render
 
 log = logging.getLogger("nutups.web")
@@ -219,15 +220,27 @@ class Dashboard:
             return _error(401, "not logged in")
         return web.json_response({"user": entry.username, "csrf": entry.csrf})
 
+    def _throttled(self, request: web.Request) -> web.Response | None:
+        """429 while this address must wait after failed logins (nut/throttle.py), else None."""
+        wait = self.core.throttle.wait(request.remote or "")
+        if not wait:
+            return None
+        response = _error(429, f"too many failed logins from this address: try again in {math.ceil(wait)} s")
+        response.headers["Retry-After"] = str(math.ceil(wait))
+        return response
+
     async def login(self, request: web.Request) -> web.Response:
+        refused = self._throttled(request)
+        if refused is not None:
+            return refused
         try:
             body = await request.json()
             username, password = str(body["username"]), str(body["password"])
         except (ValueError, KeyError, TypeError):
             return _error(400, 'send {"username": ..., "password": ...}')
         found = self.logins.login(username, password)
-        if found is None:
-            log.info("dashboard login failed for %s from %s", username, request.remote)
+        if found is None:  # logged (once a minute per address) and emitted by the throttle's report
+            self.core.throttle.failed(request.remote or "", username, "dashboard")
             return _error(401, "wrong user name or password (upsd.users)")
         sid, entry = found
         response = web.json_response({"user": entry.username, "csrf": entry.csrf})
@@ -241,12 +254,24 @@ class Dashboard:
         response.del_cookie(COOKIE, path="/")
         return response
 
-    def _who(self, request: web.Request) -> tuple[str, str] | None:
-        return self.logins.credentials(request.cookies.get(COOKIE), request.headers.get("X-CSRF-Token"),
-                                       request.headers.get("Authorization"))
+    def _who(self, request: web.Request) -> tuple[str, str] | web.Response | None:
+        """The acting user's credentials; None (answer 401), or the 429 of a throttled address
+        (HTTP Basic checks a password at each request: it counts as a login)."""
+        authorization = request.headers.get("Authorization")
+        if authorization:
+            refused = self._throttled(request)
+            if refused is not None:
+                return refused
+        who = self.logins.credentials(request.cookies.get(COOKIE), request.headers.get("X-CSRF-Token"),
+                                      authorization)
+        if who is None and authorization:
+            self.core.throttle.failed(request.remote or "", basic_user(authorization), "dashboard")
+        return who
 
     async def command(self, request: web.Request) -> web.Response:
         who = self._who(request)
+        if isinstance(who, web.Response):
+            return who
         if who is None:
             return _error(401, "log in with an upsd.users account that may run this command")
         s = self._state(request)
@@ -265,6 +290,8 @@ class Dashboard:
 
     async def set_var(self, request: web.Request) -> web.Response:
         who = self._who(request)
+        if isinstance(who, web.Response):
+            return who
         if who is None:
             return _error(401, "log in with an upsd.users account that may set variables")
         s = self._state(request)
