@@ -57,9 +57,14 @@ def _time_param(request: web.Request, key: str) -> float | None:
     if not text:
         return None
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         pass
+    else:
+        if math.isfinite(value):
+            return value
+        raise web.HTTPBadRequest(text=json.dumps({"error": f"{key}: a finite number of unix seconds"}),
+                                 content_type="application/json")
     try:
         return parse_time(text)
     except ValueError as exc:
@@ -81,6 +86,7 @@ class Dashboard:
         self.registry = metrics_registry
         self.logins = Logins(lambda: core.users)
         self.secure_cookies = secure_cookies
+        self._history_queries: asyncio.Semaphore | None = None  # one at a time, in one worker thread
 
     def application(self) -> web.Application:
         app = web.Application(middlewares=[self._headers], client_max_size=64 * 1024)
@@ -156,9 +162,11 @@ class Dashboard:
         since, until = _time_param(request, "since"), _time_param(request, "until")
         ups = request.query.get("ups")
         try:
-            limit = min(int(request.query.get("limit", EVENTS_LIMIT)), EVENTS_LIMIT)
+            limit = int(request.query.get("limit", EVENTS_LIMIT))
         except ValueError:
-            return _error(400, "limit: a whole number")
+            limit = 0
+        if not 1 <= limit <= EVENTS_LIMIT:
+            return _error(400, f"limit: a whole number from 1 to {EVENTS_LIMIT}")
         if self.event_log is None:
             return web.json_response([])
         path = self.event_log
@@ -186,10 +194,16 @@ class Dashboard:
             step = float(request.query["step"]) if "step" in request.query else None
         except ValueError:
             return _error(400, "step: seconds")
-        if step is not None and step <= 0:
-            return _error(400, "step: seconds, more than 0")
-        points = await asyncio.to_thread(self.history.query, s.name, var, since, until, step)
-        return web.json_response(points)
+        if step is not None and not (math.isfinite(step) and step > 0):
+            return _error(400, "step: a finite number of seconds, more than 0")
+        # Bounded (at most MAX_POINTS, averaged in SQLite) and one query at a time in one
+        # worker thread, so that queries cannot crowd out the NUT server or the drivers' loop.
+        if self._history_queries is None:
+            self._history_queries = asyncio.Semaphore(1)
+        async with self._history_queries:
+            points, used = await asyncio.to_thread(self.history.query_with_step, s.name, var, since, until, step)
+        headers = {"X-History-Step": f"{used:g}"} if used else {}
+        return web.json_response(points, headers=headers)
 
     async def live_feed(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import ssl
 from pathlib import Path
 
@@ -108,8 +109,10 @@ class WebService:
             await asyncio.sleep(self.settings.history.flush)
             try:
                 await asyncio.to_thread(self.history.flush)
-            except Exception as exc:  # a full or broken disk: keep the points, say so, try again
-                log.error("history: cannot write %s: %s", self.history.path, exc)
+            except sqlite3.Error:  # a full or broken disk: the store keeps the points and said so once
+                pass
+            except Exception:
+                log.exception("history: flush of %s failed", self.history.path)
 
     async def stop(self) -> None:
         for task in self._tasks:
