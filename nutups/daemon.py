@@ -229,7 +229,8 @@ class Daemon:
             from .web.service import WebService
 
             self.web = WebService(web, self.states, self.core, self.engine, self.datapath,
-                                  self.event_log_path(), self.certfile, broker=self.config.events.mqtt)
+                                  self.event_log_path(), self.certfile, broker=self.config.events.mqtt,
+                                  nut_maxconn=self.config.upsd.maxconn)
             await self.web.start()
 
     def _auth_failure_reporter(self, loop: asyncio.AbstractEventLoop, engine: EventEngine):

@@ -23,6 +23,7 @@ from ..events.types import EventType
 from ..nut.protocol import ServerCore, Session
 from ..nut.tokenizer import quote
 from ..state import UpsState
+from .connections import LIVE_CLIENTS
 from .history import HistoryStore
 from .live import LiveFeed, state_snapshot
 from .login import COOKIE, IDLE_S, Logins, basic_user
@@ -221,6 +222,8 @@ class Dashboard:
         return web.json_response(points, headers=headers)
 
     async def live_feed(self, request: web.Request) -> web.StreamResponse:
+        if len(self.live.clients) >= LIVE_CLIENTS:
+            return _error(503, f"{LIVE_CLIENTS} live feeds are open: close one, or try again later")
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                                "X-Accel-Buffering": "no"})
         await response.prepare(request)

@@ -144,10 +144,11 @@ class HistoryStore:
 
     def record(self, ups: str, values: dict[str, float], now: float | None = None) -> None:
         """Keep a point per variable at most every ``sample`` seconds; a change of mains at once."""
-        mono = self.monotonic()
-        wall = self.clock() if now is None else now
         if now is None:
+            mono, wall = self.monotonic(), self.clock()
             self._check_step(wall, mono)
+        else:  # a given time (back-filling): it spaces the samples too
+            mono = wall = now
         sample = self.settings.sample
         new: list[Point] = []
         for var, value in values.items():
