@@ -476,7 +476,8 @@ class Session:
         if ups is None:
             return
         if not self._guard(self.core.users.check_action(self.username, self.password, "LOGIN")):
-            self.core.log(f"Login denied for {self.username}@{self.addr} on UPS [{ups.name}]")
+            if self.core.users.authenticate(self.username, self.password):  # a wrong password: the throttle reports
+                self.core.log(f"Login denied for {self.username}@{self.addr} on UPS [{ups.name}]")
             self._out.append(ERR_ACCESS_DENIED)
             return
         ups.numlogins += 1
