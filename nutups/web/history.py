@@ -112,6 +112,7 @@ class HistoryStore:
             newest = self._db.execute("SELECT MAX(t) FROM points WHERE span = 0").fetchone()[0]
             saved = self._db.execute("SELECT value FROM meta WHERE key = 'expiry_time'").fetchone()
         self._reader = _connect(path)  # queries (worker threads), one at a time (_read_lock)
+        self._reader.execute("SELECT 1 FROM points LIMIT 1").fetchall()  # its files open now, not mid-run
         self._read_lock = threading.Lock()
         # What the loop shares with the workers, under a lock that is never held for I/O:
         self._lock = threading.Lock()
