@@ -3,7 +3,8 @@ MAXCONN is reserved first), and timeouts for idle connections and unfinished hea
 
 Without them, 1,100 idle connections to the dashboard took every descriptor under systemd's
 usual ``ulimit -n 1024``, and NUT clients could no longer connect.  A connection over the cap
-is closed as soon as it is accepted; one line says so per burst.  A connection with no request
+makes room by closing the connection idle the longest (none in the middle of a request), or,
+when every one is busy, is closed as soon as it is accepted; one line says so per burst.  A connection with no request
 in progress closes after ``IDLE_S``; a request's headers must be complete within ``HEADER_S``
 of its first byte.  A request being answered (the live feed's stream) is neither: the live
 feed keeps its own limit (``LIVE_CLIENTS``).
@@ -130,7 +131,8 @@ class ConnectionGate:
         self.conns: dict[asyncio.BaseTransport, _Conn] = {}
         self.refused = 0  # connections closed at once for the cap (for tests and /metrics)
         self.timed_out = 0
-        self._refusing = False
+        self.evicted = 0  # idle connections closed to make room for a new one
+        self._crowded = False
         self._starved = False
         self._sweeper: asyncio.TimerHandle | None = None
 
@@ -144,17 +146,33 @@ class ConnectionGate:
             self._starved = False
             log.info("dashboard: accepting connections again")
         if len(self.conns) >= self.cap:
-            self.refused += 1
-            if not self._refusing:  # one line per burst: it ends when one is admitted again
-                self._refusing = True
+            evicted = self._evict_idlest()
+            if not evicted:
+                self.refused += 1
+            if not self._crowded:  # one line per burst: it ends when one is admitted below the cap
+                self._crowded = True
                 peer = transport.get_extra_info("peername")
-                log.warning("dashboard: %d connections (its cap): refusing new ones (first from %s) until one "
-                            "closes", self.cap, peer[0] if peer else "?")
-            return None
-        self._refusing = False
+                log.warning("dashboard: %d connections (its cap): %s (first from %s)", self.cap,
+                            "closing the idlest to let new ones in" if evicted else
+                            "all busy, refusing new ones until one closes", peer[0] if peer else "?")
+            if not evicted:
+                return None
+        else:
+            self._crowded = False
         conn = _Conn(transport, self.clock())
         self.conns[transport] = conn
         return conn
+
+    def _evict_idlest(self) -> bool:
+        """Close the connection with no request in progress that was quiet the longest."""
+        idle = [c for c in self.conns.values() if not c.busy]
+        if not idle:
+            return False
+        oldest = min(idle, key=lambda c: c.last)
+        oldest.transport.close()
+        self._release(oldest)
+        self.evicted += 1
+        return True
 
     def _release(self, conn: _Conn) -> None:
         self.conns.pop(conn.transport, None)
