@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import configparser
+import os
 import resource
 import socket
 import subprocess
@@ -290,3 +291,42 @@ def test_low_items_through_the_daemon():
         d.stop()
     log = d.stderr()
     assert "FORGED" in log and "\nnutups: FORGED" not in log and "evil\\nnutups: FORGED" in log
+
+
+@pytest.mark.timeout(300)
+def test_nut_out_of_descriptors_says_so_once_and_recovers():
+    """MAXCONN above what `ulimit -n 1024` allows: the NUT port runs out of descriptors.  It
+    says so in one line (the old server logged each try of a level-triggered accept: 86,162
+    lines in 10 s), does not spin, and accepts again once clients leave."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 4096:
+        pytest.skip(f"the test itself needs about 1,200 descriptors (hard limit {hard})")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192) if hard != resource.RLIM_INFINITY else 8192,
+                                                hard))
+    d = WebDaemon(upsd_conf="MAXCONN 4000\n")
+    d.preexec_fn = _limit_1024
+    d.start()
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(1100):
+            socks.append(socket.create_connection(("127.0.0.1", d.nut_port), timeout=10))
+        poll_until(lambda: "out of file descriptors" in d.stderr(), "the shortage said")
+        cpu0 = sum(int(x) for x in Path(f"/proc/{d.proc.pid}/stat").read_text().split()[13:15])
+        time.sleep(2.0)  # what a spinning accept would burn meanwhile
+        cpu1 = sum(int(x) for x in Path(f"/proc/{d.proc.pid}/stat").read_text().split()[13:15])
+        for s in socks:
+            s.close()
+        socks.clear()
+        out = poll_until(lambda: subprocess.run(["upsc", f"ups@127.0.0.1:{d.nut_port}", "ups.status"],
+                                                capture_output=True, text=True, timeout=30).stdout.strip(),
+                         "upsc answered again")
+        assert out
+        ticks = os.sysconf("SC_CLK_TCK")
+        print(f"\nNUT out of descriptors: {(cpu1 - cpu0) / ticks:.2f} s CPU over 2 s while starved")
+    finally:
+        for s in socks:
+            s.close()
+        d.stop()
+    log = d.stderr()
+    assert log.count("out of file descriptors") == 1, log[-3000:]
+    assert len(log) < 20_000
