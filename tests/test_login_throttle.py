@@ -165,7 +165,8 @@ def test_daemon_throttles_the_guesser_and_not_upsmon():
     """`nutups serve` with the dashboard: a guesser from 127.0.0.2 at full speed on the dashboard
     and the NUT port; meanwhile a stock upsmon (when root can run it), upsc and a dashboard login
     from 127.0.0.1 get in at once."""
-    d = WebDaemon().start()
+    hooked = nut_tmpdir() / "auth-failure"
+    d = WebDaemon(f"events:\n  AUTH_FAILURE:\n    run: sh -c 'echo \"$NUTUPS_MESSAGE\" >> {hooked}'\n").start()
     upsmon = None
     started = time.monotonic()
     try:
@@ -246,6 +247,8 @@ def test_daemon_throttles_the_guesser_and_not_upsmon():
         poll_until(lambda: any(e.type == "AUTH_FAILURE" for e in read_events(log)), "AUTH_FAILURE")
         failures = [e for e in read_events(log) if e.type == "AUTH_FAILURE"]
         assert GUESSER in failures[0].message and '"admin"' in failures[0].message
+        # an action mapped to AUTH_FAILURE in nutups.yaml runs with the event
+        poll_until(lambda: hooked.exists() and GUESSER in hooked.read_text(), "the AUTH_FAILURE hook")
     finally:
         if upsmon is not None:
             upsmon.terminate()

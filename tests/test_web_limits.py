@@ -52,9 +52,9 @@ def closed_by_server(sock: socket.socket) -> bool:
 class GatedServer:
     """A tiny aiohttp app behind a ConnectionGate on an injected clock, on a thread's loop."""
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self, cap: int, request: float = 60.0) -> None:
         self.clock = Clock()
-        self.gate = ConnectionGate(cap, idle=30.0, header=10.0, clock=self.clock)
+        self.gate = ConnectionGate(cap, idle=30.0, header=10.0, clock=self.clock, request=request)
         self.port = free_port()
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
@@ -138,6 +138,24 @@ def test_over_the_cap_the_idlest_goes_and_busy_ones_stay(caplog):
         assert len([r for r in caplog.records if "its cap" in r.message]) == 1
         for s in [*socks, fresh]:
             s.close()
+
+
+def test_a_body_sent_a_byte_at_a_time_gets_408():
+    with GatedServer(cap=5, request=0.5) as server:
+        async def reads_body(request: web.Request) -> web.Response:
+            return web.Response(text=str(len(await request.read())))
+
+        server.handler[0] = reads_body
+        s = server.connect()
+        s.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab")  # 98 bytes never come
+        s.settimeout(30)
+        answer = s.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        s.close()
+        quick = server.connect()  # a request in time is answered as before
+        quick.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab")
+        assert quick.recv(65536).endswith(b"\r\n\r\n2")
+        quick.close()
 
 
 def test_when_all_are_busy_new_ones_are_refused(caplog):

@@ -6,8 +6,8 @@ usual ``ulimit -n 1024``, and NUT clients could no longer connect.  A connection
 makes room by closing the connection idle the longest (none in the middle of a request), or,
 when every one is busy, is closed as soon as it is accepted; one line says so per burst.  A connection with no request
 in progress closes after ``IDLE_S``; a request's headers must be complete within ``HEADER_S``
-of its first byte.  A request being answered (the live feed's stream) is neither: the live
-feed keeps its own limit (``LIVE_CLIENTS``).
+of its first byte, and the request (its body included) must be answered within ``REQUEST_S``.
+The live feed's stream is none of these: it keeps its own limit (``LIVE_CLIENTS``).
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ MARGIN = 64  # descriptors kept for files, SQLite, the event log, drivers, MQTT,
 IDLE_S = 30.0
 HEADER_S = 10.0
 SWEEP_S = 1.0
+REQUEST_S = 60.0  # a request (its body included) answered within this, or 408; streams excepted
+STREAMS = ("/api/v1/live",)
 LIVE_CLIENTS = 32  # live feeds (SSE) open at once; more get 503
 ACCEPT_TROUBLE = "socket.accept() out of system resource"  # asyncio's message on EMFILE
 
@@ -123,8 +125,9 @@ class ConnectionGate:
     """The cap and the timeouts of one dashboard (its site, middleware and sweep)."""
 
     def __init__(self, cap: int, idle: float = IDLE_S, header: float = HEADER_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, request: float = REQUEST_S) -> None:
         self.cap = cap
+        self.request = request
         self.idle = idle
         self.header = header
         self.clock = clock
@@ -206,7 +209,17 @@ class ConnectionGate:
         conn.busy += 1
         conn.header_since = None
         try:
-            return await handler(request)
+            if request.path in STREAMS:
+                return await handler(request)
+            # a body sent a byte at a time must not hold the connection for ever
+            deadline = asyncio.timeout(self.request)
+            try:
+                async with deadline:
+                    return await handler(request)
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+            return web.json_response({"error": f"the request took more than {self.request:g} s"}, status=408)
         finally:
             conn.busy -= 1
             conn.last = self.clock()
