@@ -505,6 +505,9 @@ class NutServer:
                 conn.held = None
                 if self._answered(conn, data, reply, pos):  # may hold the next attempt
                     self._serve(conn)
+                if (conn.fd in self._conns and conn.held is None and conn.inbuf is None and conn.tls
+                        and conn.sock.pending()):  # type: ignore[attr-defined]
+                    self._read(conn)  # TLS bytes decrypted meanwhile: epoll cannot see them
                 self._update_mask(conn)
             for conn in self._holding.values():
                 assert conn.held is not None
