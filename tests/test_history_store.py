@@ -262,3 +262,21 @@ def test_variables_come_from_memory_after_a_restart(tmp_path):
         t.join(30)
         assert result == [["battery.charge", "mains"]]
     again.close()
+
+
+def test_events_before_the_clock_is_synchronised_are_marked(monkeypatch):
+    """An event record says when its time may be off (fake-hwclock's time before NTP); a line
+    taken while synchronised stays as it was written before."""
+    import json
+
+    from nutups.events import types
+
+    monkeypatch.setattr(types, "clock_synchronised", lambda: False)
+    early = types.Event(types.EventType.AC_POWER_LOSS, "ups", "mains lost")
+    assert json.loads(early.to_json())["unsynced"] is True
+    assert types.Event.from_json(early.to_json()).unsynced
+    monkeypatch.setattr(types, "clock_synchronised", lambda: True)
+    later = types.Event(types.EventType.AC_POWER_RESTORED, "ups", "mains back")
+    assert "unsynced" not in json.loads(later.to_json())
+    monkeypatch.setattr(types, "clock_synchronised", lambda: None)  # cannot tell: not marked
+    assert not types.Event(types.EventType.AC_POWER_LOSS, "ups", "x").unsynced

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from ..clocksync import clock_synchronised
+
 
 class EventType(StrEnum):
     AC_POWER_LOSS = "AC_POWER_LOSS"
@@ -84,10 +86,14 @@ class Event:
     time: str = field(default_factory=utc_now_ms)  # UTC, milliseconds, ISO 8601
     seq: int = 0
     dashboard_notify: bool = False
+    # the system clock was not synchronised when it happened (a Pi before NTP: ``time`` may be off)
+    unsynced: bool = field(default_factory=lambda: clock_synchronised() is False)
 
     def to_json(self) -> str:
         data = asdict(self)
         data["type"] = str(self.type)
+        if not self.unsynced:
+            del data["unsynced"]  # the common case: lines as before
         return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
     @classmethod
@@ -99,4 +105,5 @@ class Event:
             type=EventType(data["type"]), ups=str(data["ups"]), message=str(data.get("message", "")),
             value=data.get("value"), unit=data.get("unit"), time=str(data["time"]), seq=int(data["seq"]),
             dashboard_notify=bool(data.get("dashboard_notify", False)),
+            unsynced=bool(data.get("unsynced", False)),
         )

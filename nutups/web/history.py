@@ -32,8 +32,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..clocksync import clock_synchronised
 from ..state import UpsState
-from .clocksync import clock_synchronised
 from .config import HistorySettings
 
 log = logging.getLogger("nutups.history")

@@ -5,17 +5,26 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 from pathlib import Path
 
 TIME_ERROR = 5  # adjtimex(2): the clock is not synchronised
 TIMESYNC_FLAG = Path("/run/systemd/timesync/synchronized")  # systemd-timesyncd touches it once synced
 
 
-def _adjtimex_state() -> int | None:
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+
+def _adjtimex_state() -> int | None:
+    libc = _libc()
+    try:
         buf = ctypes.create_string_buffer(512)  # struct timex with modes = 0: read only
-        state = libc.adjtimex(buf)
+        state = libc.adjtimex(buf) if libc is not None else -1
     except (OSError, AttributeError):
         return None
     return None if state < 0 else state
