@@ -138,6 +138,8 @@ class ConnectionGate:
         self._crowded = False
         self._starved = False
         self._sweeper: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._previous: Callable | None = None
 
     # --- accepting --------------------------------------------------------------------
 
@@ -247,12 +249,14 @@ class ConnectionGate:
             self._sweeper = loop.call_later(SWEEP_S, tick)
 
         self._sweeper = loop.call_later(SWEEP_S, tick)
-        loop.set_exception_handler(self.exception_handler(loop.get_exception_handler()))
+        self._loop, self._previous = loop, loop.get_exception_handler()
+        loop.set_exception_handler(self.exception_handler(self._previous))
 
     def stop(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+            self._loop.set_exception_handler(self._previous)
 
 
 class GatedSite(web.TCPSite):
