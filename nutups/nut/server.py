@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import heapq
 import logging
 import os
 import select
@@ -111,7 +112,8 @@ class NutServer:
         self._wake_r, self._wake_w = -1, -1
         self._queued = 0  # unsent answers of all connections together (bytes)
         self._refusing = False  # MAXCONN reached and a connection refused since the last accept
-        self._holding: dict[int, _Conn] = {}  # connections whose answer waits (throttled logins)
+        self._holding: list[tuple[float, int, _Conn]] = []  # heap: (send at, seq, conn) of throttled logins
+        self._hold_seq = 0
         self._starved = False  # out of descriptors since the last accept (one line per burst)
         self._resume_at = 0.0  # listeners paused after a shortage: accept again from then on
 
@@ -380,7 +382,8 @@ class NutServer:
             conn.held = (session.hold_until, data, reply, pos)
             session.hold_until = 0.0
             conn.inbuf = data  # nothing more is read until the answer is out
-            self._holding[conn.fd] = conn
+            self._hold_seq += 1
+            heapq.heappush(self._holding, (conn.held[0], self._hold_seq, conn))
             return False
         if pos >= len(data):
             conn.inbuf = None
@@ -496,12 +499,11 @@ class NutServer:
                     self._ep.modify(fd, _IN)  # type: ignore[union-attr]
             else:
                 timeout = min(timeout, self._resume_at - now)
-        if self._holding:
-            clock = self.core.throttle.clock()
-            for conn in [c for c in self._holding.values() if c.held is not None and c.held[0] <= clock]:
-                assert conn.held is not None
+        clock = self.core.throttle.clock()
+        while self._holding and self._holding[0][0] <= clock:
+            conn = heapq.heappop(self._holding)[2]
+            if conn.held is not None and self._conns.get(conn.fd) is conn:  # else: closed meanwhile
                 _, data, reply, pos = conn.held
-                del self._holding[conn.fd]
                 conn.held = None
                 if self._answered(conn, data, reply, pos):  # may hold the next attempt
                     self._serve(conn)
@@ -509,9 +511,8 @@ class NutServer:
                         and conn.sock.pending()):  # type: ignore[attr-defined]
                     self._read(conn)  # TLS bytes decrypted meanwhile: epoll cannot see them
                 self._update_mask(conn)
-            for conn in self._holding.values():
-                assert conn.held is not None
-                timeout = min(timeout, max(conn.held[0] - clock, 0.001))
+        if self._holding:
+            timeout = min(timeout, max(self._holding[0][0] - clock, 0.001))
         return timeout
 
     def _sweep(self) -> None:
@@ -527,7 +528,7 @@ class NutServer:
     def _close(self, conn: _Conn) -> None:
         if self._conns.pop(conn.fd, None) is None:
             return
-        self._holding.pop(conn.fd, None)
+        conn.held = None  # its entry in _holding is skipped when due
         self._queued -= len(conn.out)
         conn.out.clear()
         conn.inbuf = None
