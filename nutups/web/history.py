@@ -254,6 +254,7 @@ class HistoryStore:
     def _put_back(self, batch: list[Point]) -> None:
         with self._lock:
             merged = batch + self._pending
+            self._writing = []  # back to pending in the same step: a query sees each point once
             over = len(merged) - MAX_PENDING
             if over > 0:
                 self.dropped += over
