@@ -43,6 +43,9 @@ NUT_ERRORS = {
     "READONLY": 409, "INVALID-VALUE": 400, "TOO-LONG": 400, "INVALID-ARGUMENT": 400,
     "DATA-STALE": 503, "DRIVER-NOT-CONNECTED": 503,
 }
+# the driver's TRACKING result for a SET -> the HTTP status that says the same
+DRIVER_ERRORS = {"INVALID-ARGUMENT": 400, "UNKNOWN": 404, "FAILED": 502}
+SET_WAIT_S = 10.0  # how long a SET waits for the driver's result before answering 202 (PENDING)
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; "
                                "frame-ancestors 'none'; base-uri 'none'",
@@ -337,18 +340,41 @@ class Dashboard:
             value = body["value"]
         except (ValueError, KeyError, TypeError):
             return _error(400, 'send {"value": ...}')
-        return self._nut(request, who, f'SET VAR {s.name} {var} "{quote(str(value))}"')
+        answer = self._nut(request, who, f'SET VAR {s.name} {var} "{quote(str(value))}"', tracking=True)
+        if isinstance(answer, web.Response):
+            return answer
+        return await self._driver_result(answer)
 
-    def _nut(self, request: web.Request, who: tuple[str, str], line: str) -> web.Response:
-        """Run one privileged NUT request as this user, through the server core's own checks."""
+    async def _driver_result(self, tid: str) -> web.Response:
+        """What the driver made of a SET the server passed on (NUT's TRACKING result): OK only
+        once the driver applied it; its refusal (nan, an object) as the error it gave."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SET_WAIT_S
+        result = self.core.tracker.get(tid)
+        while result == "PENDING" and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+            result = self.core.tracker.get(tid)
+        if result == "SUCCESS":
+            return web.json_response({"result": "OK"})
+        if result == "PENDING":
+            return web.json_response({"result": "PENDING", "tracking": tid}, status=202)
+        code = result.removeprefix("ERR ").split()[0]
+        return web.json_response({"error": code, "by": "driver"}, status=DRIVER_ERRORS.get(code, 502))
+
+    def _nut(self, request: web.Request, who: tuple[str, str], line: str,
+             tracking: bool = False) -> web.Response | str:
+        """Run one privileged NUT request as this user, through the server core's own checks;
+        with ``tracking``, the tracking id of a request the server passed on to the driver."""
         username, password = who
         session = Session(self.core, f"dashboard:{request.remote}")
         try:
-            reply = session.receive(f'USERNAME "{quote(username)}"\nPASSWORD "{quote(password)}"\n'
-                                    f"{line}\n".encode())
+            reply = session.receive((f'USERNAME "{quote(username)}"\nPASSWORD "{quote(password)}"\n'
+                                     + ("SET TRACKING ON\n" if tracking else "") + f"{line}\n").encode())
         finally:
             session.close()
         last = reply.decode(errors="replace").strip().splitlines()[-1]
+        if tracking and last.startswith("OK TRACKING "):
+            return last.removeprefix("OK TRACKING ").strip()
         if last.startswith("OK"):
             return web.json_response({"result": "OK"})
         code = last.removeprefix("ERR ").split()[0]
