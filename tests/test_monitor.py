@@ -564,7 +564,7 @@ def test_controls_go_with_the_remote_servers_rights(watched, remote_nut, mosquit
     status, body, _ = d.request("POST", "/api/v1/ups/rack/command/load.off", None, basic("viewer", "viewpw"))
     said = (real.stdout + real.stderr).strip()  # upscmd -w prints the tracked result: SUCCESS, ERR UNKNOWN ...
     if said.startswith("ERR "):
-        assert status != 200 and body == {"error": said.split()[1]}, (status, body, said)
+        assert status != 200 and body == {"error": said.split()[1], "by": "driver"}, (status, body, said)
     else:
         assert (status, body) == (200, {"result": "OK"}) and said in ("OK", "SUCCESS"), (status, body, said)
     assert "dashboard user viewer from 127.0.0.1: SET VAR ups.delay.shutdown on rack" in d.stderr()
@@ -593,6 +593,10 @@ def test_a_setting_typed_on_the_dashboard_reaches_the_remote_server(page, watche
     d, _ = watched
     address = f"rack@127.0.0.1:{remote_nut.port}"
     before = upsc(address)["ups.delay.shutdown"]
+    # the page shows what the last poll read: once that is the server's value, load it afresh
+    poll_until(lambda: d.get("/api/v1/ups/rack")[1]["variables"].get("ups.delay.shutdown") == before, "read")
+    page.reload()
+    expect(page.locator("#feed")).to_have_text("live")
     rack = page.locator('section[data-ups="rack"]')
     rack.locator("details.controls summary").click()
     row = rack.locator(".rw .rw-row").filter(has_text="ups.delay.shutdown")

@@ -162,13 +162,14 @@ class NutClient:
             try:
                 result = await self.request(request("GET", "TRACKING", name_word(tracking, "tracking id")))
             except NutError as exc:  # ERR UNKNOWN, ERR FAILED, ERR INVALID-ARGUMENT: as the driver said
-                raise NutError(exc.code, "the driver's result") from None
+                raise NutError(exc.code, "the driver's result", by_driver=True) from None
             if result.words != ["PENDING"]:
                 if result.words != ["SUCCESS"]:
-                    raise NutError(result.words[-1] if result.words else "FAILED", "the driver's result")
+                    raise NutError(result.words[-1] if result.words else "FAILED", "the driver's result",
+                                   by_driver=True)
                 return
             if loop.time() > deadline:
-                raise NutError("FAILED", "the command did not finish in time")
+                raise NutError("FAILED", "the command did not finish in time", by_driver=True)
             await asyncio.sleep(TRACKING_POLL_S)
 
     async def close(self) -> None:

@@ -23,9 +23,10 @@ MAX_REPLY_LINES = 100_000  # a LIST longer than this is not a UPS: the connectio
 class NutError(Exception):
     """The server answered ``ERR CODE``; ``code`` is the CODE (ACCESS-DENIED, DATA-STALE ...)."""
 
-    def __init__(self, code: str, context: str = "") -> None:
+    def __init__(self, code: str, context: str = "", by_driver: bool = False) -> None:
         super().__init__(f"ERR {code}" + (f" ({context})" if context else ""))
         self.code = code
+        self.by_driver = by_driver  # a tracked command's result: the driver refused, not upsd
 
 
 class ProtocolError(Exception):
