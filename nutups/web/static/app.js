@@ -251,6 +251,7 @@ async function details(name) {
   if (status !== 200) return;
   const entry = ups.get(name);
   entry.info = data;
+  $(".ups-desc", entry.el).textContent = data.desc || "";  // a remote UPS's desc comes with its server's answer
   const form = $(".rw", entry.el);
   form.replaceChildren();
   for (const [v, spec] of Object.entries(data.rw)) {
