@@ -97,3 +97,91 @@ def run_outage(cell: str, board: str = "x1202", load_w: float = 5.0, prior_load_
                                   state.value("ups.status") or ""))
     loop.close()
     return out
+
+
+@dataclass
+class Drill:
+    """One outage through the Pi's shutdown policy, sans daemon: the driver's readings go to the
+    policy as the daemon's runner feeds them; two secondaries log out ``logout_s`` after FSD."""
+
+    cell: str
+    board: str
+    load_w: float
+    start_soc: float
+    command_left_s: float | None = None  # the cell's true time to empty when the Pi's command ran
+    lb_left_s: float | None = None  # ... when LB first showed
+    reason: str = ""
+    fsd: bool = False
+
+    @property
+    def minutes_left(self) -> float | None:
+        return None if self.command_left_s is None else self.command_left_s / 60
+
+
+def run_drill(cell: str, board: str, load_w: float, start_soc: float = 100.0, hostsync: float = 15.0,
+              logout_s: float = 5.0, grace: float = 30.0, blip_s: float | None = None,
+              settings: dict | None = None, options: dict[str, str] | None = None) -> Drill:
+    """Mains lost at ``start_soc`` (for good, or back after ``blip_s``); the policy on the simulator's
+    clock. Polls every 2 s once the truth is under 45 minutes (every 20 s before: hours in seconds)."""
+    from nutups.shutdown.policy import RunCommand, SetFsd, ShutdownPolicy
+    from nutups.shutdown.runner import reading_of
+    from nutups.shutdown.settings import ShutdownSettings
+
+    time = ManualTime()
+    clock = SimClock(1.0, source=time)
+    hat = SimulatedHat(board, clock=clock, load_w=load_w, cell=load_cell(cell))
+    hat.set(soc=start_soc)
+    opts = {"sim": "yes", "board": board, "load_w": str(load_w), "load_meter": "auto"}
+    opts.update(options or {})
+    state = UpsState("ups", clock=clock)
+    driver = X120xDriver(state, UpsSection("ups", 0, "x120x", None, None, opts), Path("."), clock=clock,
+                         hardware=hat)
+    driver._init_variables()
+    state.connected = True
+    policy = ShutdownPolicy(ShutdownSettings(grace=grace, hostsync=hostsync, **(settings or {})), "ups",
+                            driver.series_cells, clock=clock)
+    out = Drill(cell, board, load_w, start_soc)
+    logout_at: float | None = None
+    loop = asyncio.new_event_loop()
+
+    def carry_out(actions) -> None:
+        nonlocal logout_at
+        for action in actions:
+            if isinstance(action, SetFsd):
+                state.force_shutdown()
+                out.fsd = True
+                logout_at = clock() + logout_s
+            elif isinstance(action, RunCommand):
+                out.command_left_s = hat.state()["time_to_empty_s"] or 0.0
+                out.reason = policy.reason
+                carry_out(policy.command_finished(action.argv, action.reboot, 0, ""))
+
+    state.on_publish(lambda st: carry_out(policy.observe(reading_of(st, driver, clock))))
+    carry_out(policy.logins(2))
+    loop.run_until_complete(driver.measure_load())
+    driver.poll()
+    hat.set(ac=False)
+    driver.on_edge()
+    t0 = time.t
+    while out.command_left_s is None:
+        true = hat.state()["time_to_empty_s"]
+        if not true:
+            break
+        time.t += 2.0 if true < 2700 or policy.under_way else 20.0
+        if blip_s is not None and time.t - t0 >= blip_s and not hat.model.ac:
+            hat.set(ac=True)
+            driver.on_edge()
+        if blip_s is not None and time.t - t0 > blip_s + 120:
+            break
+        if logout_at is not None and clock() >= logout_at:
+            logout_at = None
+            carry_out(policy.logins(0))
+        deadline = policy.deadline()
+        if deadline is not None and clock() >= deadline:
+            carry_out(policy.tick())
+        loop.run_until_complete(driver.measure_load())
+        driver.poll()
+        if out.lb_left_s is None and "LB" in (state.value("ups.status") or "").split():
+            out.lb_left_s = hat.state()["time_to_empty_s"]
+    loop.close()
+    return out
