@@ -261,7 +261,7 @@ class Daemon:
 
     def _start_shutdown(self, settings: ShutdownSettings) -> None:
         assert self.engine is not None
-        self.shutdown = shutdown_runner(settings, self.states, self.drivers, self.engine.emit)
+        self.shutdown = shutdown_runner(settings, self.states, self.drivers, self.engine.emit, self.datapath)
         if self.shutdown is not None:
             self._tasks.append(asyncio.get_running_loop().create_task(self.shutdown.run(), name="shutdown"))
 

@@ -140,6 +140,8 @@ def run_drill(cell: str, board: str, load_w: float, start_soc: float = 100.0, ho
     state.connected = True
     policy = ShutdownPolicy(ShutdownSettings(grace=grace, hostsync=hostsync, **(settings or {})), "ups",
                             driver.series_cells, clock=clock)
+    if hasattr(driver, "shutdown_needs"):  # as the daemon's runner tells it
+        driver.shutdown_needs(policy.runtime_needed())
     out = Drill(cell, board, load_w, start_soc)
     logout_at: float | None = None
     loop = asyncio.new_event_loop()

@@ -339,13 +339,13 @@ def test_settings_errors_name_file_line_and_what_is_accepted():
         f"{fn}:4: shutdown.hostsync: -1 is not a number from 0 to 3600 s",
         f"{fn}:5: shutdown.command: cannot split \"poweroff 'unclosed\" into words (No closing quotation)",
         f"{fn}:6: shutdown.cells: 1.5 is not a whole number from 1 to 24",
-        f"{fn}:8: shutdown.halt: unknown setting in shutdown (known: grace, hostsync, command, reboot_command, "
+        f"{fn}:8: shutdown.halt: unknown setting in shutdown (known: grace, hostsync, poweroff, reserve, command, reboot_command, "
         "voltage_floor, cells, debounce, ups)",
     ]
     confdir = confpath_with("shutdown: [grace]\n")
     assert [str(p) for p in load_configuration(confdir).problems] == [
         f"{confdir}/nutups.yaml:1: shutdown: a list is not a mapping of shutdown settings (grace, hostsync, "
-        "command, reboot_command, voltage_floor, cells, debounce, ups)"]
+        "poweroff, reserve, command, reboot_command, voltage_floor, cells, debounce, ups)"]
     assert load_configuration(confdir).shutdown is None  # unusable: the policy stays off, and says why
 
 
