@@ -108,6 +108,7 @@ class Drill:
     board: str
     load_w: float
     start_soc: float
+    start_left_s: float = 0.0  # the cell's true time to empty when mains was lost
     command_left_s: float | None = None  # the cell's true time to empty when the Pi's command ran
     lb_left_s: float | None = None  # ... when LB first showed
     reason: str = ""
@@ -122,7 +123,7 @@ def run_drill(cell: str, board: str, load_w: float, start_soc: float = 100.0, ho
               logout_s: float = 5.0, grace: float = 30.0, blip_s: float | None = None,
               settings: dict | None = None, options: dict[str, str] | None = None) -> Drill:
     """Mains lost at ``start_soc`` (for good, or back after ``blip_s``); the policy on the simulator's
-    clock. Polls every 2 s once the truth is under 45 minutes (every 20 s before: hours in seconds)."""
+    clock. Polls every 2 s once the truth is under 20 minutes (every 10 s under 2 hours, every minute before)."""
     from nutups.shutdown.policy import RunCommand, SetFsd, ShutdownPolicy
     from nutups.shutdown.runner import reading_of
     from nutups.shutdown.settings import ShutdownSettings
@@ -164,12 +165,13 @@ def run_drill(cell: str, board: str, load_w: float, start_soc: float = 100.0, ho
     driver.poll()
     hat.set(ac=False)
     driver.on_edge()
+    out.start_left_s = hat.state()["time_to_empty_s"] or 0.0
     t0 = time.t
     while out.command_left_s is None:
         true = hat.state()["time_to_empty_s"]
         if not true:
             break
-        time.t += 2.0 if true < 2700 or policy.under_way else 20.0
+        time.t += 2.0 if true < 1200 or policy.under_way else 10.0 if true < 7200 else 60.0
         if blip_s is not None and time.t - t0 >= blip_s and not hat.model.ac:
             hat.set(ac=True)
             driver.on_edge()
