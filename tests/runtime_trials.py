@@ -189,3 +189,15 @@ def run_drill(cell: str, board: str, load_w: float, start_soc: float = 100.0, ho
             out.lb_left_s = hat.state()["time_to_empty_s"]
     loop.close()
     return out
+
+
+def soc_leaving(cell: str, board: str, load_w: float, seconds: float) -> float:
+    """The simulator's charge (%) from which the cell truly lasts ``seconds`` at this load."""
+    hat = SimulatedHat(board, clock=SimClock(1.0, source=ManualTime()), load_w=load_w, cell=load_cell(cell))
+    hat.model.ac = False
+    lo, hi = 0.0, 100.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        hat.model.set_soc(mid)
+        lo, hi = (mid, hi) if hat.model.time_to_empty() < seconds else (lo, mid)
+    return round(hi, 2)
