@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from ..drivers.base import Driver
+from ..durable import write_atomically
 from ..events.types import Event
 from ..external import RunTimeout, run_program
 from ..state import UpsState
@@ -72,11 +72,10 @@ class LogoutHistory:
     def save(self, values: list[float]) -> None:
         if self.path is None:
             return
-        tmp = self.path.with_suffix(".tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps({"logouts_s": [round(v, 1) for v in values[-LOGOUTS_KEPT:]]}))
-            os.replace(tmp, self.path)
+            write_atomically(self.path, json.dumps({"logouts_s": [round(v, 1) for v in values[-LOGOUTS_KEPT:]]})
+                             .encode())
         except OSError as exc:
             log.warning("cannot save the logout times to %s: %s", self.path, exc.strerror)
 
