@@ -10,7 +10,8 @@ import os
 import random
 
 import pytest
-from runtime_trials import CELL_NAMES, run_drill
+from runtime_trials import ALL_CELL_NAMES as CELL_NAMES
+from runtime_trials import run_drill
 
 from nutups.shutdown.settings import ShutdownSettings
 
