@@ -117,6 +117,7 @@ class Drill:
     lb_left_s: float | None = None  # ... when LB first showed
     reason: str = ""
     fsd: bool = False
+    started_after_s: float | None = None  # SHUTDOWN_STARTED this long after mains was lost
 
     @property
     def minutes_left(self) -> float | None:
@@ -161,6 +162,7 @@ def run_drill(cell: str, board: str, load_w: float, start_soc: float = 100.0, ho
             elif isinstance(action, RunCommand):
                 out.command_left_s = hat.state()["time_to_empty_s"] or 0.0
                 out.reason = policy.reason
+                out.started_after_s = policy.started_at - policy.since
                 carry_out(policy.command_finished(action.argv, action.reboot, 0, ""))
 
     state.on_publish(lambda st: carry_out(policy.observe(reading_of(st, driver, clock))))
