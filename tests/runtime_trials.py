@@ -65,7 +65,7 @@ class Outage:
 
 def run_outage(cell: str, board: str = "x1202", load_w: float = 5.0, prior_load_w: float = 5.0,
                load_meter: str = "auto", options: dict[str, str] | None = None, until_s: float | None = None,
-               poll_s: float = 2.0) -> Outage:
+               poll_s: float = 2.0, measured_capacity_ah: float | None = None) -> Outage:
     """Mains lost at full charge; poll the driver every ``poll_s`` simulated seconds until the
     cell is empty (or ``until_s``), sampling battery.runtime against the true time to empty.
     ``load_meter``: auto (the simulated Pi 5's PMIC) or none (the estimate starts from the prior)."""
@@ -79,6 +79,8 @@ def run_outage(cell: str, board: str = "x1202", load_w: float = 5.0, prior_load_
                          hardware=hat)
     driver._init_variables()
     state.connected = True
+    if measured_capacity_ah is not None:  # what the battery learning measured (issue 14 part 2)
+        driver.estimator.use_measured(capacity_ah=measured_capacity_ah)
     loop = asyncio.new_event_loop()
 
     def poll() -> None:  # as the driver's run loop does: the load meter, then the gauge
