@@ -307,7 +307,7 @@ class Daemon:
 
     def _start_shutdown(self, settings: ShutdownSettings) -> None:
         assert self.engine is not None
-        self.shutdown = shutdown_runner(settings, self.states, self.drivers, self.engine.emit)
+        self.shutdown = shutdown_runner(settings, self.states, self.drivers, self.engine.emit, self.datapath)
         if self.shutdown is not None and self.notifications is not None:
             self.shutdown.before_command = self.notifications.before_command
         if self.shutdown is not None:

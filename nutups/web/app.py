@@ -278,14 +278,16 @@ class Dashboard:
         return response
 
     async def login(self, request: web.Request) -> web.Response:
-        refused = self._throttled(request)
-        if refused is not None:
-            return refused
         try:
             body = await request.json()
             username, password = str(body["username"]), str(body["password"])
         except (ValueError, KeyError, TypeError):
             return _error(400, 'send {"username": ..., "password": ...}')
+        # the throttle is asked after the body is read, with no await between its answer and the count:
+        # requests whose bodies were held back cannot all be checked in the same moment
+        refused = self._throttled(request)
+        if refused is not None:
+            return refused
         found = self.logins.login(username, password)
         if found is None:  # logged (once a minute per address) and emitted by the throttle's report
             self.core.throttle.failed(request.remote or "", username, "dashboard")
