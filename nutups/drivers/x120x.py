@@ -13,6 +13,7 @@ from typing import Any
 from .. import __version__
 from ..durable import WriteHealth, write_atomically
 from ..hardware.boards import BOARDS, NOMINAL_CELL_VOLTAGE
+from ..hardware.chemistry import CHEMISTRIES, REFUSED
 from ..hardware.gauge import (
     DEFAULT_ADDRESS,
     FuelGauge,
@@ -56,8 +57,12 @@ def _truthy(value: str | None) -> bool:
 
 class X120xDriver(Driver):
     """`driver = x120x`.  Options: board, capacity_mah, i2c_bus, i2c_address, gpiochip,
-    pld_line, charge_line, pld_active, pollinterval, load_w, critical_voltage,
-    lb_debounce, battery_charge_warning, load_meter, sim (with sim_load_w, sim_chip, sim_cell)."""
+    pld_line, charge_line, pld_active, pollinterval, load_w, chemistry, critical_voltage,
+    lb_debounce, battery_charge_warning, load_meter, sim (with sim_load_w, sim_chip, sim_cell).
+
+    ``chemistry`` (generic, nmc, nca, lco; hardware/chemistry.py) picks the cells' open-circuit
+    curve, which the runtime estimate reads near empty, and the loaded-voltage floor under which
+    LB shows (``critical_voltage``) and the shutdown policy's floor defaults to."""
 
     name = "x120x"
     series_cells = 1  # every X120X is 1S: more cells only add capacity (hardware/boards.py)
@@ -84,7 +89,15 @@ class X120xDriver(Driver):
             raise DriverError(f"[{self.section.name}] pld_active = {pld_active}: high or low")
         self.pld_active_high = pld_active == "high"
         self.pollinterval = self.float_option("pollinterval", 2.0, 0.1, 60)
-        self.critical_voltage = self.float_option("critical_voltage", 3.2, 2.8, 3.8)
+        chemistry = (opt("chemistry", "generic") or "generic").strip().lower()
+        if chemistry in REFUSED:
+            raise DriverError(f"[{self.section.name}] chemistry = {chemistry}: {REFUSED[chemistry]}")
+        if chemistry not in CHEMISTRIES:
+            raise DriverError(f"[{self.section.name}] chemistry = {chemistry}: unknown (one of "
+                              f"{', '.join(CHEMISTRIES)}; generic when unsure: it reads empty early but never late)")
+        self.chemistry = CHEMISTRIES[chemistry]
+        self.critical_voltage = self.float_option("critical_voltage", self.chemistry.floor_v, 2.5, 3.8)
+        self.voltage_floor = self.critical_voltage  # per cell: the shutdown policy's floor unless it sets one
         self.lb_debounce = int(self.float_option("lb_debounce", 3, 1, 50))
         self.charge_warning = self.float_option("battery_charge_warning", 35, 0, 100)
         self.sim = "sim" in self.section.options and _truthy(opt("sim"))
@@ -97,7 +110,9 @@ class X120xDriver(Driver):
         self._load_settings()
         prior = float(self.settings.get("learned_load_w") or self.float_option("load_w", 5.0, 0.1, 50))
         self.estimator = RuntimeEstimator(self.capacity_mah / 1000.0, prior,
-                                          resistance_ohm=pack_resistance(self.board.cells_parallel))
+                                          resistance_ohm=pack_resistance(self.board.cells_parallel,
+                                                                         self.chemistry.cell_ohm),
+                                          curve=self.chemistry.curve, empty_v=self.chemistry.empty_v)
         meter = (opt("load_meter", "auto") or "auto").lower()
         if meter not in LOAD_METERS:
             raise DriverError(f"[{self.section.name}] load_meter = {meter}: one of {', '.join(LOAD_METERS)}")
@@ -462,6 +477,7 @@ class X120xDriver(Driver):
             ("battery.charge.warning", f"{self.charge_warning:.0f}"),
             ("driver.parameter.pollinterval", f"{self.pollinterval:g}"),
             ("driver.parameter.board", self.board.name),
+            ("driver.parameter.chemistry", self.chemistry.name),
         ):
             st.set(key, value)
         if self.sim:
