@@ -67,7 +67,8 @@ def test_the_chemistry_sets_the_curve_and_the_floor():
     assert nmc.estimator.curve is CHEMISTRIES["nmc"].curve
     assert nmc.critical_voltage == nmc.voltage_floor == CHEMISTRIES["nmc"].floor_v < 3.2
     assert nmc.state.value("driver.parameter.chemistry") == "nmc"
-    assert driver(chemistry="nmc", critical_voltage="3.0").voltage_floor == 3.0  # the option wins
+    own = driver(chemistry="nmc", critical_voltage="3.0")  # the driver's LB at 3.0 V; the policy's floor stays
+    assert (own.critical_voltage, own.voltage_floor) == (3.0, CHEMISTRIES["nmc"].floor_v)
 
 
 @pytest.mark.parametrize(("value", "says"), [("lfp", "4.2 V"), ("lipo4", "one of generic, nmc, nca, lco")])

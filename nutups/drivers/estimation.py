@@ -81,9 +81,10 @@ NEAR_EMPTY_SOC = 10.0
 TRUST_GAUGE_SOC = 20.0
 
 
-def pack_resistance(cells_parallel: int, cell_ohm: float = NOMINAL_CELL_RESISTANCE_OHM) -> float:
+def pack_resistance(cells_parallel: int, cell_ohm: float = NOMINAL_CELL_RESISTANCE_OHM,
+                    board_ohm: float = BOARD_RESISTANCE_OHM) -> float:
     """The nominal resistance between the cells' open-circuit voltage and battery.voltage, ohm."""
-    return cell_ohm / max(cells_parallel, 1) + BOARD_RESISTANCE_OHM
+    return cell_ohm / max(cells_parallel, 1) + board_ohm
 
 
 def energy_from_voltage_j(capacity_ah: float, resistance_ohm: float, volts: float, power_w: float,

@@ -97,7 +97,7 @@ class X120xDriver(Driver):
                               f"{', '.join(CHEMISTRIES)}; generic when unsure: it reads empty early but never late)")
         self.chemistry = CHEMISTRIES[chemistry]
         self.critical_voltage = self.float_option("critical_voltage", self.chemistry.floor_v, 2.5, 3.8)
-        self.voltage_floor = self.critical_voltage  # per cell: the shutdown policy's floor unless it sets one
+        self.voltage_floor = self.chemistry.floor_v  # per cell: the shutdown policy's floor unless it sets one
         self.lb_debounce = int(self.float_option("lb_debounce", 3, 1, 50))
         self.charge_warning = self.float_option("battery_charge_warning", 35, 0, 100)
         self.sim = "sim" in self.section.options and _truthy(opt("sim"))
@@ -111,7 +111,8 @@ class X120xDriver(Driver):
         prior = float(self.settings.get("learned_load_w") or self.float_option("load_w", 5.0, 0.1, 50))
         self.estimator = RuntimeEstimator(self.capacity_mah / 1000.0, prior,
                                           resistance_ohm=pack_resistance(self.board.cells_parallel,
-                                                                         self.chemistry.cell_ohm),
+                                                                         self.chemistry.cell_ohm,
+                                                                         self.chemistry.board_ohm),
                                           curve=self.chemistry.curve, empty_v=self.chemistry.empty_v)
         meter = (opt("load_meter", "auto") or "auto").lower()
         if meter not in LOAD_METERS:

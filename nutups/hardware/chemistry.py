@@ -67,7 +67,10 @@ class Chemistry:
     floor_v: float  # volts per cell under load: the default backstop (the driver's LB, the shutdown's floor)
     source: str
     empty_v: float = EMPTY_V  # volts under load the runtime estimate counts down to
-    cell_ohm: float = 0.03  # a cell's resistance until a measured one is given (the low end: see estimation.py)
+    # Until a measured resistance is given (RuntimeEstimator.use_measured), the low end of a cell's and of the
+    # board's: one taken too high reads the charge left, and so the runtime, too high (docs/runtime.md)
+    cell_ohm: float = 0.03
+    board_ohm: float = 0.01
 
 
 # The conservative curve nutups had before chemistries (boards.OCV_CURVE): empty at 3.27 V.
@@ -103,9 +106,9 @@ CHEMISTRIES: dict[str, Chemistry] = {c.name: c for c in (
     Chemistry("generic", "any Li-ion cell (conservative: reads empty early on NMC and NCA)", GENERIC_OCV, 3.2,
               "nutups' table before chemistries"),
     Chemistry("nmc", "NMC (LiNiMnCoO2) / graphite, e.g. LG M50, LG MJ1, Samsung 35E", NMC_OCV, 2.8,
-              "Chen et al. 2020, J. Electrochem. Soc. 167 080534 (PyBaMM Chen2020)", EMPTY_V + 0.1, 0.01),
+              "Chen et al. 2020, J. Electrochem. Soc. 167 080534 (PyBaMM Chen2020)", EMPTY_V + 0.15, 0.01),
     Chemistry("nca", "NCA (LiNiCoAlO2) / graphite, e.g. Panasonic NCR18650B", NCA_OCV, 2.9,
-              "Kim et al. 2011, J. Electrochem. Soc. 158 A955 (PyBaMM NCA_Kim2011)", EMPTY_V + 0.1, 0.0),
+              "Kim et al. 2011, J. Electrochem. Soc. 158 A955 (PyBaMM NCA_Kim2011)", EMPTY_V + 0.1, 0.0, 0.0),
     Chemistry("lco", "LCO (LiCoO2) / graphite, e.g. most ICR18650 cells", LCO_OCV, 3.0,
               "Marquis et al. 2019, J. Electrochem. Soc. 166 A3693 (PyBaMM Marquis2019)", 2.9, 0.03),
 )}
