@@ -141,7 +141,10 @@ class RuntimeEstimator:
         self.started: float | None = None
 
     def use_measured(self, capacity_ah: float | None = None, resistance_ohm: float | None = None) -> None:
-        """A capacity (Ah) and a resistance (ohm) measured on this pack; None: back to the nominal one."""
+        """A capacity (Ah) and a resistance (ohm) measured on this pack; None: back to the nominal one.
+        A resistance above the chemistry's nominal one reads the charge left higher near empty: on the
+        aged NCA pack a resistance from a load step on the full pack put the Pi's command at 1.7-2.8
+        minutes left on an X1201 (docs/runtime.md); the drill is proven on the nominal one."""
         self.capacity_ah = capacity_ah if capacity_ah and capacity_ah > 0 else self.nominal_capacity_ah
         self.resistance_ohm = (resistance_ohm if resistance_ohm and resistance_ohm > 0
                                else self.nominal_resistance_ohm)
