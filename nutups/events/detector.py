@@ -49,7 +49,7 @@ class Snapshot:
 
     @classmethod
     def from_state(cls, ups: UpsState) -> Snapshot:
-        tokens = ups.status_tokens()
+        tokens = ups.status_flags()
         mains = True if "OL" in tokens else False if "OB" in tokens else None
 
         def num(name: str) -> float | None:

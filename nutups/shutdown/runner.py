@@ -11,7 +11,7 @@ from collections.abc import Callable
 from ..drivers.base import Driver
 from ..events.types import Event
 from ..external import RunTimeout, run_program
-from ..state import UpsState
+from ..state import Subscription, UpsState
 from .policy import Action, Emit, Reading, RunCommand, SetFsd, ShutdownPolicy
 from .settings import ShutdownSettings
 
@@ -31,7 +31,7 @@ def reading_of(state: UpsState, driver: Driver | None, clock: Callable[[], float
     """What the UPS says now.  While its data is stale, mains comes from the driver's
     own line (the PLD edge still works when the gauge does not)."""
     fresh = state.connected and not state.stale
-    tokens = state.status_tokens() if fresh else []
+    tokens = state.status_flags() if fresh else frozenset()
     if "OL" in tokens:
         mains: bool | None = True
     elif "OB" in tokens:
@@ -55,24 +55,18 @@ class ShutdownRunner:
         self.clock = clock
         self._wake = asyncio.Event()
         self._commands: set[asyncio.Task] = set()
-        self.retired = False  # replaced by a reload: its listeners on the UPS do nothing more
+        self._subscriptions: list[Subscription] = []
+        self._running = True
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.state.on_publish(lambda state: None if self.retired else self._carry_out(self.policy.observe(
-            reading_of(state, self.driver, self.clock))))
-        def logins(count: int) -> None:  # on the NUT server's thread
-            if self.retired:
-                return
-            try:
-                loop.call_soon_threadsafe(lambda: self._carry_out(self.policy.logins(count)))
-            except RuntimeError:  # the loop is closed: the daemon is stopping
-                pass
-
-        self.state.on_logins(logins)
+        self._subscriptions = [  # both called on this loop, as every write of the state
+            self.state.on_publish(lambda state: self._carry_out(self.policy.observe(
+                reading_of(state, self.driver, self.clock)))),
+            self.state.on_logins(lambda count: self._carry_out(self.policy.logins(count))),
+        ]
         self._carry_out(self.policy.logins(self.state.numlogins))
         try:
-            while not self.retired:
+            while self._running:
                 self._wake.clear()
                 deadline = self.policy.deadline()
                 if deadline is not None and self.clock() >= deadline:
@@ -87,8 +81,14 @@ class ShutdownRunner:
                 except TimeoutError:
                     pass
         finally:
+            self._unsubscribe()
             for task in self._commands:
                 task.cancel()
+
+    def _unsubscribe(self) -> None:
+        for subscription in self._subscriptions:
+            subscription.cancel()
+        self._subscriptions = []
 
     def reconfigure(self, settings: ShutdownSettings | None) -> None:
         """SIGHUP: the new `shutdown:` (None: removed), unless a shutdown is under way."""
@@ -112,7 +112,8 @@ class ShutdownRunner:
 
     def retire(self) -> None:
         """A reload replaces this runner (another UPS): it stops acting on anything."""
-        self.retired = True
+        self._unsubscribe()
+        self._running = False
         self._wake.set()
 
     def _carry_out(self, actions: list[Action]) -> None:

@@ -2,8 +2,8 @@
 (Server-Sent Events) and /metrics.  Every asset is served from this package: no CDN.
 
 Controls go through the NUT server core as a NUT client would send them (USERNAME,
-PASSWORD, INSTCMD or SET VAR), so the dashboard grants exactly what upscmd and upsrw
-would, checked by the same code.
+PASSWORD, INSTCMD or SET VAR, with TRACKING), so the dashboard grants exactly what upscmd
+and upsrw would, checked by the same code, and answers with the driver's result.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from aiohttp import web
 
 from ..events.log import event_timestamp, matches, parse_time, read_events
 from ..events.types import EventType
-from ..nut.protocol import ServerCore, Session
+from ..nut.protocol import ServerCore
 from ..nut.tokenizer import quote
-from ..state import UpsState
+from ..state import CommandResult, UpsState
 from .history import HistoryStore
 from .live import LiveFeed, state_snapshot
 from .login import COOKIE, IDLE_S, Logins
@@ -261,7 +261,7 @@ class Dashboard:
                 return _error(400, 'the body is JSON: {"param": ...} or nothing')
             param = body.get("param") if isinstance(body, dict) else None
         line = f"INSTCMD {s.name} {cmd}" + (f' "{quote(str(param))}"' if param is not None else "")
-        return self._nut(request, who, line)
+        return await self._nut(request, who, line)
 
     async def set_var(self, request: web.Request) -> web.Response:
         who = self._who(request)
@@ -276,20 +276,20 @@ class Dashboard:
             value = body["value"]
         except (ValueError, KeyError, TypeError):
             return _error(400, 'send {"value": ...}')
-        return self._nut(request, who, f'SET VAR {s.name} {var} "{quote(str(value))}"')
+        return await self._nut(request, who, f'SET VAR {s.name} {var} "{quote(str(value))}"')
 
-    def _nut(self, request: web.Request, who: tuple[str, str], line: str) -> web.Response:
-        """Run one privileged NUT request as this user, through the server core's own checks."""
+    async def _nut(self, request: web.Request, who: tuple[str, str], line: str) -> web.Response:
+        """Run one privileged NUT request as this user through the server core (its rights,
+        DATA-STALE, audit line and tracking); answer with the driver's result."""
+        if self.core.control is None:
+            return _error(503, "the NUT server is not running")
         username, password = who
-        session = Session(self.core, f"dashboard:{request.remote}")
-        try:
-            reply = session.receive(f'USERNAME "{quote(username)}"\nPASSWORD "{quote(password)}"\n'
-                                    f"{line}\n".encode())
-        finally:
-            session.close()
-        last = reply.decode(errors="replace").strip().splitlines()[-1]
-        if last.startswith("OK"):
-            return web.json_response({"result": "OK"})
-        code = last.removeprefix("ERR ").split()[0]
-        return web.json_response({"error": code}, status=NUT_ERRORS.get(code, 502))
+        last, outcome = await self.core.control(f"dashboard:{request.remote}", username, password, line)
+        if outcome is None:
+            code = last.removeprefix("ERR ").split()[0]
+            return web.json_response({"error": code}, status=NUT_ERRORS.get(code, 502))
+        tracking = last.split()[-1]
+        if outcome == CommandResult.SUCCESS:
+            return web.json_response({"result": "OK", "tracking": tracking})
+        return web.json_response({"error": "FAILED", "result": outcome.value, "tracking": tracking}, status=502)
 

@@ -47,7 +47,7 @@ def readings(state: UpsState) -> dict[str, float]:
             out[name] = float(value)
         except ValueError:
             continue
-    status = state.status_tokens()
+    status = state.status_flags()
     if "OL" in status:
         out[MAINS] = 1.0
     elif "OB" in status:

@@ -75,9 +75,7 @@ class UpsCollector:
                     family = families[name] = GaugeMetricFamily(metric_name(name), f"NUT variable {name}",
                                                                 labels=["ups"])
                 family.add_metric([state.name], number)
-            flags = set(state.status_tokens())
-            if state.fsd:
-                flags.add("FSD")
+            flags = state.status_flags()  # the client view: FSD, and the policy's LB
             for flag in STATUS_FLAGS:
                 status.add_metric([flag, state.name], 1.0 if flag in flags else 0.0)
             info.add_metric([*device.values(), state.name], 1.0)
