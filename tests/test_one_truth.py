@@ -163,15 +163,15 @@ def test_a_raising_listener_leaves_nut_answering(caplog):
 
 @needs_mosquitto
 def test_an_mqtt_command_without_rights_is_refused_and_audited_and_the_api_tells_the_real_result(mosquitto):
-    """MQTT commands go through the NUT core as the upsd.users account command_user: cmduser may
-    run load.off only (upsd.users), so switching the relay's outlet is ACCESS-DENIED, logged as
-    a refusal, and the relay stays off.  The API answers with the driver's result: a plug
+    """MQTT commands go through the NUT core as the upsd.users account command_user; without
+    one they have no rights: switching the relay's outlet is ACCESS-DENIED, logged as a refusal
+    (the audit line), and the relay stays off.  The API answers with the driver's result: a plug
     nobody answers for is FAILED (502), not a premature OK."""
     import aiomqtt
 
     dead = free_port()
     d = WebDaemon(f"outputs:\n  relay: 17\nintegrations:\n  mqtt:\n    host: 127.0.0.1\n    port: {mosquitto}\n"
-                  "    publish: true\n    command_user: cmduser\n  ac_devices:\n"
+                  "    publish: true\n  ac_devices:\n"
                   f"    - {{type: shelly, name: plug, host: 127.0.0.1, port: {dead}}}\naction_timeout: 1\n")
 
     async def go() -> dict:
@@ -189,7 +189,7 @@ def test_an_mqtt_command_without_rights_is_refused_and_audited_and_the_api_tells
 
     try:
         assert asyncio.run(go()) == {"command": "outlet.1.load.on", "result": "ACCESS-DENIED"}
-        assert "Instant command denied: cmduser@mqtt may not do outlet.1.load.on on ups" in d.stderr()
+        assert "Instant command denied: (mqtt)@mqtt may not do outlet.1.load.on on ups" in d.stderr()
         assert d.get("/api/v1/ups/ups")[1]["variables"]["outlet.1.status"] == "off"
         status, body, _ = d.request("POST", "/api/v1/ups/ups/command/outlet.2.load.on", None,
                                     {"Authorization": "Basic " + base64.b64encode(b"admin:adminpass").decode()})
@@ -200,3 +200,71 @@ def test_an_mqtt_command_without_rights_is_refused_and_audited_and_the_api_tells
         d.stop()
         print(d.stderr()[-4000:])
         shutil.rmtree(d.base, ignore_errors=True)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_result_after_tracking_keep_does_not_raise(caplog):
+    """A driver's result that comes after TRACKING_KEEP, when the entry has been purged by
+    later tracked commands, is dropped on the server's thread (where the Tracker lives
+    alone): nothing raises, GET TRACKING says ERR UNKNOWN (upsd forgets it too), the server
+    answers on."""
+    from nutups.config.users import User, UserTable
+    from nutups.nut.descriptions import Descriptions
+    from nutups.nut.protocol import TRACKING_KEEP, ServerCore
+    from nutups.nut.server import NutServer
+    from nutups.state import CommandResult, UpsState
+
+    clock = FakeClock()
+    ups = UpsState("ups", clock=clock)
+    ups.connected = True
+    ups.set("ups.status", "OL")
+    ups.add_command("load.off")
+    ups.data_ok()
+    core = ServerCore({"ups": ups}, UserTable({"admin": User("admin", "pw", set(), {"all"})}),
+                      Descriptions({}, {}), clock=clock)
+    threads = []
+    complete = core.tracker.complete
+    core.tracker.complete = lambda tid, result: (threads.append(threading.current_thread().name),
+                                                 complete(tid, result))
+    port = free_port()
+    server = NutServer(core, [("127.0.0.1", port)])
+
+    async def go() -> tuple[bytes, bytes]:
+        gate = asyncio.get_running_loop().create_future()
+        calls = []
+
+        def handler(cmd, param):
+            calls.append(cmd)
+            return gate if len(calls) == 1 else CommandResult.SUCCESS
+
+        ups.instcmd_handler = handler
+        await server.start()
+        try:
+            with RawClient(port) as c:
+                ask = lambda line: asyncio.to_thread(c.request, line)  # noqa: E731
+                for line in (b"USERNAME admin\n", b"PASSWORD pw\n", b"SET TRACKING ON\n"):
+                    assert await ask(line) == b"OK\n"
+                slow = (await ask(b"INSTCMD ups load.off\n")).split()[-1]
+                clock.now += TRACKING_KEEP + 1
+                ups.data_ok()
+                for _ in range(70):  # enough tracked commands to purge the expired entry
+                    assert (await ask(b"INSTCMD ups load.off\n")).startswith(b"OK TRACKING ")
+                gate.set_result(CommandResult.SUCCESS)  # the slow command's result, late
+                while len(threads) < 71:
+                    await ask(b"GET VAR ups ups.status\n")  # until every result has reached the tracker
+                return await ask(b"GET TRACKING " + slow + b"\n"), await ask(b"GET VAR ups ups.status\n")
+        finally:
+            await server.close()
+
+    with caplog.at_level(logging.WARNING):
+        tracking, status = asyncio.run(go())
+    assert tracking == b"ERR UNKNOWN\n" and status == b'VAR ups ups.status "OL"\n'
+    assert set(threads) == {"nut-server"}  # the Tracker is touched on the server's thread alone
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
