@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..durable import WriteHealth, write_atomically
 from ..hardware.boards import BOARDS, NOMINAL_CELL_VOLTAGE
 from ..hardware.gauge import (
     DEFAULT_ADDRESS,
@@ -90,6 +91,7 @@ class X120xDriver(Driver):
         self.hardware = hardware  # injected: a SimulatedHat, or None for the real HAT
         self.settings = dict(DEFAULTS)
         self.settings_path = (self.datapath / f"nutups-{self.section.name}.json") if self.datapath else None
+        self._settings_health = WriteHealth("the settings", self.settings_path or Path("."), self.log)
         self._load_settings()
         prior = float(self.settings.get("learned_load_w") or self.float_option("load_w", 5.0, 0.1, 50))
         self.estimator = RuntimeEstimator(self.capacity_mah / 1000.0, prior)
@@ -145,13 +147,13 @@ class X120xDriver(Driver):
         if self.settings_path is None:
             return
         self.settings["learned_load_w"] = round(self.estimator.prior_load_w, 3)
-        tmp = self.settings_path.with_suffix(".tmp")
         try:
             self.settings_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(self.settings, indent=1, sort_keys=True))
-            os.replace(tmp, self.settings_path)
-        except OSError as exc:
-            self.log.warning("cannot save settings to %s: %s", self.settings_path, exc.strerror)
+            write_atomically(self.settings_path, json.dumps(self.settings, indent=1, sort_keys=True).encode())
+        except OSError as exc:  # in force until the next save works; said once (durable.py)
+            self._settings_health.failed(exc, "the settings stay in force but are not kept over a restart")
+        else:
+            self._settings_health.ok("the settings are kept")
 
     # --- hardware --------------------------------------------------------------
 
