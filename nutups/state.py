@@ -161,10 +161,6 @@ class UpsState:
         """The FSD latch was set by the Pi's own shutdown policy (not a client's FSD)."""
         return self._fsd_low_battery
 
-    def served_status(self, value: str) -> str:
-        """``value`` (a ups.status) as clients see it with this UPS's FSD latch."""
-        return client_status(value, self._fsd, self._fsd_low_battery)
-
     # --- the client view (upsd's: what every client, web side and observer reads) --
 
     @property

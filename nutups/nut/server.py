@@ -292,6 +292,8 @@ class NutServer:
         finally:
             for conn in list(self._conns.values()):
                 self._close(conn)
+            if self.core.effects:  # the logins of the connections just closed
+                self._hand_over()
             for sock in self._listeners.values():
                 sock.close()
             self._listeners.clear()
