@@ -268,3 +268,59 @@ def test_a_result_after_tracking_keep_does_not_raise(caplog):
     assert tracking == b"ERR UNKNOWN\n" and status == b'VAR ups ups.status "OL"\n'
     assert set(threads) == {"nut-server"}  # the Tracker is touched on the server's thread alone
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_nut_clients_change_the_state_on_the_loop_only():
+    """LOGIN, logout and FSD from a NUT client are effects the server hands to the drivers'
+    loop: the UpsState is written there (its listeners run there), never on the server's
+    thread, and the client's own next request already sees FSD (as upsd answers)."""
+    base = nut_tmpdir()
+    users = USERS.replace("[monuser]", "[mon]\n  password = pw\n  upsmon primary\n\n[monuser]")
+    config = load_configuration(make_confdir(base / "conf", SIM_UPS, users=users))
+    config.datapath = base / "data"
+    port = free_port()
+    daemon = Daemon(config, listen=[("127.0.0.1", port)], statepath=base / "state")
+    seen: list[tuple[int, str]] = []
+
+    async def go() -> bytes:
+        await daemon.start()
+        try:
+            state = daemon.states[0]
+            changed = asyncio.Event()
+
+            def logins(count: int) -> None:
+                seen.append((count, threading.current_thread().name))
+                changed.set()
+
+            state.on_logins(logins)
+            with RawClient(port) as c:
+                ask = lambda line: asyncio.to_thread(c.request, line)  # noqa: E731
+                for line in (b"USERNAME mon\n", b"PASSWORD pw\n", b"LOGIN ups\n"):
+                    assert await ask(line) == b"OK\n"
+                await changed.wait()
+                assert await ask(b"FSD ups\n") == b"OK FSD-SET\n"
+                status = await ask(b"GET VAR ups ups.status\n")
+                changed.clear()
+            await changed.wait()  # the logout, as the connection closed
+            assert state.fsd and not state.fsd_by_policy
+            return status
+        finally:
+            await daemon.stop()
+
+    status = asyncio.run(go())
+    assert status.startswith(b'VAR ups ups.status "FSD OL')
+    assert seen == [(1, "MainThread"), (0, "MainThread")]
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_the_protocol_core_imports_no_asyncio():
+    """nut/protocol.py is sans-IO: no asyncio, no threads, nothing that runs a driver."""
+    import ast
+    from pathlib import Path
+
+    import nutups.nut.protocol as protocol
+
+    tree = ast.parse(Path(protocol.__file__).read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert not {"asyncio", "threading", "concurrent.futures", "inspect", "effects"} & imported, imported
