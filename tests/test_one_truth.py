@@ -324,3 +324,48 @@ def test_the_protocol_core_imports_no_asyncio():
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert not {"asyncio", "threading", "concurrent.futures", "inspect", "effects"} & imported, imported
+
+
+@needs_mosquitto
+def test_a_slow_plug_holds_up_no_other_mqtt_command(mosquitto):
+    """MQTT commands run as tasks: while a plug that never answers holds its command (for
+    action_timeout), the relay's command is carried out and answered; then the plug's is
+    answered FAILED, the driver's real result."""
+    import aiomqtt
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    plug = FakeShelly(2)
+    asyncio.run_coroutine_threadsafe(plug.start(), loop).result(10)
+    d = WebDaemon(f"outputs:\n  relay: 17\nintegrations:\n  mqtt:\n    host: 127.0.0.1\n    port: {mosquitto}\n"
+                  "    publish: true\n    command_user: admin\n  device_poll: 3600\n  ac_devices:\n"
+                  f"    - {{type: shelly, name: plug, host: 127.0.0.1, port: {plug.port}, gen: 2}}\n"
+                  "action_timeout: 5\n")
+
+    async def go() -> list[dict]:
+        results = []
+        async with aiomqtt.Client("127.0.0.1", mosquitto) as client:
+            await client.subscribe("nutups/ups/result")
+            await client.subscribe("nutups/status")
+            await asyncio.to_thread(d.start)
+            async with asyncio.timeout(60):
+                async for message in client.messages:
+                    if str(message.topic) == "nutups/status" and message.payload == b"online":
+                        plug.hang = True
+                        await client.publish("nutups/ups/command", "outlet.2.load.on")  # the plug: hangs
+                        await client.publish("nutups/ups/command", "outlet.1.load.on")  # the relay
+                    elif str(message.topic) == "nutups/ups/result":
+                        results.append(json.loads(message.payload))
+                        if len(results) == 2:
+                            return results
+        raise AssertionError("no results")
+
+    try:
+        assert asyncio.run(go()) == [{"command": "outlet.1.load.on", "result": "OK"},
+                                     {"command": "outlet.2.load.on", "result": "FAILED"}]
+    finally:
+        d.stop()
+        asyncio.run_coroutine_threadsafe(plug.close(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        shutil.rmtree(d.base, ignore_errors=True)
