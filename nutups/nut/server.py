@@ -204,6 +204,8 @@ class NutServer:
         NUT client with TRACKING on would: the same rights, DATA-STALE, audit line and tracking.
         Returns the core's last reply line and, when the request was passed on, the driver's result."""
         loop = asyncio.get_running_loop()
+        if any(c in text for text in (username, password, line) for c in "\r\n\0"):
+            return "ERR INVALID-ARGUMENT", None  # one request line, never two
         if self._thread is None:
             return "ERR DRIVER-NOT-CONNECTED", None
         future: asyncio.Future = loop.create_future()
@@ -215,10 +217,15 @@ class NutServer:
         inbox = self._inbox
         while inbox:
             item = inbox.popleft()
-            if item[0] == "done":
-                self.core.command_done(item[1], item[2], item[3])
-            else:
-                self._control(*item[1:])
+            try:
+                if item[0] == "done":
+                    self.core.command_done(item[1], item[2], item[3])
+                else:
+                    self._control(*item[1:])
+            except Exception:  # a bug must cost one request, never the server
+                log.exception("error carrying out %s", item[0])
+                if item[0] == "control":
+                    item[5].call_soon_threadsafe(_resolve, item[6], ("ERR FAILED", None))
 
     def _control(self, addr: str, username: str, password: str, line: str,
                  loop: asyncio.AbstractEventLoop, future: asyncio.Future) -> None:
