@@ -175,13 +175,16 @@ def test_an_mqtt_command_without_rights_is_refused_and_audited_and_the_api_tells
                   f"    - {{type: shelly, name: plug, host: 127.0.0.1, port: {dead}}}\naction_timeout: 1\n")
 
     async def go() -> dict:
+        sent: list[bool] = []
         async with aiomqtt.Client("127.0.0.1", mosquitto) as client:
             await client.subscribe("nutups/ups/result")
-            await client.subscribe("nutups/status")
+            await client.subscribe("nutups/ups/state")  # the daemon sends it once it listens for commands
             await asyncio.to_thread(d.start)
             async with asyncio.timeout(30):
                 async for message in client.messages:
-                    if str(message.topic) == "nutups/status" and message.payload == b"online":
+                    # a live state (not the broker's retained copy: that has retain set)
+                    if str(message.topic) == "nutups/ups/state" and not message.retain and not sent:
+                        sent.append(True)
                         await client.publish("nutups/ups/command", "outlet.1.load.on")
                     elif str(message.topic) == "nutups/ups/result":
                         return json.loads(message.payload)
@@ -347,11 +350,12 @@ def test_a_slow_plug_holds_up_no_other_mqtt_command(mosquitto):
         results = []
         async with aiomqtt.Client("127.0.0.1", mosquitto) as client:
             await client.subscribe("nutups/ups/result")
-            await client.subscribe("nutups/status")
+            await client.subscribe("nutups/ups/state")  # the daemon sends it once it listens for commands
             await asyncio.to_thread(d.start)
             async with asyncio.timeout(60):
                 async for message in client.messages:
-                    if str(message.topic) == "nutups/status" and message.payload == b"online":
+                    # a live state (not the broker's retained copy: that has retain set)
+                    if str(message.topic) == "nutups/ups/state" and not message.retain and not plug.hang:
                         plug.hang = True
                         await client.publish("nutups/ups/command", "outlet.2.load.on")  # the plug: hangs
                         await client.publish("nutups/ups/command", "outlet.1.load.on")  # the relay
