@@ -164,8 +164,8 @@ def test_a_raising_listener_leaves_nut_answering(caplog):
 @needs_mosquitto
 def test_an_mqtt_command_without_rights_is_refused_and_audited_and_the_api_tells_the_real_result(mosquitto):
     """MQTT commands go through the NUT core as the upsd.users account command_user; without
-    one they have no rights: switching the relay's outlet is ACCESS-DENIED, logged as a refusal
-    (the audit line), and the relay stays off.  The API answers with the driver's result: a plug
+    one, as a client that gave no USERNAME: switching the relay's outlet is USERNAME-REQUIRED,
+    logged as a refusal, and the relay stays off.  The API answers with the driver's result: a plug
     nobody answers for is FAILED (502), not a premature OK."""
     import aiomqtt
 
@@ -191,12 +191,13 @@ def test_an_mqtt_command_without_rights_is_refused_and_audited_and_the_api_tells
         raise AssertionError("no result on MQTT")
 
     try:
-        assert asyncio.run(go()) == {"command": "outlet.1.load.on", "result": "ACCESS-DENIED"}
-        assert "Instant command denied: (mqtt)@mqtt may not do outlet.1.load.on on ups" in d.stderr()
+        assert asyncio.run(go()) == {"command": "outlet.1.load.on", "result": "USERNAME-REQUIRED"}
+        assert ("WARNING nutups.mqtt: MQTT: outlet.1.load.on on ups refused: USERNAME-REQUIRED (set "
+                "integrations.mqtt.command_user to a user of upsd.users)") in d.stderr()
         assert d.get("/api/v1/ups/ups")[1]["variables"]["outlet.1.status"] == "off"
         status, body, _ = d.request("POST", "/api/v1/ups/ups/command/outlet.2.load.on", None,
                                     {"Authorization": "Basic " + base64.b64encode(b"admin:adminpass").decode()})
-        assert (status, body["error"], body["result"]) == (502, "FAILED", "ERR FAILED")
+        assert (status, body) == (502, {"error": "FAILED", "by": "driver"})
         assert "Instant command: admin@dashboard:127.0.0.1 did outlet.2.load.on on ups" in d.stderr()
         assert "INSTCMD outlet.2.load.on on ups failed: ERR FAILED" in d.stderr()
     finally:
@@ -372,4 +373,38 @@ def test_a_slow_plug_holds_up_no_other_mqtt_command(mosquitto):
         d.stop()
         asyncio.run_coroutine_threadsafe(plug.close(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
+        shutil.rmtree(d.base, ignore_errors=True)
+
+
+@needs_mosquitto
+def test_an_mqtt_command_user_without_the_right_is_refused_by_the_core_and_audited(mosquitto):
+    """command_user cmduser may run load.off only (upsd.users): the core refuses the relay's
+    outlet.1.load.on with ACCESS-DENIED and writes its audit line, as for upscmd."""
+    import aiomqtt
+
+    d = WebDaemon(f"outputs:\n  relay: 17\nintegrations:\n  mqtt:\n    host: 127.0.0.1\n    port: {mosquitto}\n"
+                  "    publish: true\n    command_user: cmduser\n")
+
+    async def go() -> dict:
+        sent: list[bool] = []
+        async with aiomqtt.Client("127.0.0.1", mosquitto) as client:
+            await client.subscribe("nutups/ups/result")
+            await client.subscribe("nutups/ups/state")  # the daemon sends it once it listens for commands
+            await asyncio.to_thread(d.start)
+            async with asyncio.timeout(30):
+                async for message in client.messages:
+                    # a live state (not the broker's retained copy: that has retain set)
+                    if str(message.topic) == "nutups/ups/state" and not message.retain and not sent:
+                        sent.append(True)
+                        await client.publish("nutups/ups/command", "outlet.1.load.on")
+                    elif str(message.topic) == "nutups/ups/result":
+                        return json.loads(message.payload)
+        raise AssertionError("no result on MQTT")
+
+    try:
+        assert asyncio.run(go()) == {"command": "outlet.1.load.on", "result": "ACCESS-DENIED"}
+        assert "Instant command denied: cmduser@mqtt may not do outlet.1.load.on on ups" in d.stderr()
+        assert d.get("/api/v1/ups/ups")[1]["variables"]["outlet.1.status"] == "off"
+    finally:
+        d.stop()
         shutil.rmtree(d.base, ignore_errors=True)

@@ -23,6 +23,7 @@ from .. import __version__
 from ..config.users import UserTable
 from ..state import CommandResult, UpsState, Variable, client_status
 from .descriptions import Descriptions
+from .throttle import LoginThrottle
 from .tokenizer import PLAIN_LINE, Line, LineTokenizer, quote
 
 NUT_VERSION = "2.8.0"  # the upsd release whose behaviour we reproduce (server.version)
@@ -197,6 +198,7 @@ class ServerCore:
     log: Callable[[str], None] = lambda message: None
     warn: Callable[[str], None] = lambda message: None  # a command the driver could not carry out
     tracker: Tracker = field(init=False)
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)  # failed logins per address
     sessions: list[Session] = field(default_factory=list)
     reply_cache: ReplyCache = field(default_factory=ReplyCache)
     # What requests ask of the drivers' loop, in order; the server hands them over in one go.
@@ -302,7 +304,7 @@ class Session:
     __slots__ = (
         "core", "addr", "username", "password", "login_ups", "tracking", "tls",
         "close_requested", "starttls_requested", "last_heard", "_tok", "_out", "closed",
-        "_cache_ups", "_cache_source", "_cache_stamp", "_now", "on_result",
+        "_cache_ups", "_cache_source", "_cache_stamp", "_now", "on_result", "hold_until",
     )
 
     def __init__(self, core: ServerCore, addr: str) -> None:
@@ -325,6 +327,7 @@ class Session:
         self._now = self.last_heard
         # who hears a command's result (the dashboard and MQTT wait for it; NUT clients use TRACKING)
         self.on_result: Callable[[CommandResult], None] | None = None
+        self.hold_until = 0.0  # a throttled login's answer waits until then (core.throttle.clock)
 
     # --- I/O boundary ----------------------------------------------------
 
@@ -398,6 +401,8 @@ class Session:
                 mark = len(out)
                 self._cache_ups = _NOT_CACHEABLE
                 self._dispatch(line)
+                if self.hold_until:  # a throttled login: its answer and what follows wait
+                    end = done = min(end, pos + used)
                 for part in out[mark:]:
                     size += len(part)
                 if idle and used == len(raw) and len(raw) <= _CACHEABLE_LINE and self._cache_ups is not _NOT_CACHEABLE:
@@ -470,8 +475,9 @@ class Session:
         ups = self._ups(args[0])
         if ups is None:
             return
-        if not self.core.users.check_action(self.username, self.password, action):
-            if action == "LOGIN":
+        if not self._guard(self.core.users.check_action(self.username, self.password, action)):
+            # a wrong password: the throttle reports it
+            if action == "LOGIN" and self.core.users.authenticate(self.username, self.password):
                 self.core.log(f"Login denied for {self.username}@{self.addr} on UPS [{ups.name}]")
             self._out.append(ERR_ACCESS_DENIED)
             return
@@ -529,6 +535,20 @@ class Session:
         """The reply tells nothing the UPS's values can change (only its freshness counts)."""
         self._cache_source = _UNCHANGING
         self._cache_stamp = _UNCHANGING.stamp
+
+    def _guard(self, allowed: bool) -> bool:
+        """A check of USERNAME and PASSWORD: a wrong pair counts against this address, and
+        from a throttled address the answer (whatever it is) waits (nut/throttle.py)."""
+        throttle = self.core.throttle
+        at = throttle.answer_at(self.addr)
+        if at > throttle.clock():
+            # throttled: refused late and not checked, so that parallel connections guess no faster
+            # than one connection (the dashboard's 429 does the same)
+            self.hold_until = at
+            return False
+        if not allowed and not self.core.users.authenticate(self.username, self.password):
+            throttle.failed(self.addr, self.username, "NUT", at)
+        return allowed
 
     # --- simple commands ----------------------------------------------------
 
@@ -831,7 +851,7 @@ class Session:
         ups = self._ups(upsname)
         if ups is None or not self._available(ups):
             return
-        if not self.core.users.check_action(self.username, self.password, "SET"):
+        if not self._guard(self.core.users.check_action(self.username, self.password, "SET")):
             self.core.log(f"Set variable denied: {self.username}@{self.addr} may not set {name} on {ups.name}")
             out.append(ERR_ACCESS_DENIED)
             return
@@ -873,7 +893,7 @@ class Session:
         if command is None:
             self._out.append(ERR_CMD_NOT_SUPPORTED)
             return
-        if not self.core.users.check_instcmd(self.username, self.password, args[1]):
+        if not self._guard(self.core.users.check_instcmd(self.username, self.password, args[1])):
             self.core.log(f"Instant command denied: {self.username}@{self.addr} may not do {command} "
                           f"on {ups.name}")
             self._out.append(ERR_ACCESS_DENIED)

@@ -41,7 +41,6 @@ COALESCE_S = 0.25  # changes within this are sent as one state message (well wit
 RETRY_S = (1, 2, 5, 10, 30, 60)  # waits before reconnecting to the broker
 OUTLET_COMMAND = re.compile(r"^outlet\.(\d+)\.load\.(on|off)$")
 COMMAND_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-NO_USER = "(mqtt)"  # who MQTT commands run as without command_user: no user of upsd.users, so no rights
 
 # (variable, component, key, Home Assistant fields)
 SENSORS: tuple[tuple[str, str, dict[str, Any]], ...] = (
@@ -225,8 +224,10 @@ class MqttPublisher:
             return None
         user = self.settings.command_user
         entry = self.core.users.users.get(user) if user else None
-        last, outcome = await control("mqtt", user or NO_USER, (entry.password if entry else None) or "",
+        # without command_user: as a client that gave no USERNAME (USERNAME-REQUIRED)
+        last, pending = await control("mqtt", user, (entry.password if entry else None) or "",
                                       f"INSTCMD {state.name} {cmd}")
+        outcome = await pending if pending is not None else None
         if outcome is None:
             result = last.removeprefix("ERR ")
             hint = "" if user else " (set integrations.mqtt.command_user to a user of upsd.users)"
