@@ -81,7 +81,7 @@ class WebService:
                           self.certfile, getattr(exc, "strerror", None) or exc)
                 return
         dashboard = Dashboard(self.states, self.core, self.live, self.history, self.event_log, registry,
-                              secure_cookies=context is not None)
+                              secure_cookies=context is not None, datapath=self.datapath)
         self.runner = web.AppRunner(dashboard.application(), access_log=None, handle_signals=False,
                                     shutdown_timeout=1.0)
         await self.runner.setup()
