@@ -257,7 +257,7 @@ def battery(confpath: Path | None, datapath: Path | None, only: str | None, as_j
         raise click.ClickException("no configuration (give --confpath): nutups battery reports the x120x "
                                    "UPSes of ups.conf")
     cfg = load_configuration(confpath, require_ups_conf=False)
-    datapath = resolve_datapath(datapath or cfg.datapath)
+    datapath = datapath or cfg.datapath or resolve_datapath(None)  # as serve: --datapath wins
     sections = [u for u in cfg.ups if u.driver == "x120x" and (only is None or u.name == only)]
     if not sections:
         raise click.ClickException(f"no x120x UPS{' ' + only if only else ''} in {confpath}/ups.conf")

@@ -99,10 +99,12 @@ class Life:
 
 
 def random_outages(life: Life, rng: random.Random, n: int, loads: tuple[float, float]) -> list[float]:
-    """``n`` outages from full: each of a random length (5 % to all of the runtime) at a random load."""
+    """``n`` outages from full, each at a random load and of a random length: from 5 % of what the
+    pack would run at that load to 1.3 times it, so that about a quarter outlast the pack and end
+    where the Pi's shutdown would end them (SHUTDOWN_LEFT_S truly left)."""
     lengths = []
     life.charge_full()
     for _ in range(n):
-        lengths.append(life.outage(rng, rng.uniform(*loads), rng.uniform(0.05, 1.0)))
+        lengths.append(life.outage(rng, rng.uniform(*loads), rng.uniform(0.05, 1.3)))
         life.charge_full()
     return lengths
