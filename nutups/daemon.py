@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, ConfigProblem, Configuration
-from .datapath import migrate_from_statepath
+from .datapath import DatapathLock, migrate_from_statepath
 from .drivers import DRIVERS, Driver, DriverError, NutSocketDriver, driver_factory
+from .durable import writable_directory
 from .events.devices import MqttSettings, make_device
 from .events.engine import EventEngine, HostSensors
+from .events.log import BACKLOG as EVENT_BACKLOG
 from .events.log import EventLog
 from .events.outlets import Outlets
 from .events.outputs import Outputs
@@ -79,6 +81,7 @@ class Daemon:
                                        else default_statepath())
         # what must survive a restart; STATEPATH keeps sockets only (nutups/datapath.py)
         self.datapath: Path = config.datapath
+        self.datapath_lock = DatapathLock(self.datapath)
         migrate_from_statepath(self.statepath, self.datapath, log)
         self.states: list[UpsState] = []
         self.drivers: dict[str, Driver] = {}
@@ -113,6 +116,7 @@ class Daemon:
         self.certfile = certfile
         self.web = None  # nutups.web.service.WebService, when the dashboard or MQTT is on
         self.shutdown: ShutdownRunner | None = None  # the Pi's own policy (shutdown: in nutups.yaml)
+        self.notifications = None  # nutups.events.notifications.Notifier, when nutups.yaml has notify: targets
 
     def _simulated_hat(self):
         for driver in self.drivers.values():
@@ -182,15 +186,20 @@ class Daemon:
             self.statepath.mkdir(parents=True, exist_ok=True, mode=0o750)
         except OSError as exc:
             log.warning("cannot create STATEPATH %s: %s", self.statepath, exc.strerror)
-        try:
-            self.datapath.mkdir(parents=True, exist_ok=True, mode=0o750)
-        except OSError as exc:
-            log.warning("cannot create the datapath %s: %s; settings and events are not kept",
-                        self.datapath, exc.strerror)
+        cannot_keep = writable_directory(self.datapath)  # creates it when missing
+        if cannot_keep is not None:  # a read-only root (overlayfs), a locked card: say it once, in words
+            log.warning("the datapath %s cannot be written (%s): nutups serves, but does not keep values set "
+                        "with upsrw or the charge window, the learned load, the event log (the newest %d "
+                        "events wait in memory) or the history over a restart; make %s writable, or name a "
+                        "writable directory with datapath: in nutups.yaml (or --datapath)",
+                        self.datapath, cannot_keep.strerror or cannot_keep, EVENT_BACKLOG, self.datapath)
+        self.datapath_lock.acquire()  # DatapathBusy: a second daemon on one datapath refuses to start
         raise_fd_limit(self.config.upsd.maxconn)
         loop = asyncio.get_running_loop()
         self.engine = self._build_events()
         self._tasks.append(loop.create_task(self.engine.poll_sensors(), name="sensors"))
+        if self.config.events.notify:
+            self._start_notifier()
         if self.engine.outlets is not None and self.engine.devices:
             first = self.states[0]
             engine = self.engine
@@ -259,9 +268,27 @@ class Daemon:
             return None
         return lambda name, watts: fed[name].mains_meter(watts) if name in fed else None
 
+    def _start_notifier(self) -> None:
+        """`notify:` targets: events mapped to them become messages, queued in the datapath."""
+        from .events.notifications import QUEUE_FILE, Notifier  # late: apprise loads only when used
+
+        assert self.engine is not None
+
+        def plan(ups: str):
+            runner = self.shutdown
+            if runner is None or runner.retired or runner.state.name != ups:
+                return None
+            return runner.down_by()
+
+        self.notifications = Notifier(self.config.events, self.states, self.datapath / QUEUE_FILE, plan)
+        self.engine.on_event(self.notifications.on_event)
+        self._tasks.append(asyncio.get_running_loop().create_task(self.notifications.run(), name="notify"))
+
     def _start_shutdown(self, settings: ShutdownSettings) -> None:
         assert self.engine is not None
         self.shutdown = shutdown_runner(settings, self.states, self.drivers, self.engine.emit)
+        if self.shutdown is not None and self.notifications is not None:
+            self.shutdown.before_command = self.notifications.before_command
         if self.shutdown is not None:
             self._tasks.append(asyncio.get_running_loop().create_task(self.shutdown.run(), name="shutdown"))
 
@@ -304,6 +331,15 @@ class Daemon:
         if self.engine is not None and not [p for p in fresh.errors if p.file == yaml_file]:
             self.engine.reload(fresh.events)
             log.info("reload: event mapping and thresholds from nutups.yaml")
+            if self.notifications is not None:
+                self.notifications.reload(fresh.events)
+            elif fresh.events.notify:
+                self.config.events.notify = fresh.events.notify
+                for name in ("notify_coalesce", "notify_last_try", "notify_timeout", "notify_retry_max"):
+                    setattr(self.config.events, name, getattr(fresh.events, name))
+                self._start_notifier()
+                if self.shutdown is not None and self.notifications is not None:
+                    self.shutdown.before_command = self.notifications.before_command
             self._reload_shutdown(fresh.shutdown)
 
     async def _after_sim_change(self) -> None:
@@ -335,6 +371,7 @@ class Daemon:
             task.cancel()
         if leftovers:
             await asyncio.wait(leftovers, timeout=STOP_STAGE_S)
+        self.datapath_lock.release()
         log.info("stopped")
 
     async def run_forever(self, after_start: Callable[[], None] | None = None) -> None:
@@ -342,14 +379,8 @@ class Daemon:
         (`nutups upsd` drops its privileges there, as upsd does after binding)."""
         notifier = SystemdNotifier()
         notifier.status("starting")
-        await self.start()
-        if after_start is not None:
-            after_start()
-        names = ", ".join(s.name for s in self.states)
-        notifier.ready(f"serving {len(self.states)} UPS ({names}) on "
-                       + ", ".join(f"{h} port {p}" for h, p in self.bound))
-        self._tasks.append(asyncio.get_running_loop().create_task(notifier.watchdog(self.server.running),
-                                                                  name="watchdog"))
+        # the handlers first: a SIGHUP (`systemctl reload`) or SIGTERM once the port answers must not end the
+        # process as their default actions would (reload() copes with a daemon still starting)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -361,6 +392,14 @@ class Daemon:
             loop.add_signal_handler(signal.SIGHUP, self.reload)
         except (NotImplementedError, RuntimeError):
             pass
+        await self.start()
+        if after_start is not None:
+            after_start()
+        names = ", ".join(s.name for s in self.states)
+        notifier.ready(f"serving {len(self.states)} UPS ({names}) on "
+                       + ", ".join(f"{h} port {p}" for h, p in self.bound))
+        self._tasks.append(asyncio.get_running_loop().create_task(notifier.watchdog(self.server.running),
+                                                                  name="watchdog"))
         log.info("nutups serving %d UPS: %s", len(self.states), ", ".join(s.name for s in self.states))
         await stop.wait()
         log.info("stopping")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
+from ..durable import WriteHealth, write_atomically
 from .learning import BatteryRecord
 
 
@@ -29,13 +29,16 @@ def load_record(path: Path, log: logging.Logger | None = None) -> BatteryRecord:
         return BatteryRecord()
 
 
-def save_record(path: Path, record: BatteryRecord, log: logging.Logger | None = None) -> None:
+def save_record(path: Path, record: BatteryRecord, health: WriteHealth | None = None) -> None:
+    """Write the record whole (nutups.durable); a failure is said once through ``health`` and the
+    record stays in memory, written again with the next change."""
     path = Path(path)
-    tmp = path.with_suffix(".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(record.to_dict(), indent=1, sort_keys=True))
-        os.replace(tmp, path)
+        write_atomically(path, json.dumps(record.to_dict(), indent=1, sort_keys=True).encode())
     except OSError as exc:
-        if log is not None:
-            log.warning("cannot save the battery record to %s: %s", path, exc.strerror or exc)
+        if health is not None:
+            health.failed(exc, "what is learned of the battery stays in memory")
+        return
+    if health is not None:
+        health.ok()

@@ -137,6 +137,9 @@ def load_configuration(confpath: Path, require_ups_conf: bool = True) -> Configu
         cfg.socket_drivers = socket_drivers(ups_conf_globals(ups_conf))
     for section in cfg.ups:
         if section.driver and not known_driver(section.driver) and section.driver not in cfg.socket_drivers:
+            # the unknown driver alone: its "no port" would invite a wrong fix (driver = x12ox)
+            no_port = ConfigProblem(str(ups_conf), section.line, f"[{section.name}]: no port")
+            problems[:] = [p for p in problems if p != no_port]
             problems.append(ConfigProblem(
                 str(ups_conf), section.line,
                 f"[{section.name}]: unknown driver {section.driver!r} (nutups has: {', '.join(sorted(DRIVERS))}; "

@@ -13,6 +13,7 @@ from typing import Any
 from .. import __version__
 from ..battery.learning import BatteryKnowledge, BatteryLearner
 from ..battery.store import load_record, record_path, save_record
+from ..durable import WriteHealth, write_atomically
 from ..hardware.boards import BOARDS, NOMINAL_CELL_VOLTAGE
 from ..hardware.gauge import (
     DEFAULT_ADDRESS,
@@ -93,6 +94,7 @@ class X120xDriver(Driver):
         self.hardware = hardware  # injected: a SimulatedHat, or None for the real HAT
         self.settings = dict(DEFAULTS)
         self.settings_path = (self.datapath / f"nutups-{self.section.name}.json") if self.datapath else None
+        self._settings_health = WriteHealth("the settings", self.settings_path or Path("."), self.log)
         self._load_settings()
         prior = float(self.settings.get("learned_load_w") or self.float_option("load_w", 5.0, 0.1, 50))
         self.estimator = RuntimeEstimator(self.capacity_mah / 1000.0, prior)
@@ -131,11 +133,12 @@ class X120xDriver(Driver):
         path = record_path(self.datapath, self.section.name) if self.datapath else None
         record = load_record(path, self.log) if path else None
         new = self.float_option("battery_resistance_new", 0, 0, 2) or None
+        health = WriteHealth("the battery record", path or Path("."), self.log)
         return BatteryLearner(
             self.capacity_mah / 1000.0, record,
             replace_below=self.float_option("battery_replace_below", 70, 10, 100) / 100.0,
             rest_s=self.float_option("battery_rest", 600, 0, 7200), resistance_new_ohm=new,
-            on_change=(lambda rec: save_record(path, rec, self.log)) if path else None, log=self.log.info)
+            on_change=(lambda rec: save_record(path, rec, health)) if path else None, log=self.log.info)
 
     def battery_knowledge(self) -> BatteryKnowledge:
         """The pack as learned: measured capacity, resistance, cycles, replace (for the runtime
@@ -166,13 +169,13 @@ class X120xDriver(Driver):
         if self.settings_path is None:
             return
         self.settings["learned_load_w"] = round(self.estimator.prior_load_w, 3)
-        tmp = self.settings_path.with_suffix(".tmp")
         try:
             self.settings_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(self.settings, indent=1, sort_keys=True))
-            os.replace(tmp, self.settings_path)
-        except OSError as exc:
-            self.log.warning("cannot save settings to %s: %s", self.settings_path, exc.strerror)
+            write_atomically(self.settings_path, json.dumps(self.settings, indent=1, sort_keys=True).encode())
+        except OSError as exc:  # in force until the next save works; said once (durable.py)
+            self._settings_health.failed(exc, "the settings stay in force but are not kept over a restart")
+        else:
+            self._settings_health.ok("the settings are kept")
 
     # --- hardware --------------------------------------------------------------
 
