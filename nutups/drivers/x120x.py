@@ -99,6 +99,7 @@ class X120xDriver(Driver):
         prior = float(self.settings.get("learned_load_w") or self.float_option("load_w", 5.0, 0.1, 50))
         self.estimator = RuntimeEstimator(self.capacity_mah / 1000.0, prior)
         self.battery = self._battery_learner()
+        self.battery_test_kind: str | None = None  # set while a battery test (nutups.battery.testing) runs
         self._load_fresh = False
         meter = (opt("load_meter", "auto") or "auto").lower()
         if meter not in LOAD_METERS:
@@ -279,7 +280,7 @@ class X120xDriver(Driver):
             self.battery.mains_back(now)
         else:
             self.estimator.start(now)
-            self.battery.mains_lost(now)
+            self.battery.mains_lost(now, kind=self.battery_test_kind or "outage")
         if self.mains is not None:
             self.log.info("mains %s", "restored" if mains else "lost")
         self.mains = mains

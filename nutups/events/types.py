@@ -32,6 +32,7 @@ class EventType(StrEnum):
     SHUTDOWN_COMMAND = "SHUTDOWN_COMMAND"
     ACTION_FAILED = "ACTION_FAILED"
     BATTERY_REPLACE = "BATTERY_REPLACE"
+    BATTERY_TEST = "BATTERY_TEST"
 
 
 # Where each event comes from.  The X120X itself shows only voltage, charge, mains
@@ -63,6 +64,8 @@ SOURCES: dict[EventType, tuple[str, str]] = {
     EventType.SHUTDOWN_COMMAND: ("shutdown", "the Pi's own shutdown command (or reboot_command, mains "
                                              "being back) having run"),
     EventType.ACTION_FAILED: ("actions", "an action that failed or timed out"),
+    EventType.BATTERY_TEST: ("battery_test", "each step of test.battery.start.quick/.deep and test.battery.stop "
+                                             "(a plug marked feeds: cuts the HAT's mains)"),
     EventType.BATTERY_REPLACE: ("driver", "RB in ups.status: the capacity learned from outages under "
                                           "battery_replace_below, or the resistance doubled (nutups battery)"),
 }
