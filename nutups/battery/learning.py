@@ -15,9 +15,10 @@ Resistance: the step of the voltage when the current steps: the drop from rest t
 mains goes (a free step), and a load change the meter sees on battery.
 
 Replace battery (RB): the measured capacity under ``replace_below`` of nominal with
-confidence (at least two outages, the upper end of its 2-sigma range under the mark, and
-still under it with the most telling outage left out, so one outage's noise never does
-it), or the resistance doubled against the pack's first measurements (or the one given).
+confidence (at least two outages, known to within RB_MAX_SIGMA of nominal, and the others
+not saying the opposite with the most telling outage left out, so one outage's noise
+never does it), or the resistance doubled against the pack's first measurements (or the
+one given).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ FULL_SIGMA_PCT = 0.5  # the charger ended at 4.2 V: full, within this
 MIN_SPAN_PCT = 5.0  # an outage that moved the charge less than this says nothing of the capacity
 MAX_SIGMA_REL = 0.5  # nor one whose estimate is this uncertain
 MIN_OUTAGES_FOR_RB = 2
-RB_SIGMAS = 2.0
+RB_MAX_SIGMA = 0.04  # RB on capacity needs it known to within this share of nominal (1 sigma)
 REST_BEFORE_MAX_AGE_S = 300.0  # the resting voltage before an outage must be this recent
 STEP_MAX_GAP_S = 30.0  # the two readings of a step at most this far apart
 MIN_STEP_A = 0.2  # a load step smaller than this (pack amperes) is lost in the noise
@@ -238,13 +239,14 @@ def _capacity_rb(usable: list[OutageRecord], nominal_ah: float,
         return found, None
     cap, sigma, est = found
     mark = replace_below * nominal_ah
-    if cap + RB_SIGMAS * sigma >= mark:
+    if cap >= mark or sigma > RB_MAX_SIGMA * nominal_ah:
         return found, None
-    # one outage must not decide it: without the most telling one, still under the mark
+    # one outage must not decide it: without the most telling one, the others must not say
+    # the opposite (the capacity above the mark at 2 sigma)
     if len(est) == len(usable):
         heaviest = min(range(len(est)), key=lambda i: est[i][1])
         rest = capacity_of(usable[:heaviest] + usable[heaviest + 1:])
-        if rest is None or rest[0] + RB_SIGMAS * rest[1] >= mark:
+        if rest is None or rest[0] - 2 * rest[1] >= mark:
             return found, None
     return found, (f"capacity {cap:.2f} Ah is {100 * cap / nominal_ah:.0f} % of nominal "
                    f"(replace below {100 * replace_below:.0f} %), over {len(usable)} outages")
