@@ -45,6 +45,9 @@ MIN_STEP_A = 0.2  # a load step smaller than this (pack amperes) is lost in the 
 MAX_RESISTANCE_OHM = 2.0
 RESISTANCE_BASELINE_N = 3  # the first measurements of a pack: its resistance when new
 RESISTANCE_RECENT_N = 5
+# "Doubled" must also be a rise the gauge can see beyond the noise: a pack of a few milliohm
+# (the drop at an ampere is a few millivolts, tens of the gauge's 78 uV steps) doubles by noise.
+RESISTANCE_MIN_RISE_OHM = 0.015
 KEEP_OUTAGES = 200
 KEEP_RESISTANCES = 200
 
@@ -220,7 +223,7 @@ def judge(record: BatteryRecord, nominal_ah: float, replace_below: float = 0.70,
     new = resistance_new_ohm or record.resistance_new_ohm
     reasons = [capacity_reason] if capacity_reason else []
     if new and resistance is not None and len(ohms) >= RESISTANCE_BASELINE_N + RESISTANCE_RECENT_N // 2 \
-            and resistance >= 2 * new:
+            and resistance >= 2 * new and resistance - new >= RESISTANCE_MIN_RISE_OHM:
         reasons.append(f"resistance {resistance * 1000:.0f} mOhm is {resistance / new:.1f} x the "
                        f"{new * 1000:.0f} mOhm of the pack when new")
     return BatteryKnowledge(
