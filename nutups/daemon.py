@@ -293,7 +293,7 @@ class Daemon:
 
             BatteryTest(driver.state, driver, plug, say,
                         quick_s=driver.float_option("battery_test_quick", 60, 1, 600),
-                        deep_margin_s=driver.float_option("battery_test_margin", 600, 0, 7200),
+                        deep_margin_s=driver.float_option("battery_test_margin", 600, 0, 86400),
                         grace_s=driver.float_option("battery_test_grace", 30, 1, 600))
             log.info("battery tests of [%s] switch %s", driver.state.name, plug.name)
 

@@ -122,3 +122,20 @@ def test_a_damaged_record_is_said_and_learning_starts_afresh(tmp_path, caplog):
     life = Life("nca-kim2011", "x1201", tmp_path)
     assert life.driver.battery_knowledge().outages == 0
     assert "ignoring" in caplog.text and "learned afresh" in caplog.text
+
+
+def test_one_wild_outage_among_good_ones_does_not_make_rb(tmp_path, coarse_sim):
+    """A fresh pack's record, plus one outage whose charge reads a third of the truth (a meter
+    glitch) and which went deep: alone it says the pack is at a third; the others veto it."""
+    from dataclasses import replace
+
+    from nutups.battery.learning import judge
+
+    life = Life("lgm50-chen2020", "x1201", tmp_path)
+    random_outages(life, random.Random(21), 5, (2.0, 6.0))
+    record = life.driver.battery.record
+    deep = max(record.outages, key=lambda o: o.ah)
+    record.outages.append(replace(deep, ah=deep.ah / 3, learned_ah=None))
+    k = judge(record, 3.0)
+    assert not k.replace, k.replace_reason
+    assert k.capacity_sigma_ah > 0.04 * 3.0  # the disagreement shows as uncertainty

@@ -110,6 +110,11 @@ class Served:
         return self.upscmd("-u", "admin", "-p", "adminpass", "-w", f"ups@127.0.0.1:{self.port}",
                            f"test.battery.start.{kind}")
 
+    def battery_record(self) -> list:
+        """The outages (and tests) the battery record holds."""
+        path = self.base / "data" / "nutups-battery-ups.json"
+        return __import__("json").loads(path.read_text())["outages"] if path.exists() else []
+
     def events(self) -> list:
         return [e for e in read_events(self.base / "data" / "ups_events.log") if e.type == EventType.BATTERY_TEST]
 
@@ -220,6 +225,35 @@ def test_nutups_killed_mid_test_the_plug_comes_back_by_its_own_timer(kind):
         plug.came_on.clear()
         assert plug.came_on.wait(45), "the plug stayed off"
         assert plug.fake.on and len(plug.switches()) == asked  # nobody asked it: its own timer did it
+    finally:
+        d.stop()
+        plug.stop()
+
+
+@needs_nut
+@pytest.mark.timeout(120)
+def test_deep_test_discharges_to_the_runtime_the_shutdown_needs_plus_the_margin():
+    """The simulator at 500 x: the deep test runs until battery.runtime reaches battery.runtime.low
+    plus the margin, switches the plug on, and the learning keeps it as a deep battery test."""
+    plug = PlugThread("shelly")
+    d = Served(plug, " battery_test_margin = 27000\n battery_rest = 60\n")
+    try:
+        poll_until(lambda: d.var("ups.status") == "OL", "on mains, full")
+        request(d.sock, {"cmd": "set", "speed": 500})
+        assert d.start_test("deep").returncode == 0
+        poll_until(lambda: d.var("ups.status").startswith("OB"), "the plug cut the mains")
+        result = poll_until(lambda: (r := d.var("ups.test.result")).startswith("Done") and r, "the result", 90)
+        low = float(d.var("battery.runtime.low"))
+        steps = [e.message for e in d.events()]
+        ended = [m for m in steps if m.startswith("deep battery test done")]
+        assert ended and "the capacity is measured once the pack has rested" in result
+        assert plug.fake.on and poll_until(lambda: d.var("ups.status").startswith("OL"), "on mains again")
+        # it ended where the runtime left came to what the shutdown needs plus the margin
+        [why] = [m for m in steps if "s of runtime left" in m]
+        runtime_then = float(why.split("deep battery test: ")[1].split(" s of")[0])
+        assert low + 27000 - 600 < runtime_then <= low + 27000
+        data = poll_until(lambda: (o := d.battery_record()) and o, "the test in the battery record", 60)
+        assert data[-1]["kind"] == "deep battery test" and data[-1]["seconds"] > 1000  # simulated s on battery
     finally:
         d.stop()
         plug.stop()

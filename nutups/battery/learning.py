@@ -16,7 +16,7 @@ mains goes (a free step), and a load change the meter sees on battery.
 
 Replace battery (RB): the measured capacity under ``replace_below`` of nominal with
 confidence (at least two outages, known to within RB_MAX_SIGMA of nominal, and the others
-not saying the opposite with the most telling outage left out, so one outage's noise
+not saying the opposite (at 3 sigma) with the most telling outage left out, so one outage's noise
 never does it), or the resistance doubled against the pack's first measurements (or the
 one given).
 """
@@ -244,12 +244,13 @@ def _capacity_rb(usable: list[OutageRecord], nominal_ah: float,
     mark = replace_below * nominal_ah
     if cap >= mark or sigma > RB_MAX_SIGMA * nominal_ah:
         return found, None
-    # one outage must not decide it: without the most telling one, the others must not say
-    # the opposite (the capacity above the mark at 2 sigma)
+    # one outage must not decide it against the others: without the most telling one, they
+    # must not say the opposite (the capacity above the mark at 3 sigma; at 2 sigma, shallow
+    # outages, which see an aged pack's shifted middle, vetoed the one that reached the knee)
     if len(est) == len(usable):
         heaviest = min(range(len(est)), key=lambda i: est[i][1])
         rest = capacity_of(usable[:heaviest] + usable[heaviest + 1:])
-        if rest is None or rest[0] - 2 * rest[1] >= mark:
+        if rest is None or rest[0] - 3 * rest[1] >= mark:
             return found, None
     return found, (f"capacity {cap:.2f} Ah is {100 * cap / nominal_ah:.0f} % of nominal "
                    f"(replace below {100 * replace_below:.0f} %), over {len(usable)} outages")

@@ -177,6 +177,9 @@ class BatteryTest:
                         break
                     continue
                 if self._deep_done():
+                    self.say(f"deep battery test: {self.state.value('battery.runtime')} s of runtime left, the "
+                             f"shutdown needs {self.state.value('battery.runtime.low')} s + the margin "
+                             f"{self.deep_margin_s:.0f} s: mains back")
                     break
                 if now - rearmed >= REARM_S:  # keep the plug's own timer ahead of us
                     await self.plug.switch_for(False, int(2 * REARM_S + self.grace_s))
