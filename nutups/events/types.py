@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from ..clocksync import clock_synchronised
+
 
 class EventType(StrEnum):
     AC_POWER_LOSS = "AC_POWER_LOSS"
@@ -33,6 +35,7 @@ class EventType(StrEnum):
     ACTION_FAILED = "ACTION_FAILED"
     BATTERY_REPLACE = "BATTERY_REPLACE"
     BATTERY_TEST = "BATTERY_TEST"
+    AUTH_FAILURE = "AUTH_FAILURE"
 
 
 # Where each event comes from.  The X120X itself shows only voltage, charge, mains
@@ -68,6 +71,8 @@ SOURCES: dict[EventType, tuple[str, str]] = {
                                              "(a plug marked feeds: cuts the HAT's mains)"),
     EventType.BATTERY_REPLACE: ("driver", "RB in ups.status: the capacity learned from outages under "
                                           "battery_replace_below, or the resistance doubled (nutups battery)"),
+    EventType.AUTH_FAILURE: ("server", "wrong user names or passwords from one address, on the NUT port or "
+                                       "the dashboard (at most one event per address a minute)"),
 }
 
 
@@ -87,10 +92,14 @@ class Event:
     time: str = field(default_factory=utc_now_ms)  # UTC, milliseconds, ISO 8601
     seq: int = 0
     dashboard_notify: bool = False
+    # the system clock was not synchronised when it happened (a Pi before NTP: ``time`` may be off)
+    unsynced: bool = field(default_factory=lambda: clock_synchronised() is False)
 
     def to_json(self) -> str:
         data = asdict(self)
         data["type"] = str(self.type)
+        if not self.unsynced:
+            del data["unsynced"]  # the common case: lines as before
         return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
     @classmethod
@@ -102,4 +111,5 @@ class Event:
             type=EventType(data["type"]), ups=str(data["ups"]), message=str(data.get("message", "")),
             value=data.get("value"), unit=data.get("unit"), time=str(data["time"]), seq=int(data["seq"]),
             dashboard_notify=bool(data.get("dashboard_notify", False)),
+            unsynced=bool(data.get("unsynced", False)),
         )
