@@ -330,7 +330,11 @@ class KasaDevice(AcDevice):
 
         await self._kasa(go())
 
-    has_timer = True
+    @property
+    def has_timer(self) -> bool:  # type: ignore[override]
+        """Countdown rules are the legacy (IOT) protocol's: `protocol: legacy` says the plug speaks it
+        (the newer SMART protocol of an EP25 hardware 2.6 has none that nutups sets)."""
+        return self.cfg.options.get("protocol") == "legacy"
 
     async def switch_for(self, on: bool, seconds: int) -> None:
         """A countdown rule (the Kasa app's timer: count_down add_rule, act = the state to reach
