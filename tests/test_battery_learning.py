@@ -45,6 +45,7 @@ def test_learned_capacity_is_within_5_percent_of_the_cell_and_rb_comes_on_aged_p
     status = life.state.value("ups.status").split()
     assert ("RB" in status) == (cell in AGED_CELL_NAMES), (seed, k.replace_reason)
     assert life.state.value("battery.capacity") == f"{k.capacity_ah:.2f}"
+    assert life.driver.estimator.capacity_ah == pytest.approx(k.capacity_ah)  # what the runtime rests on now
     assert life.state.value("battery.capacity.nominal") == "12.00"
     assert life.state.value("experimental.battery.capacity.outages") == str(k.outages)
 
@@ -112,6 +113,7 @@ def test_what_is_learned_survives_a_restart(tmp_path):
     before = life.driver.battery_knowledge()
     assert before.outages == 2 and before.cycles > 0
     assert load_record(record_path(tmp_path, "ups")).outages
+    assert life.driver.estimator.capacity_ah == before.capacity_for_runtime()  # the runtime estimate uses it
     again = life.new_driver().battery_knowledge()
     assert (again.capacity_ah, again.outages, again.cycles, again.resistance_ohm) == \
         (before.capacity_ah, before.outages, before.cycles, before.resistance_ohm)

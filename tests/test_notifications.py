@@ -294,7 +294,7 @@ events:
   SHUTDOWN_COMMAND: {{notify: true}}
 """
     with Served(SIM, users=USERS, files={"nutups.yaml": yaml_text}) as d:
-        sim(d, soc=10)
+        sim(d, soc=0.5)  # under what the shutdown needs: LB at once (issue 14: LB from the runtime)
         sim(d, ac=False)
         d.wait_log("notify hook: 'ups: mains power lost' not sent")
         # back up: the earlier messages may go by their regular retry or by the last try; "going down now"

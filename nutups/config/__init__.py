@@ -32,10 +32,11 @@ def yaml_sections() -> list[Section]:
     the layers that own the sections import config types themselves)."""
     from ..datapath import DATAPATH
     from ..events.config import EVENTS
+    from ..monitor.config import MONITOR
     from ..shutdown.settings import SHUTDOWN
     from ..web.config import WEB_SECTION
 
-    return [EVENTS, SHUTDOWN, WEB_SECTION, DATAPATH]
+    return [EVENTS, SHUTDOWN, WEB_SECTION, DATAPATH, MONITOR]
 
 
 def _datapath() -> Path:
@@ -73,6 +74,7 @@ class Configuration:
     web: Any = field(default_factory=lambda: _web_settings())  # nutups.web.config.WebSettings
     # what survives a restart (settings, learned load, event log, history): nutups.datapath
     datapath: Path = field(default_factory=lambda: _datapath())
+    monitor: list = field(default_factory=list)  # nutups.monitor.config.RemoteTarget: other servers' UPSes
     problems: list[ConfigProblem] = field(default_factory=list)
 
     @property
@@ -167,6 +169,12 @@ def load_configuration(confpath: Path, require_ups_conf: bool = True) -> Configu
                 str(confpath / "nutups.yaml"), None,
                 f"integrations.ac_devices {dev.name}: feeds: {fed}: no such UPS in ups.conf (it has: "
                 f"{', '.join(s.name for s in cfg.ups)}); its meter is not used as the load", True))
+    for target in cfg.monitor:
+        if target.name.lower() in names:  # one name, one UPS on the dashboard, in /metrics and MQTT
+            problems.append(ConfigProblem(
+                str(confpath / "nutups.yaml"), target.line,
+                f"monitor: {target.address} is named {target.name!r}, as a UPS of ups.conf; give it another "
+                "name (name:)"))
     if cfg.upsd.certfile:
         cert = Path(cfg.upsd.certfile)
         if not cert.is_absolute():
