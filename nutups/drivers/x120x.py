@@ -156,7 +156,8 @@ class X120xDriver(Driver):
         resistance stays the estimator's own: at full, as mains drops, is not where it matters)."""
         k = self.battery.knowledge()
         measured = k.capacity_for_runtime()
-        self.estimator.use_measured(measured if measured != k.nominal_ah else None)
+        if measured != k.nominal_ah:  # else leave the estimator as it is (nominal, or what it was told)
+            self.estimator.use_measured(measured, self.estimator.resistance_ohm)
 
     def battery_knowledge(self) -> BatteryKnowledge:
         """The pack as learned: measured capacity, resistance, cycles, replace (for the runtime
