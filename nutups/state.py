@@ -114,6 +114,9 @@ class UpsState:
         self.setvar_handler: CommandHandler | None = None
         self._publish_listeners: list[Callable[[UpsState], None]] = []
         self.read_errors = 0  # readings the driver could not make (data_stale calls), for /metrics
+        # the driver's last save of what SET changed (None: it keeps nothing; False: applied but not kept
+        # over a restart, a full or read-only card); written by the driver, read by the dashboard's API
+        self.settings_kept: bool | None = None
         self._change_listeners: list[Callable[[str, str], None]] = []
         self._view: tuple[int, dict[str, str]] | None = None
         self._flags: tuple[int, frozenset[str]] | None = None

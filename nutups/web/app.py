@@ -381,7 +381,12 @@ class Dashboard:
         remote = self.remote.get(s.name.lower())
         if remote is not None:
             return await self._forward(request, who, remote, f"SET VAR {var}", remote.set_var(var, str(value)))
-        return await self._nut(request, who, f'SET VAR {s.name} {var} "{quote(str(value))}"')
+        answer = await self._nut(request, who, f'SET VAR {s.name} {var} "{quote(str(value))}"')
+        if answer.status == 200 and s.settings_kept is False:  # applied, but the card did not take it
+            return web.json_response({"result": "OK", "saved": False,
+                                      "warning": "applied, but not kept over a restart: the datapath cannot be "
+                                                 "written (full or read-only); nutups doctor says more"})
+        return answer
 
     async def _forward(self, request: web.Request, who: tuple[str, str], remote: Any, what: str,
                        action) -> web.Response:
