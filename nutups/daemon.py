@@ -212,14 +212,15 @@ class Daemon:
             def plug_reading(reading) -> None:
                 if reading.voltage is not None:
                     first.set("input.voltage", f"{reading.voltage:.1f}")
-                if reading.current is not None and not isinstance(engine.sensors, SimSensors):
-                    engine.extra["current"] = reading.current  # the overcurrent source on a Pi
+                if reading.current is not None:
+                    engine.plug_current(reading.current)  # the overcurrent source on a Pi
 
             self._tasks.append(loop.create_task(
                 self.engine.outlets.poll(plug_reading, self._supply_meters()), name="outlets"))
         for driver in self.drivers.values():
             if driver.simulated_hardware is not None:
                 driver.on_control = self._after_sim_change
+        self._battery_tests()
         if self.config.shutdown is not None:
             self._start_shutdown(self.config.shutdown)
         for name, driver in self.drivers.items():
@@ -288,6 +289,33 @@ class Daemon:
             return None
         return lambda name, watts: fed[name].mains_meter(watts) if name in fed else None
 
+    def _battery_tests(self) -> None:
+        """test.battery.start.quick/.deep/stop for each x120x UPS a plug with a timer of its own
+        feeds (`feeds:`): without one the commands are not there (upscmd -l tells the truth)."""
+        from .battery.testing import BatteryTest
+
+        names = {s.name.lower(): s.name for s in self.states}
+        devices = self.engine.devices if self.engine is not None else {}
+        for dev_cfg in self.config.events.devices.values():
+            ups = dev_cfg.options.get("feeds")
+            driver = self.drivers.get(names.get(str(ups).lower(), "")) if ups is not None else None
+            plug = devices.get(dev_cfg.name)
+            if driver is None or plug is None or not hasattr(driver, "battery_test_kind"):
+                continue
+            if not getattr(plug, "has_timer", False):
+                log.info("%s feeds [%s] but has no timer of its own: no battery test through it",
+                         plug.name, driver.state.name)
+                continue
+            def say(text: str, ups: str = driver.state.name, engine: EventEngine = self.engine) -> None:
+                log.info("[%s] %s", ups, text)
+                engine.emit(Event(EventType.BATTERY_TEST, ups, text))
+
+            BatteryTest(driver.state, driver, plug, say,
+                        quick_s=driver.float_option("battery_test_quick", 60, 1, 600),
+                        deep_margin_s=driver.float_option("battery_test_margin", 600, 0, 86400),
+                        grace_s=driver.float_option("battery_test_grace", 30, 1, 600))
+            log.info("battery tests of [%s] switch %s", driver.state.name, plug.name)
+
     def _start_notifier(self) -> None:
         """`notify:` targets: events mapped to them become messages, queued in the datapath."""
         from .events.notifications import QUEUE_FILE, Notifier  # late: apprise loads only when used
@@ -296,7 +324,7 @@ class Daemon:
 
         def plan(ups: str):
             runner = self.shutdown
-            if runner is None or runner.retired or runner.state.name != ups:
+            if runner is None or runner.state.name != ups:  # a retired runner is replaced at once
                 return None
             return runner.down_by()
 
@@ -369,7 +397,7 @@ class Daemon:
     async def _after_sim_change(self) -> None:
         """The simulator changed: read its sensors now, not at the next sensor poll."""
         if self.engine is not None and self.engine.sensors is not None:
-            self.engine.extra = await self.engine.sensors.read()
+            await self.engine.read_sensors()
             if self.states:
                 self.engine.observe(self.states[0])
 

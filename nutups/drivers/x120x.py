@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..battery.learning import BatteryKnowledge, BatteryLearner
+from ..battery.store import load_record, record_path, save_record
 from ..durable import WriteHealth, write_atomically
 from ..hardware.boards import BOARDS, NOMINAL_CELL_VOLTAGE
 from ..hardware.chemistry import CHEMISTRIES, REFUSED
@@ -58,7 +60,8 @@ def _truthy(value: str | None) -> bool:
 class X120xDriver(Driver):
     """`driver = x120x`.  Options: board, capacity_mah, i2c_bus, i2c_address, gpiochip,
     pld_line, charge_line, pld_active, pollinterval, load_w, chemistry, critical_voltage,
-    lb_debounce, battery_charge_warning, load_meter, sim (with sim_load_w, sim_chip, sim_cell).
+    lb_debounce, battery_charge_warning, load_meter, battery_replace_below, battery_rest,
+    battery_resistance_new, sim (with sim_load_w, sim_chip, sim_cell).
 
     ``chemistry`` (generic, nmc, nca, lco; hardware/chemistry.py) picks the cells' open-circuit
     curve, which the runtime estimate reads near empty, and the loaded-voltage floor under which
@@ -114,6 +117,10 @@ class X120xDriver(Driver):
                                                                          self.chemistry.cell_ohm,
                                                                          self.chemistry.board_ohm),
                                           curve=self.chemistry.curve, empty_v=self.chemistry.empty_v)
+        self.battery = self._battery_learner()
+        self._use_learned()
+        self.battery_test_kind: str | None = None  # set while a battery test (nutups.battery.testing) runs
+        self._load_fresh = False
         meter = (opt("load_meter", "auto") or "auto").lower()
         if meter not in LOAD_METERS:
             raise DriverError(f"[{self.section.name}] load_meter = {meter}: one of {', '.join(LOAD_METERS)}")
@@ -141,6 +148,37 @@ class X120xDriver(Driver):
         self._reader_fd: int | None = None
         self.control = None
         self.on_control = None  # the daemon's hook after a simulator change
+
+    def _battery_learner(self) -> BatteryLearner:
+        """What is learned of the pack (nutups.battery), kept in the datapath."""
+        path = record_path(self.datapath, self.section.name) if self.datapath else None
+        record = load_record(path, self.log) if path else None
+        new = self.float_option("battery_resistance_new", 0, 0, 2) or None
+        health = WriteHealth("the battery record", path or Path("."), self.log)
+        return BatteryLearner(
+            self.capacity_mah / 1000.0, record,
+            replace_below=self.float_option("battery_replace_below", 70, 10, 100) / 100.0,
+            rest_s=self.float_option("battery_rest", 600, 0, 7200), resistance_new_ohm=new,
+            on_change=lambda rec: self._learned(path, rec, health), log=self.log.info)
+
+    def _learned(self, path, record, health) -> None:
+        if path is not None:
+            save_record(path, record, health)
+        if getattr(self, "battery", None) is not None:
+            self._use_learned()
+
+    def _use_learned(self) -> None:
+        """The runtime estimate takes the measured capacity once it is known to within 10 % (the
+        resistance stays the estimator's own: at full, as mains drops, is not where it matters)."""
+        k = self.battery.knowledge()
+        measured = k.capacity_for_runtime()
+        if measured != k.nominal_ah:  # else leave the estimator as it is (nominal, or what it was told)
+            self.estimator.use_measured(measured, self.estimator.resistance_ohm)
+
+    def battery_knowledge(self) -> BatteryKnowledge:
+        """The pack as learned: measured capacity, resistance, cycles, replace (for the runtime
+        estimate: ``capacity_for_runtime()`` and ``resistance_ohm``)."""
+        return self.battery.knowledge()
 
     # --- persisted settings ------------------------------------------------
 
@@ -179,8 +217,10 @@ class X120xDriver(Driver):
             write_atomically(self.settings_path, json.dumps(self.settings, indent=1, sort_keys=True).encode())
         except OSError as exc:  # in force until the next save works; said once (durable.py)
             self._settings_health.failed(exc, "the settings stay in force but are not kept over a restart")
+            self.state.settings_kept = False
         else:
             self._settings_health.ok("the settings are kept")
+            self.state.settings_kept = True
 
     # --- hardware --------------------------------------------------------------
 
@@ -281,8 +321,10 @@ class X120xDriver(Driver):
             self.estimator.stop()
             self._save_settings()
             self.low_battery.reset(False)
+            self.battery.mains_back(now)
         else:
             self.estimator.start(now)
+            self.battery.mains_lost(now, kind=self.battery_test_kind or "outage")
         if self.mains is not None:
             self.log.info("mains %s", "restored" if mains else "lost")
         self.mains = mains
@@ -312,10 +354,11 @@ class X120xDriver(Driver):
                 self.reading = None
         if self.reading is not None and self.mains is False:
             self.estimator.add(self.clock(), self.reading.soc, self.reading.voltage)
+        self._learn()
         self._cross_check()
         if self.reading is not None and self.charger is not None:
             try:
-                if self.window.update(self.reading.soc):
+                if self.window.update(self.reading.soc) and not self.battery.holding_charger(self.clock()):
                     self.charger.enable_charging()
                 else:
                     self.charger.disable_charging()
@@ -346,6 +389,24 @@ class X120xDriver(Driver):
         self._problem("load meter", None)
         self.estimator.measure(now, watts)
         self.load_w = watts
+        self._load_fresh = True
+
+    def _learn(self) -> None:
+        """Feed the battery learner this poll's reading (nutups.battery.learning)."""
+        r, now = self.reading, self.clock()
+        fresh, self._load_fresh = self._load_fresh, False
+        if r is None or self.mains is None:
+            return
+        if self.mains:
+            held = self.charger is not None and not self.charger.charging_enabled
+            allowed = self.window.charging_allowed and not self.battery.holding_charger(now)
+            self.battery.on_mains(now, r.voltage, resting=held or not self._charging(r),
+                                  full=allowed and r.raw_soc >= 99.5)
+        elif self.load_w is not None:
+            self.battery.on_battery(now, r.voltage, self.load_w, "pmic", fresh)
+        else:
+            source = "plug" if self.estimator.on_mains else "prior"
+            self.battery.on_battery(now, r.voltage, self.estimator.prior_load_w, source, False)
 
     def _charging(self, r: GaugeReading) -> bool:
         """On mains, whether the charger is at work (not paused by the window, not yet full)."""
@@ -413,6 +474,9 @@ class X120xDriver(Driver):
             status.append("CHRG")
         if lb:
             status.append("LB")
+        known = self.battery.knowledge()
+        if known.replace:
+            status.append("RB")
         alarms = [v for k, v in self._errors.items() if k in ("charge control", "mains cross-check")]
         if alarms:
             status.insert(0, "ALARM")
@@ -436,8 +500,26 @@ class X120xDriver(Driver):
         else:
             st.delete("ups.realpower")
         st.set("experimental.battery.charge.raw", f"{r.raw_soc:.1f}")
+        self._publish_battery(known)
         st.set("ups.status", " ".join(status))
         st.data_ok()
+
+    def _publish_battery(self, k: BatteryKnowledge) -> None:
+        """What is learned of the pack, as NUT variables (battery.capacity is the measured
+        capacity once there is one, else the nominal one)."""
+        st = self.state
+        st.set("battery.capacity", f"{k.capacity_ah if k.capacity_ah is not None else k.nominal_ah:.2f}")
+        st.set("battery.capacity.nominal", f"{k.nominal_ah:.2f}")
+        st.set("experimental.battery.capacity.outages", str(k.outages))
+        if k.capacity_pct is not None:
+            st.set("experimental.battery.capacity.percent", f"{k.capacity_pct:.0f}")
+        if k.resistance_ohm is not None:
+            st.set("experimental.battery.resistance", f"{k.resistance_ohm:.4f}")
+        st.set("experimental.battery.cycles", f"{k.cycles:.2f}")
+        if k.replace_reason:
+            st.set("experimental.battery.replace.reason", k.replace_reason)
+        else:
+            st.delete("experimental.battery.replace.reason")
 
     # --- what the shutdown needs ------------------------------------------------
 
@@ -474,7 +556,8 @@ class X120xDriver(Driver):
             ("ups.mfr", "Geekworm"), ("ups.model", model),
             ("driver.name", "x120x"), ("driver.version", __version__), ("driver.version.internal", __version__),
             ("battery.type", "Li-ion"), ("battery.voltage.nominal", f"{NOMINAL_CELL_VOLTAGE:.1f}"),
-            ("battery.capacity", f"{self.capacity_mah / 1000:.1f}"),
+            ("battery.capacity", f"{self.capacity_mah / 1000:.2f}"),
+            ("battery.capacity.nominal", f"{self.capacity_mah / 1000:.2f}"),
             ("battery.charge.warning", f"{self.charge_warning:.0f}"),
             ("driver.parameter.pollinterval", f"{self.pollinterval:g}"),
             ("driver.parameter.board", self.board.name),

@@ -55,7 +55,7 @@ class WebService:
 
     async def start(self) -> None:
         if self.settings.mqtt.publish:
-            self.mqtt = MqttPublisher(self.settings.mqtt, self.broker, self.states)
+            self.mqtt = MqttPublisher(self.settings.mqtt, self.broker, self.states, self.core)
             if self.engine is not None:
                 self.engine.on_event(self.mqtt.on_event)
             self._tasks.append(asyncio.get_running_loop().create_task(self.mqtt.run(), name="mqtt"))
@@ -88,7 +88,8 @@ class WebService:
                           self.certfile, getattr(exc, "strerror", None) or exc)
                 return
         dashboard = Dashboard(self.states, self.core, self.live, self.history, self.event_log, registry,
-                              secure_cookies=context is not None, remote=self.remote)
+                              secure_cookies=context is not None, datapath=self.datapath,
+                              remote=self.remote)
         self.gate = ConnectionGate(connection_cap(self.nut_maxconn))
         app = dashboard.application()
         app.middlewares.insert(0, self.gate.middleware)
