@@ -104,6 +104,7 @@ def upsrw(port: int, setting: str) -> None:
     assert p.returncode == 0, p.stderr
 
 
+@pytest.mark.realnut
 def test_upsrw_values_and_learned_load_survive_a_restart():
     if not HAVE_REAL_NUT:
         if os.environ.get("CI") == "true":

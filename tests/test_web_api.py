@@ -55,6 +55,7 @@ def agreeing(webd, read):
     return poll_until(attempt, "a reading that upsc agrees with")
 
 
+@pytest.mark.realnut
 @needs_upsc
 def test_api_shows_what_upsc_shows(webd):
     def read():
@@ -72,6 +73,7 @@ def test_api_shows_what_upsc_shows(webd):
     assert webd.get("/api/v1/ups/nope")[0] == 404
 
 
+@pytest.mark.realnut
 @needs_upsc
 def test_metrics_in_nut_exporter_names(webd):
     def attempt():
