@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, ConfigProblem, Configuration
-from .datapath import migrate_from_statepath
+from .config import ConfigError, ConfigProblem
+from .configuration import Configuration, load_configuration
 from .drivers import DRIVERS, Driver, DriverError, NutSocketDriver, driver_factory
 from .events.devices import MqttSettings, make_device
 from .events.engine import EventEngine, HostSensors
@@ -25,6 +25,8 @@ from .notify import SystemdNotifier
 from .nut.descriptions import Descriptions
 from .nut.protocol import ServerCore
 from .nut.server import ListenError, NutServer
+from .paths import migrate_from_statepath, resolve_nut_statepath, resolve_statepath
+from .process import supervise
 from .shutdown.runner import ShutdownRunner, shutdown_runner, watched_state
 from .shutdown.settings import ShutdownSettings
 from .state import UpsState
@@ -33,24 +35,6 @@ log = logging.getLogger("nutups")
 
 RESTART_DELAY = 5.0  # seconds before a crashed driver is started again
 STOP_STAGE_S = 3.0  # the most one part of the daemon may take to stop
-
-
-def default_statepath() -> Path:
-    """Where sockets and persisted settings go when nothing says otherwise."""
-    env = os.environ.get("NUT_STATEPATH")
-    if env:
-        return Path(env)
-    if os.geteuid() == 0:
-        return Path("/run/nutups")
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime:
-        return Path(runtime) / "nutups"
-    return Path(f"/tmp/nutups-{os.getuid()}")
-
-
-def nut_statepath(config: Configuration) -> Path:
-    """Where NUT's drivers put their sockets: $NUT_STATEPATH, upsd.conf STATEPATH, else /run/nut."""
-    return Path(os.environ.get("NUT_STATEPATH") or config.upsd.statepath or "/run/nut")
 
 
 def raise_fd_limit(wanted: int) -> None:
@@ -75,9 +59,8 @@ class Daemon:
         # serve: every LISTEN (or --listen) must be bound, as upsd without ALLOW_NOT_ALL_LISTENERS
         self.all_listen_required = False
         self.listen = listen or config.upsd.listen_addresses()
-        self.statepath = statepath or (Path(config.upsd.statepath) if config.upsd.statepath
-                                       else default_statepath())
-        # what must survive a restart; STATEPATH keeps sockets only (nutups/datapath.py)
+        self.statepath = resolve_statepath(statepath, config.upsd.statepath)
+        # what must survive a restart; STATEPATH keeps sockets only (nutups/paths.py)
         self.datapath: Path = config.datapath
         migrate_from_statepath(self.statepath, self.datapath, log)
         self.states: list[UpsState] = []
@@ -92,7 +75,7 @@ class Daemon:
                           section.name, what, ", ".join(sorted(DRIVERS)))
                 continue
             # NUT's drivers put their sockets in NUT's STATEPATH, which may not be ours
-            where = nut_statepath(config) if cls is NutSocketDriver else self.statepath
+            where = resolve_nut_statepath(config.upsd.statepath) if cls is NutSocketDriver else self.statepath
             try:
                 self.drivers[section.name] = cls(state, section, config.confpath, statepath=where,
                                                  datapath=self.datapath)
@@ -162,20 +145,12 @@ class Daemon:
 
     async def _supervise(self, name: str, driver: Driver) -> None:
         """Run a driver; restart it after a crash; give up only on a configuration error."""
-        while True:
-            try:
-                await driver.run()
-                return
-            except asyncio.CancelledError:
-                raise
-            except DriverError as exc:
-                log.error("%s", exc)
-                driver.state.connected = False
-                return
-            except Exception:
-                log.exception("driver for [%s] crashed; restarting in %.0f s", name, RESTART_DELAY)
-                driver.state.connected = False
-                await asyncio.sleep(RESTART_DELAY)
+
+        def crashed() -> None:
+            driver.state.connected = False
+
+        if not await supervise(driver.run, f"driver for [{name}]", log, (DriverError,), crashed, RESTART_DELAY):
+            driver.state.connected = False
 
     async def start(self) -> None:
         try:
@@ -284,8 +259,6 @@ class Daemon:
     def reload(self) -> None:
         """SIGHUP, as upsd: read upsd.users again (and the event mapping of nutups.yaml).
         A file with errors is reported and the running settings are kept."""
-        from .config import load_configuration
-
         confpath = self.config.confpath
         if not (confpath / "ups.conf").exists():
             log.info("SIGHUP: no configuration files to reload")

@@ -137,7 +137,7 @@ def test_an_installed_nut_driver_is_not_unknown():
     require_nut()
     if not any(Path(d, "usbhid-ups").exists() for d in ("/lib/nut", "/usr/lib/nut")):
         pytest.skip("NUT's usbhid-ups is not installed")
-    from nutups.config import load_configuration
+    from nutups.configuration import load_configuration
 
     d = conf("[box]\n driver = usbhid-ups\n port = auto\n")
     assert not [p for p in load_configuration(d).errors if "unknown driver" in p.message]

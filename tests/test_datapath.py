@@ -14,10 +14,10 @@ import pytest
 from conftest import USERS
 from nutprocs import HAVE_REAL_NUT, RawClient, free_port, make_confdir, nut_tmpdir, poll_until, wait_port
 
-from nutups.config import load_configuration
-from nutups.datapath import default_datapath, migrate_from_statepath, resolve_datapath
+from nutups.configuration import load_configuration
 from nutups.events.log import read_events
 from nutups.hardware.simcontrol import request
+from nutups.paths import default_datapath, migrate_from_statepath, resolve_datapath
 
 SIM_UPS = "[ups]\n driver = x120x\n sim = yes\n"
 

@@ -268,7 +268,7 @@ def test_history_downsamples_and_expires(tmp_path):
 
 
 def test_a_bad_web_section_is_reported_with_its_line(tmp_path):
-    from nutups.config import load_configuration
+    from nutups.configuration import load_configuration
 
     (tmp_path / "ups.conf").write_text("[ups]\n driver = x120x\n sim = yes\n")
     (tmp_path / "nutups.yaml").write_text("web:\n  listen: 127.0.0.1:99999\nhistory:\n  keep: forever\n"

@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nutups.config.nutconf import UpsSection
-from nutups.config.users import UserTable
-from nutups.drivers.estimation import ChargeWindow, Debounce, RuntimeEstimator, theil_sen_slope
+from nutups.debounce import Debounce
+from nutups.drivers.estimation import ChargeWindow, RuntimeEstimator, theil_sen_slope
 from nutups.drivers.x120x import X120xDriver
 from nutups.hardware.boards import ocv, soc_at_ocv
 from nutups.hardware.gauge import (
@@ -32,6 +32,7 @@ from nutups.hardware.gpio import ChargeControl, GpioError, PowerLossLine, find_c
 from nutups.hardware.sim import CHARGE_OFFSET, PLD_OFFSET, SimClock, SimSMBus, SimulatedHat
 from nutups.nut.descriptions import Descriptions
 from nutups.nut.protocol import ServerCore
+from nutups.nut.users import UserTable
 from nutups.state import CommandResult, UpsState
 
 

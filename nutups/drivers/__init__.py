@@ -9,12 +9,17 @@ from pathlib import Path
 from .base import Driver, DriverError
 from .dummy import DummyDriver
 from .nutsocket import NutSocketDriver
-from .x120x import make_x120x
+from .x120x import X120xDriver, make_x120x
 
 # name -> factory(state, section, confpath, statepath=...) -> Driver: the drivers built in.
 DRIVERS: dict[str, Callable[..., Driver]] = {
     "dummy-ups": DummyDriver,
     "x120x": make_x120x,
+}
+# name -> the driver's class, whose declared options `config check` reads (Driver.check_section).
+DRIVER_CLASSES: dict[str, type[Driver]] = {
+    "dummy-ups": DummyDriver,
+    "x120x": X120xDriver,
 }
 # The executables `nutups driver` installs for NUT's upsdrvctl (driverhost.py): a ups.conf
 # written for stock NUT with them is served in-process by `nutups serve` too.
@@ -41,6 +46,10 @@ def builtin_driver(name: str | None) -> Callable[..., Driver] | None:
     return DRIVERS.get(ALIASES.get(name or "", name or ""))
 
 
+def builtin_driver_class(name: str | None) -> type[Driver] | None:
+    return DRIVER_CLASSES.get(ALIASES.get(name or "", name or ""))
+
+
 def known_driver(name: str | None, dirs: Iterable[str] = NUT_DRIVER_DIRS) -> bool:
     """A driver nutups can serve: built in, or a NUT driver whose socket it reads."""
     return builtin_driver(name) is not None or nut_driver(name, dirs) is not None
@@ -64,5 +73,5 @@ def driver_factory(name: str | None, socket_drivers: Collection[str] = (),
     return None
 
 
-__all__ = ["ALIASES", "DRIVERS", "NUT_DRIVER_DIRS", "Driver", "DriverError", "NutSocketDriver",
+__all__ = ["ALIASES", "DRIVERS", "DRIVER_CLASSES", "builtin_driver_class", "NUT_DRIVER_DIRS", "Driver", "DriverError", "NutSocketDriver",
            "builtin_driver", "driver_factory", "in_process", "known_driver", "nut_driver"]

@@ -6,9 +6,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, ClassVar
 
 from ..config.nutconf import UpsSection
 from ..state import CommandResult, UpsState
+from .options import Number, Option, check_options
 
 
 class DriverError(Exception):
@@ -30,6 +32,14 @@ class Driver:
     # Cells in series behind battery.voltage, when the driver knows (the shutdown
     # policy's voltage floor is per cell); None: unknown.
     series_cells: int | None = None
+    # The ups.conf options this driver reads, declared (drivers/options.py): `nutups config
+    # check` checks a section against them without building the driver.
+    options: ClassVar[dict[str, Option]] = {}
+
+    @classmethod
+    def check_section(cls, section: UpsSection, confpath: Path) -> list[str]:
+        """What is wrong with this section's options, each as `[ups] message` (none: it starts)."""
+        return check_options(cls.options, section.name, section.options, confpath)
 
     def __init__(
         self,
@@ -69,18 +79,33 @@ class Driver:
     def set_var(self, name: str, value: str) -> CommandResult | Awaitable[CommandResult]:
         return CommandResult.UNKNOWN
 
+    @classmethod
+    def section_value(cls, section: UpsSection, confpath: Path, key: str) -> Any:
+        """Option `key` of a section as its declared spec reads it (its default when ups.conf
+        has none); DriverError when it is wrong."""
+        spec = cls.options[key]
+        raw = section.options.get(key)
+        if raw is None:
+            return spec.default
+        try:
+            return spec.parse(key, raw, confpath)
+        except ValueError as exc:
+            raise DriverError(f"[{section.name}] {exc}") from None
+
+    def value(self, key: str) -> Any:
+        """Option `key` of this driver's section (see section_value)."""
+        return self.section_value(self.section, self.confpath, key)
+
     def option(self, key: str, default: str | None = None) -> str | None:
         return self.section.options.get(key, default)
 
     def float_option(self, key: str, default: float, minimum: float | None = None,
                      maximum: float | None = None) -> float:
+        """A number option not declared in ``options`` (declare it: config check then sees it)."""
         raw = self.section.options.get(key)
         if raw is None:
             return default
         try:
-            value = float(raw)
-        except ValueError:
-            raise DriverError(f"[{self.section.name}] {key} = {raw!r}: not a number") from None
-        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-            raise DriverError(f"[{self.section.name}] {key} = {raw}: must be within {minimum}..{maximum}")
-        return value
+            return Number(default, minimum, maximum).parse(key, raw, self.confpath)
+        except ValueError as exc:
+            raise DriverError(f"[{self.section.name}] {exc}") from None

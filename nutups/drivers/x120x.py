@@ -7,11 +7,12 @@ import contextlib
 import json
 import os
 from collections import deque
-from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..debounce import Debounce
 from ..hardware.boards import BOARDS, NOMINAL_CELL_VOLTAGE
+from ..hardware.cells import CellCurves
 from ..hardware.gauge import (
     DEFAULT_ADDRESS,
     FuelGauge,
@@ -22,9 +23,12 @@ from ..hardware.gauge import (
 )
 from ..hardware.gpio import ChargeControl, GpioError, PowerLossLine, find_chip, import_gpiod
 from ..hardware.pmic import PmicError, PmicLoadMeter
+from ..hardware.sim import SimClock, SimSMBus, SimulatedHat
+from ..hardware.simcontrol import SimControlServer, SocketInUse
 from ..state import CommandResult
 from .base import Driver, DriverError
-from .estimation import ChargeWindow, Debounce, RuntimeEstimator
+from .estimation import ChargeWindow, RuntimeEstimator
+from .options import Address, Choice, DataFile, Flag, Number, Text
 
 DEFAULTS = {
     "battery.charge.low": 20,
@@ -49,10 +53,6 @@ RW_RANGES = {
 }
 
 
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "yes", "true", "on", "")
-
-
 class X120xDriver(Driver):
     """`driver = x120x`.  Options: board, capacity_mah, i2c_bus, i2c_address, gpiochip,
     pld_line, charge_line, pld_active, pollinterval, load_w, critical_voltage,
@@ -60,42 +60,60 @@ class X120xDriver(Driver):
 
     name = "x120x"
     series_cells = 1  # every X120X is 1S: more cells only add capacity (hardware/boards.py)
+    options = {
+        "board": Choice("x1202", tuple(BOARDS), says=f"unknown (one of {', '.join(BOARDS)})"),
+        "capacity_mah": Number(None, 100, 200000),  # None: the board's
+        "i2c_bus": Number(1, 0, 255, integer=True),
+        "i2c_address": Address(DEFAULT_ADDRESS),
+        "gpiochip": Text(None),
+        "pld_line": Text("GPIO6"),
+        "charge_line": Text("GPIO16"),
+        "pld_active": Choice("high", ("high", "low"), says="high or low"),
+        "pollinterval": Number(2.0, 0.1, 60),
+        "critical_voltage": Number(3.3, 2.8, 3.8),
+        "lb_debounce": Number(3, 1, 50, integer=True),
+        "battery_charge_warning": Number(35, 0, 100),
+        "load_w": Number(5.0, 0.1, 50),
+        "load_meter": Choice("auto", LOAD_METERS),
+        "sim": Flag(False),
+        "sim_load_w": Number(5.0),
+        "sim_chip": Text("MAX17048"),
+        "sim_cell": DataFile(CellCurves.load),
+    }
+
+    @classmethod
+    def check_section(cls, section, confpath) -> list[str]:
+        """The declared options, then the simulator's own limits (a replayed cell's loads)."""
+        problems = super().check_section(section, confpath)
+        if not problems and cls.section_value(section, confpath, "sim"):
+            try:
+                simulated_hat(section, confpath)
+            except DriverError as exc:
+                problems.append(str(exc))
+        return problems
 
     def __init__(self, *args: Any, hardware: Any = None, **kw: Any) -> None:
         super().__init__(*args, **kw)
-        opt = self.option
-        board_name = (opt("board", "x1202") or "x1202").lower()
-        if board_name not in BOARDS:
-            raise DriverError(f"[{self.section.name}] board = {board_name}: unknown (one of {', '.join(BOARDS)})")
-        self.board = BOARDS[board_name]
-        self.capacity_mah = self.float_option("capacity_mah", self.board.capacity_mah, 100, 200000)
-        self.i2c_bus = int(self.float_option("i2c_bus", 1, 0, 255))
-        addr = opt("i2c_address", hex(DEFAULT_ADDRESS)) or hex(DEFAULT_ADDRESS)
-        try:
-            self.i2c_address = int(addr, 0)
-        except ValueError:
-            raise DriverError(f"[{self.section.name}] i2c_address = {addr}: not a number (e.g. 0x36)") from None
-        self.gpiochip = opt("gpiochip")
-        self.pld_line = opt("pld_line", "GPIO6") or "GPIO6"
-        self.charge_line = opt("charge_line", "GPIO16") or "GPIO16"
-        pld_active = (opt("pld_active", "high") or "high").lower()
-        if pld_active not in ("high", "low"):
-            raise DriverError(f"[{self.section.name}] pld_active = {pld_active}: high or low")
-        self.pld_active_high = pld_active == "high"
-        self.pollinterval = self.float_option("pollinterval", 2.0, 0.1, 60)
-        self.critical_voltage = self.float_option("critical_voltage", 3.3, 2.8, 3.8)
-        self.lb_debounce = int(self.float_option("lb_debounce", 3, 1, 50))
-        self.charge_warning = self.float_option("battery_charge_warning", 35, 0, 100)
-        self.sim = "sim" in self.section.options and _truthy(opt("sim"))
+        self.board = BOARDS[self.value("board")]
+        self.capacity_mah = self.value("capacity_mah") or self.board.capacity_mah
+        self.i2c_bus = self.value("i2c_bus")
+        self.i2c_address = self.value("i2c_address")
+        self.gpiochip = self.value("gpiochip")
+        self.pld_line = self.value("pld_line")
+        self.charge_line = self.value("charge_line")
+        self.pld_active_high = self.value("pld_active") == "high"
+        self.pollinterval = self.value("pollinterval")
+        self.critical_voltage = self.value("critical_voltage")
+        self.lb_debounce = self.value("lb_debounce")
+        self.charge_warning = self.value("battery_charge_warning")
+        self.sim = self.value("sim")
         self.hardware = hardware  # injected: a SimulatedHat, or None for the real HAT
         self.settings = dict(DEFAULTS)
         self.settings_path = (self.datapath / f"nutups-{self.section.name}.json") if self.datapath else None
         self._load_settings()
-        prior = float(self.settings.get("learned_load_w") or self.float_option("load_w", 5.0, 0.1, 50))
+        prior = float(self.settings.get("learned_load_w") or self.value("load_w"))
         self.estimator = RuntimeEstimator(self.capacity_mah / 1000.0, prior)
-        meter = (opt("load_meter", "auto") or "auto").lower()
-        if meter not in LOAD_METERS:
-            raise DriverError(f"[{self.section.name}] load_meter = {meter}: one of {', '.join(LOAD_METERS)}")
+        meter = self.value("load_meter")
         self.load_meter_auto = meter == "auto"
         self.load_meter: PmicLoadMeter | None = None
         if meter != "none":
@@ -172,8 +190,6 @@ class X120xDriver(Driver):
         if self.gauge is None:
             try:
                 if self.hardware is not None:
-                    from ..hardware.sim import SimSMBus
-
                     self.gauge = FuelGauge(SimSMBus(self.hardware, self.i2c_bus), self.i2c_bus, self.i2c_address)
                 else:
                     self.gauge = open_smbus(self.i2c_bus, self.i2c_address)
@@ -467,8 +483,6 @@ class X120xDriver(Driver):
         self._init_variables()
         self.state.connected = True
         if self.hardware is not None and self.statepath is not None:
-            from ..hardware.simcontrol import SimControlServer, SocketInUse
-
             self.control = SimControlServer(self.hardware, self.statepath / f"nutups-{self.section.name}.sim", self)
             self.control.after_change = self.on_control
             try:
@@ -490,40 +504,25 @@ class X120xDriver(Driver):
             self.state.connected = False
 
 
-def _sim_cell(section, confpath):
-    """`sim_cell = FILE.csv` (relative to the confpath): the simulator replays that cell's curves."""
-    from ..hardware.cells import CellCurves, CellDataError
+def simulated_hat(section, confpath):
+    """The simulated HAT a `sim = yes` section describes (board, capacity, chip, load, cell)."""
+    def value(key):
+        return X120xDriver.section_value(section, confpath, key)
 
-    path = section.options.get("sim_cell")
-    if not path:
-        return None
-    full = Path(path) if os.path.isabs(path) else Path(confpath) / path
+    chip = (value("sim_chip") or "MAX17048").upper()
     try:
-        return CellCurves.load(full)
-    except CellDataError as exc:
-        raise DriverError(f"[{section.name}] sim_cell = {path}: {exc}") from None
+        return SimulatedHat(value("board"), capacity_mah=value("capacity_mah"),
+                            chip=chip if chip in ("MAX17040", "MAX17043", "MAX17048") else "MAX17048",
+                            clock=SimClock(), load_w=value("sim_load_w"), cell=value("sim_cell"))
+    except ValueError as exc:
+        raise DriverError(f"[{section.name}] sim_load_w: {exc}") from None
 
 
 def make_x120x(state, section, confpath, statepath=None, clock=None, datapath=None):
     """Driver factory: builds the simulated HAT for `sim = yes`, else the real one."""
-    sim = "sim" in section.options and _truthy(section.options.get("sim"))
-    if not sim:
+    if not X120xDriver.section_value(section, confpath, "sim"):
         return X120xDriver(state, section, confpath, statepath=statepath, datapath=datapath)
-    from ..hardware.sim import SimClock, SimulatedHat
-
-    board = (section.options.get("board") or "x1202").lower()
-    try:
-        capacity = float(section.options["capacity_mah"]) if "capacity_mah" in section.options else None
-    except ValueError:
-        capacity = None  # the driver reports the bad option
-    chip = section.options.get("sim_chip", "MAX17048").upper()
-    cell = _sim_cell(section, confpath)
-    try:
-        hat = SimulatedHat(board if board in BOARDS else "x1202", capacity_mah=capacity,
-                           chip=chip if chip in ("MAX17040", "MAX17043", "MAX17048") else "MAX17048",
-                           clock=SimClock(), load_w=float(section.options.get("sim_load_w", "5") or 5), cell=cell)
-    except ValueError as exc:
-        raise DriverError(f"[{section.name}] sim_load_w: {exc}") from None
+    hat = simulated_hat(section, confpath)
     return X120xDriver(state, section, confpath, clock=hat.clock, statepath=statepath, datapath=datapath,
                        hardware=hat)
 

@@ -20,7 +20,7 @@ from aiohttp import web
 from ..events.log import event_timestamp, matches, parse_time, read_events
 from ..events.types import EventType
 from ..nut.protocol import ServerCore, Session
-from ..nut.tokenizer import quote
+from ..parseconf import quote
 from ..state import UpsState
 from .history import HistoryStore
 from .live import LiveFeed, state_snapshot
