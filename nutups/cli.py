@@ -299,11 +299,17 @@ def upsd(args: tuple[str, ...]) -> None:
 
 @main.command()
 @click.option("--bus", default=1, show_default=True, help="I2C bus number.")
-def doctor(bus: int) -> None:
+@confpath_option
+@datapath_option
+def doctor(bus: int, confpath: Path | None, datapath: Path | None) -> None:
     """Check this machine for an X120X HAT and what it needs; exit 1 if anything fails."""
-    from .doctor import Machine, format_table, hat_absent, run_checks
+    from .doctor import Machine, datapath_check, format_table, hat_absent, run_checks
 
     checks = run_checks(Machine(), bus=bus)
+    if datapath is None:
+        confpath = confpath or default_confpath()
+        datapath = load_configuration(confpath).datapath if confpath.is_dir() else resolve_datapath(None)
+    checks.append(datapath_check(datapath))
     click.echo(format_table(checks))
     failed = [c for c in checks if c.ok is False]
     if hat_absent(checks):

@@ -106,7 +106,12 @@ def load_configuration(confpath: Path, require_ups_conf: bool = True) -> Configu
     cfg.ups, cfg.socket_drivers, p = read_ups_conf(ups_conf, required=require_ups_conf)
     problems.extend(p)
     for section in cfg.ups:
-        problems.extend(driver_problems(section, confpath, cfg.socket_drivers, str(ups_conf)))
+        found = driver_problems(section, confpath, cfg.socket_drivers, str(ups_conf))
+        if any("unknown driver" in p.message for p in found):
+            # the unknown driver alone: its "no port" would invite a wrong fix (driver = x12ox)
+            no_port = ConfigProblem(str(ups_conf), section.line, f"[{section.name}]: no port")
+            problems[:] = [p for p in problems if p != no_port]
+        problems.extend(found)
     cfg.upsd, p = parse_upsd_conf(confpath / "upsd.conf")
     problems.extend(p)
     users, p = parse_users(confpath / "upsd.users")

@@ -14,8 +14,10 @@ from typing import Any
 from .config import ConfigError, ConfigProblem
 from .configuration import Configuration, load_configuration
 from .drivers import DRIVERS, Driver, DriverError, NutSocketDriver, driver_factory
+from .durable import writable_directory
 from .events.devices import MqttSettings, make_device
 from .events.engine import EventEngine, HostSensors
+from .events.log import BACKLOG as EVENT_BACKLOG
 from .events.log import EventLog
 from .events.outlets import Outlets
 from .events.outputs import Outputs
@@ -25,7 +27,7 @@ from .notify import SystemdNotifier
 from .nut.descriptions import Descriptions
 from .nut.protocol import ServerCore
 from .nut.server import ListenError, NutServer
-from .paths import migrate_from_statepath, resolve_nut_statepath, resolve_statepath
+from .paths import DatapathLock, migrate_from_statepath, resolve_nut_statepath, resolve_statepath
 from .process import supervise
 from .shutdown.runner import ShutdownRunner, shutdown_runner, watched_state
 from .shutdown.settings import ShutdownSettings
@@ -62,6 +64,7 @@ class Daemon:
         self.statepath = resolve_statepath(statepath, config.upsd.statepath)
         # what must survive a restart; STATEPATH keeps sockets only (nutups/paths.py)
         self.datapath: Path = config.datapath
+        self.datapath_lock = DatapathLock(self.datapath)
         migrate_from_statepath(self.statepath, self.datapath, log)
         self.states: list[UpsState] = []
         self.drivers: dict[str, Driver] = {}
@@ -157,11 +160,14 @@ class Daemon:
             self.statepath.mkdir(parents=True, exist_ok=True, mode=0o750)
         except OSError as exc:
             log.warning("cannot create STATEPATH %s: %s", self.statepath, exc.strerror)
-        try:
-            self.datapath.mkdir(parents=True, exist_ok=True, mode=0o750)
-        except OSError as exc:
-            log.warning("cannot create the datapath %s: %s; settings and events are not kept",
-                        self.datapath, exc.strerror)
+        cannot_keep = writable_directory(self.datapath)  # creates it when missing
+        if cannot_keep is not None:  # a read-only root (overlayfs), a locked card: say it once, in words
+            log.warning("the datapath %s cannot be written (%s): nutups serves, but does not keep values set "
+                        "with upsrw or the charge window, the learned load, the event log (the newest %d "
+                        "events wait in memory) or the history over a restart; make %s writable, or name a "
+                        "writable directory with datapath: in nutups.yaml (or --datapath)",
+                        self.datapath, cannot_keep.strerror or cannot_keep, EVENT_BACKLOG, self.datapath)
+        self.datapath_lock.acquire()  # DatapathBusy: a second daemon on one datapath refuses to start
         raise_fd_limit(self.config.upsd.maxconn)
         loop = asyncio.get_running_loop()
         self.engine = self._build_events()
@@ -308,6 +314,7 @@ class Daemon:
             task.cancel()
         if leftovers:
             await asyncio.wait(leftovers, timeout=STOP_STAGE_S)
+        self.datapath_lock.release()
         log.info("stopped")
 
     async def run_forever(self, after_start: Callable[[], None] | None = None) -> None:

@@ -204,6 +204,40 @@ def _power_off_on_halt(machine: Machine) -> Check:
     return Check(name, False, "not set (the default is 0)" if value is None else f"POWER_OFF_ON_HALT={value}", fix)
 
 
+LOW_SPACE = 1 << 20  # under this much free space the event log and history soon stop being kept
+
+
+def datapath_check(datapath: Path) -> Check:
+    """Can nutups keep what must survive a restart (settings, learned load, events, history)?"""
+    name = f"datapath {datapath}"
+    fix = ("make it writable, or name a writable directory: datapath: in nutups.yaml "
+           "(or --datapath; systemd's StateDirectory= sets it for the service)")
+    existing = datapath
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK):
+        why = "read-only file system" if _read_only_mount(existing) else "no write permission"
+        return Check(name, False, f"cannot be written ({why}): settings set with upsrw, the learned load, "
+                                  "the event log and the history are not kept over a restart", fix)
+    try:
+        st = os.statvfs(existing)
+    except OSError as exc:
+        return Check(name, False, f"cannot be checked: {exc.strerror}", fix)
+    free = st.f_bavail * st.f_frsize
+    if free < LOW_SPACE:
+        return Check(name, False, f"writable, but only {free // 1024} KiB free: events wait in memory and the "
+                                  "history stops being kept when it is full", "free space on that file system")
+    detail = "writable" if existing == datapath else f"not there yet; {existing} is writable"
+    return Check(name, True, f"{detail}, {free // (1 << 20)} MiB free")
+
+
+def _read_only_mount(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 def hat_absent(checks: list[Check]) -> bool:
     return any(c.name.startswith(("I2C bus", "fuel gauge")) and c.ok is False for c in checks)
 
@@ -219,4 +253,4 @@ def format_table(checks: list[Check]) -> str:
     return "\n".join(out)
 
 
-__all__ = ["Check", "Machine", "format_table", "hat_absent", "run_checks"]
+__all__ = ["Check", "Machine", "datapath_check", "format_table", "hat_absent", "run_checks"]

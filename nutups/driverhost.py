@@ -197,7 +197,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("-r", dest="chroot", metavar="DIR", help="accepted; nutups does not chroot")
     p.add_argument("-i", dest="interval", metavar="SEC", help="poll interval (pollinterval)")
     p.add_argument("-V", dest="version", action="store_true", help="print version, then exit")
-    p.add_argument("-h", dest="help", action="store_true", help="display this help")
+    p.add_argument("-h", "--help", dest="help", action="store_true", help="display this help")
     return p
 
 

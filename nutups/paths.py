@@ -16,11 +16,14 @@ environment first, as NUT's programs do:
   2. ``datapath:`` in nutups.yaml (relative to the confpath);
   3. ``/var/lib/nutups`` for root, else ``$XDG_STATE_HOME/nutups`` (``~/.local/state/nutups``).
 
-and the one-time move of the files an older nutups kept in STATEPATH to the datapath.
+the lock that keeps a second daemon off a datapath in use, and the one-time move of the
+files an older nutups kept in STATEPATH to the datapath.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
 import os
 import shutil
@@ -84,6 +87,51 @@ def resolve_datapath(configured: Path | None, environ: Mapping[str, str] = os.en
     if systemd:
         return Path(systemd)
     return configured if configured is not None else default_datapath(environ, euid)
+
+
+class DatapathBusy(OSError):
+    """Another nutups holds the datapath: two daemons would interleave one event log and one history."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+class DatapathLock:
+    """An exclusive lock on a datapath (flock on DATAPATH/nutups.lock, released when the process ends,
+    however it ends), so that a second daemon on the same datapath refuses to start."""
+
+    NAME = "nutups.lock"
+
+    def __init__(self, datapath: Path) -> None:
+        self.path = datapath / self.NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock; False where the datapath cannot be written (nothing is kept there, so
+        there is nothing to share).  Raises DatapathBusy when another process holds it."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return False
+            who = f"another nutups (pid {holder})" if holder.isdigit() else "another nutups"
+            raise DatapathBusy(errno.EBUSY, f"{who} already uses the datapath {self.path.parent}; "
+                               "give this one its own (--datapath DIR, or datapath: in nutups.yaml)") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def migrate_from_statepath(statepath: Path, datapath: Path, log: logging.Logger) -> list[Path]:

@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-F", dest="foreground", action="count", default=0,
                    help="stay foregrounded (-FF: and still save the PID file)")
     p.add_argument("-B", dest="background", action="store_true", help="stay backgrounded even with -D")
-    p.add_argument("-h", dest="help", action="store_true", help="display this help")
+    p.add_argument("-h", "--help", dest="help", action="store_true", help="display this help")
     p.add_argument("-r", dest="chroot", metavar="DIR", help="accepted; nutups does not chroot")
     p.add_argument("-q", dest="quiet", action="count", default=0, help="raise log level threshold")
     p.add_argument("-u", dest="user", metavar="USER", help="switch to USER (if started as root)")

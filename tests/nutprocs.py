@@ -34,11 +34,21 @@ def nut_user() -> tuple[int, int] | None:
     return pw.pw_uid, pw.pw_gid
 
 
+_SESSION_TMP: list[Path] = []  # one parent per test process, removed when it exits
+
+
 def nut_tmpdir(prefix: str = "nutups-test-") -> Path:
-    """A temporary directory the nut user can reach (pytest's own are 0700 under root)."""
+    """A temporary directory the nut user can reach (pytest's own are 0700 under root); all of them
+    live under one parent per test process, which is removed when the process exits."""
+    import atexit
     import tempfile
 
-    path = Path(tempfile.mkdtemp(prefix=prefix))
+    if not _SESSION_TMP:
+        parent = Path(tempfile.mkdtemp(prefix="nutups-tests-"))
+        parent.chmod(0o755)
+        _SESSION_TMP.append(parent)
+        atexit.register(shutil.rmtree, parent, True)
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=_SESSION_TMP[0]))
     path.chmod(0o755)
     return path
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from nutups.cli import main
@@ -115,7 +116,39 @@ def test_config_check_reports_file_and_line_without_traceback(tmp_path):
     assert f"{tmp_path}/ups.conf:1: [hat]: unknown driver 'nosuch'" in out
     assert f"{tmp_path}/upsd.conf:1: MAXCONN: must be at least 1" in out
     assert f"{tmp_path}/upsd.users:3: unknown upsmon role 'boss'" in out
-    assert f"{tmp_path}/nutups.yaml:2: YAML error" in out
+    assert f"{tmp_path}/nutups.yaml:2: a [list] not closed with ]" in out
+
+
+@pytest.mark.parametrize(("text", "line", "words"), [
+    # the Pi owner's most common slip: a key indented one space less than its neighbours (PyYAML says
+    # "expected <block end>, but found '<block mapping start>'")
+    ("outputs:\n  leds:\n    red: 22\n   green: 24\n", 4, "the indentation is off"),
+    ("events:\n\tAC_POWER_LOSS: {}\n", 2, "a tab: YAML indents with spaces only"),
+    ("web: 1\n  listen: x\n", 2, "a ':' where none can be"),
+])
+def test_yaml_errors_are_said_in_words_with_their_line(tmp_path, text, line, words):
+    (tmp_path / "ups.conf").write_text("[ups]\n driver = x120x\n sim = yes\n")
+    (tmp_path / "nutups.yaml").write_text(text)
+    out = CliRunner().invoke(main, ["config", "check", "--confpath", str(tmp_path)]).output
+    assert f"{tmp_path}/nutups.yaml:{line}: {words}" in out, out
+    assert "(YAML: " in out  # PyYAML's own words stay, after ours
+
+
+def test_an_unknown_driver_is_reported_alone(tmp_path):
+    """driver = x12ox (a typo of x120x) has no port = line: the typo is the problem, not the port."""
+    (tmp_path / "ups.conf").write_text("[ups]\n driver = x12ox\n")
+    out = CliRunner().invoke(main, ["config", "check", "--confpath", str(tmp_path)]).output
+    assert f"{tmp_path}/ups.conf:1: [ups]: unknown driver 'x12ox'" in out
+    assert "no port" not in out
+
+
+@pytest.mark.parametrize("command", ["driver", "upsd"])
+def test_nut_style_commands_take_help_too(command):
+    for flag in ("--help", "-h"):
+        r = subprocess.run([sys.executable, "-m", "nutups.cli", command, flag], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0, (flag, r.stderr)
+        assert "usage:" in r.stdout.lower()
 
 
 def test_config_check_ok_on_the_shipped_example():

@@ -70,7 +70,7 @@ def test_every_problem_of_every_file_is_reported_at_once():
              files={"nutups.yaml": "events:\n  AC_POWER_LOSS: [unclosed\n"})
     result = serve(d, "--listen", f"127.0.0.1:{free_port()}")
     refused(result, f"{d}/ups.conf:1: [box]: unknown driver 'nosuch-ups'",
-            f"{d}/upsd.conf:1: MAXCONN: must be at least 1", f"{d}/nutups.yaml:3: YAML error")
+            f"{d}/upsd.conf:1: MAXCONN: must be at least 1", f"{d}/nutups.yaml:3: a [list] not closed with ]")
     assert "3 error(s)" in result.stderr
 
 

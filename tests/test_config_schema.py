@@ -83,8 +83,8 @@ def test_a_dropped_byte_in_nut_files_is_a_warning_with_its_line(tmp_path):
     assert cfg.ups[0].desc == "Caf UPS"  # what NUT's parseconf stores too
 
 
-def test_events_type_and_sim_speed_messages_are_words():
-    r = CliRunner().invoke(main, ["events", "--type", "BOGUS", "--datapath", tempfile.mkdtemp()])
+def test_events_type_and_sim_speed_messages_are_words(tmp_path):
+    r = CliRunner().invoke(main, ["events", "--type", "BOGUS", "--datapath", str(tmp_path)])
     assert r.exit_code == 2
     assert "'BOGUS' is not an event type (one of AC_POWER_LOSS," in r.output
     assert "EventType" not in r.output

@@ -165,3 +165,26 @@ def test_files_an_older_nutups_left_in_statepath_are_read_once():
     assert f"moved {statepath}/nutups-ups.json from STATEPATH to the datapath {data}" in log
     assert not (statepath / "nutups-ups.json").exists()
     assert json.loads((data / "nutups-ups.json").read_text())["battery.charge.low"] == 35
+
+
+def test_a_second_daemon_on_the_same_datapath_refuses_to_start():
+    """Two daemons on one datapath would interleave one event log (sequence numbers repeated, as seen
+    with two `make run` as root): the second refuses, as it does for a busy LISTEN, and the first serves on."""
+    base = nut_tmpdir()
+    confdir = make_confdir(base / "conf", SIM_UPS, "", USERS)
+    data = base / "lib"
+    first = Run(confdir, base / "run1", data)
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "nutups.cli", "serve", "--confpath", str(confdir),
+             "--listen", f"127.0.0.1:{free_port()}", "--statepath", str(base / "run2")],
+            env=dict(os.environ, STATE_DIRECTORY=str(data)), capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2, second.stderr
+        assert f"cannot start: another nutups (pid {first.proc.pid}) already uses the datapath {data}" \
+            in second.stderr, second.stderr
+        assert first.get("ups.status") is not None  # the first is untouched
+    finally:
+        log = first.stop()
+    assert "Traceback" not in log
+    third = Run(confdir, base / "run3", data)  # the lock went with the first process
+    third.stop()

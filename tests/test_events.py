@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -20,7 +22,7 @@ from nutups.configuration import load_configuration
 from nutups.events.config import ActionSet, EventsConfig
 from nutups.events.detector import EventDetector, Snapshot, Thresholds
 from nutups.events.engine import EventEngine
-from nutups.events.log import EventLog, read_events
+from nutups.events.log import EventLog, read_events, repair_last_line
 from nutups.events.outputs import Outputs
 from nutups.events.types import Event, EventType
 from nutups.hardware.sim import SimClock, SimulatedHat
@@ -367,9 +369,82 @@ def test_event_log_completes_short_writes_and_syncs_once_per_burst(tmp_path, mon
     assert [e.message for e in events] == ["burst 0", "burst 1", "burst 2"]
     assert written_before_sync == [len((tmp_path / "ev.log").read_bytes())]
     monkeypatch.setattr(os, "write", lambda fd, data: 0)
-    with pytest.raises(OSError):
-        log.append(Event(EventType.AC_POWER_RESTORED, "ups", "disk full"))
+    log.append(Event(EventType.AC_POWER_RESTORED, "ups", "disk full"))  # kept, not raised
+    assert log.waiting == 1
+    monkeypatch.setattr(os, "write", real_write)
+    log.close()  # a last try on the way out writes it
+    assert [e.message for e in read_events(tmp_path / "ev.log")][-1] == "disk full"
+
+
+def _enospc_after(limit_bytes: list[int], real_write):
+    """os.write as on a card with ``limit_bytes[0]`` bytes free: a write past it is cut short, then ENOSPC."""
+    def write(fd, data):
+        if limit_bytes[0] <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        n = real_write(fd, bytes(data[: limit_bytes[0]]))
+        limit_bytes[0] -= n
+        return n
+    return write
+
+
+def test_a_full_disk_loses_no_event_and_leaves_no_partial_line(tmp_path, monkeypatch, caplog):
+    """Issue 16: events while the card is full wait in memory in order and are written when space
+    comes back; the line that hit the limit is cut back out; one ERROR, then one INFO."""
+    caplog.set_level(logging.INFO, logger="nutups.events")
+    path = tmp_path / "ev.log"
+    log = EventLog(path)
+    log.append(Event(EventType.AC_POWER_LOSS, "ups", "before"))
+    free = [30]  # less than one line: the next write is cut short, then the card is full
+    real_write = os.write
+    monkeypatch.setattr(os, "write", _enospc_after(free, real_write))
+    for n in range(20):
+        log.append(Event(EventType.AC_POWER_RESTORED if n % 2 else EventType.AC_POWER_LOSS, "ups", f"full {n}"))
+        assert path.read_bytes().endswith(b"\n")  # never a partial line on disk
+    assert log.waiting == 20
+    free[0] = 10**9  # space again: the next event (or the retry timer) writes the backlog first
+    log.append(Event(EventType.AC_POWER_LOSS, "ups", "after"))
     log.close()
+    events = list(read_events(path, warn=lambda m: pytest.fail(m)))
+    assert [e.message for e in events] == ["before"] + [f"full {n}" for n in range(20)] + ["after"]
+    assert [e.seq for e in events] == list(range(1, 23))
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    infos = [r for r in caplog.records if "works again" in r.getMessage()]
+    assert len(errors) == 1 and "No space left on device" in errors[0].getMessage()
+    assert len(infos) == 1 and "20 event(s) that waited" in infos[0].getMessage()
+
+
+def test_the_backlog_is_bounded_and_counts_what_it_dropped(tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="nutups.events")
+    path = tmp_path / "ev.log"
+    log = EventLog(path, backlog=3)
+    real_write = os.write
+    monkeypatch.setattr(os, "write", _enospc_after([0], real_write))
+    for n in range(5):
+        log.append(Event(EventType.AC_POWER_LOSS, "ups", f"e{n}"))
+    assert log.waiting == 3 and log.dropped == 2
+    monkeypatch.setattr(os, "write", real_write)
+    assert log.flush_backlog()
+    log.close()
+    assert [e.message for e in read_events(path)] == ["e2", "e3", "e4"]  # the newest kept, in order
+    assert "2 older ones were dropped" in caplog.text
+
+
+def test_a_damaged_last_line_is_cut_off_at_start_once(tmp_path):
+    path = tmp_path / "ev.log"
+    log = EventLog(path)
+    for n in range(3):
+        log.append(Event(EventType.AC_POWER_LOSS, "ups", f"e{n}"))
+    log.close()
+    whole = path.read_bytes()
+    path.write_bytes(whole + b'{"seq": 4, "type": "AC_PO' + b"\0" * 40)  # a power cut mid-write
+    warnings: list[str] = []
+    assert repair_last_line(path, warn=warnings.append) == 25 + 40
+    assert path.read_bytes() == whole and len(warnings) == 1 and "damaged last line" in warnings[0]
+    assert repair_last_line(path, warn=warnings.append) == 0 and len(warnings) == 1  # whole: nothing to do
+    log = EventLog(path)
+    assert log.append(Event(EventType.AC_POWER_RESTORED, "ups", "next")).seq == 4
+    log.close()
+    assert [e.seq for e in read_events(path, warn=lambda m: pytest.fail(m))] == [1, 2, 3, 4]
 
 
 def test_a_plug_that_feeds_an_unknown_ups_is_a_warning_in_config_check(tmp_path):

@@ -15,9 +15,8 @@ import pytest
 from nutprocs import HAVE_REAL_NUT, free_port, nut_user
 
 REPO = Path(__file__).resolve().parents[1]
-NIT = Path(os.environ.get("NUTUPS_NIT", REPO.parent / "shared" / "nut-nit" / "nit.sh"))
-if not NIT.exists():
-    NIT = Path("/work/shared/nut-nit/nit.sh")
+# nit.sh of NUT v2.8.0 is kept in the repository (tests/data/nut-nit/README.md); $NUTUPS_NIT may name another
+NIT = Path(os.environ.get("NUTUPS_NIT", REPO / "tests" / "data" / "nut-nit" / "nit.sh"))
 SYSTEM_PYTHON = Path("/usr/bin/python3")  # user nut must be able to run it (not a pyenv under /root)
 # the runtime dependencies of pyproject.toml, installed once per version of this list
 DEPENDENCIES = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]

@@ -121,6 +121,30 @@ def test_page_shows_the_charge(page, webd):
     expect(line).to_have_attribute("d", re.compile(r"^M[\d.]+,[\d.]+(L[\d.]+,[\d.]+){50,}"))  # the hour
 
 
+def test_first_paint_needs_no_live_feed_and_no_401(browser, webd):
+    """The page carries its first snapshot: with the live feed held back, the tiles already show the
+    USB UPS's values (from its .dev file), and a visitor who is not logged in sees no 401 in the console."""
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(20000)
+    console, failed = [], []
+    page.on("console", lambda m: console.append(m.text))
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    page.route("**/api/v1/live", lambda route: route.abort())  # the feed never arrives
+    try:
+        page.goto(webd.url + "/")
+        usb = page.locator('section[data-ups="usb"]')
+        expect(usb.locator('.tile [data-var="battery.charge"]')).to_have_text("64")
+        expect(usb.locator('.tile [data-var="battery.runtime"]')).to_have_text("40 min")
+        expect(ups_panel(page).locator('.badge[data-var="ups.status"]')).to_contain_text("OL")
+        expect(page.locator("#feed")).not_to_have_text("live")
+        page.wait_for_load_state("networkidle")
+        assert not failed, failed
+        assert not [m for m in console if "401" in m], console
+    finally:
+        context.close()
+
+
 def test_mains_loss_appears_without_a_reload(page, webd):
     page.evaluate("window.__same_page = true")
     status = ups_panel(page).locator('.badge[data-var="ups.status"]')

@@ -319,6 +319,32 @@ PORT = Number(1, 65535, integer=True)
 # --- reading YAML with lines -------------------------------------------------------------
 
 
+# PyYAML's reasons, said in words a Pi owner can act on (the first that matches)
+YAML_IN_WORDS = (
+    ("expected <block end>", "the indentation is off: this line is indented more or less than the keys "
+                             "around it, or a '- ' list item sits among keys"),
+    ("mapping values are not allowed", "a ':' where none can be: quote a value that holds ': ', or check "
+                                       "the indentation of this line"),
+    ("character '\\t'", "a tab: YAML indents with spaces only"),
+    ("that cannot start any token", "a character that cannot start a value: quote a value that starts "
+                                    "with @ or `"),
+    ("could not find expected ':'", "a key without its ':' (write `key: value`), or a quote left open above"),
+    ("found unexpected end of stream", "a quote or bracket opened and never closed"),
+    ("expected ',' or ']'", "a [list] not closed with ] (or a missing comma)"),
+    ("expected ',' or '}'", "a {mapping} not closed with } (or a missing comma)"),
+    ("found undefined alias", "a *name that no &name defines"),
+    ("expected <document start>", "text after the end of the settings, or a line indented less than the "
+                                  "first key"),
+)
+
+
+def yaml_in_words(reason: str) -> str:
+    for fragment, words in YAML_IN_WORDS:
+        if fragment in reason:
+            return words
+    return "this is not valid YAML"
+
+
 def load_yaml(data: bytes, file: str) -> tuple[Any, Checked]:
     """Parse a YAML file; the result, and a Checked that knows the line of every key.
     A problem with the file as a whole (not UTF-8, bad YAML) is in ``problems``."""
@@ -337,7 +363,7 @@ def load_yaml(data: bytes, file: str) -> tuple[Any, Checked]:
         mark = getattr(exc, "problem_mark", None)
         reason = getattr(exc, "problem", None) or "not valid YAML"
         walk.problems.append(ConfigProblem(file, mark.line + 1 if mark is not None else None,
-                                           f"YAML error: {reason}"))
+                                           f"{yaml_in_words(reason)} (YAML: {reason})"))
         return None, walk
     return value, walk
 

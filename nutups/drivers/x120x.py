@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 from .. import __version__
 from ..debounce import Debounce
+from ..durable import WriteHealth, write_atomically
 from ..hardware.boards import BOARDS, NOMINAL_CELL_VOLTAGE
 from ..hardware.cells import CellCurves
 from ..hardware.gauge import (
@@ -110,6 +111,7 @@ class X120xDriver(Driver):
         self.hardware = hardware  # injected: a SimulatedHat, or None for the real HAT
         self.settings = dict(DEFAULTS)
         self.settings_path = (self.datapath / f"nutups-{self.section.name}.json") if self.datapath else None
+        self._settings_health = WriteHealth("the settings", self.settings_path or Path("."), self.log)
         self._load_settings()
         prior = float(self.settings.get("learned_load_w") or self.value("load_w"))
         self.estimator = RuntimeEstimator(self.capacity_mah / 1000.0, prior)
@@ -163,13 +165,13 @@ class X120xDriver(Driver):
         if self.settings_path is None:
             return
         self.settings["learned_load_w"] = round(self.estimator.prior_load_w, 3)
-        tmp = self.settings_path.with_suffix(".tmp")
         try:
             self.settings_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(self.settings, indent=1, sort_keys=True))
-            os.replace(tmp, self.settings_path)
-        except OSError as exc:
-            self.log.warning("cannot save settings to %s: %s", self.settings_path, exc.strerror)
+            write_atomically(self.settings_path, json.dumps(self.settings, indent=1, sort_keys=True).encode())
+        except OSError as exc:  # in force until the next save works; said once (durable.py)
+            self._settings_health.failed(exc, "the settings stay in force but are not kept over a restart")
+        else:
+            self._settings_health.ok("the settings are kept")
 
     # --- hardware --------------------------------------------------------------
 

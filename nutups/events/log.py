@@ -2,11 +2,16 @@
 actions run, and on disk (fsync) at the end of the burst it belongs to.
 
 Durability, decided: a line goes to the kernel with write() (repeated until the whole
-line is written: a short write is not ignored, a failing one raises) before any action
-starts, so a `kill -9` at any moment leaves every earlier line intact; a torn last line
-is skipped with a warning when read.  One fsync follows each burst (the events of one
-reading, written in the same turn of the event loop), so a power cut or a shutdown right
-after a burst keeps it, at the cost of one flush per burst rather than one per line.
+line is written: a short write is not ignored) before any action starts, so a `kill -9`
+at any moment leaves every earlier line intact.  One fsync follows each burst (the events
+of one reading, written in the same turn of the event loop), so a power cut or a shutdown
+right after a burst keeps it, at the cost of one flush per burst rather than one per line.
+
+A full, failing or read-only card (nutups/durable.py): a line that cannot be written is
+cut back out of the file (never a partial line) and waits, in order, in a bounded backlog
+in memory with every later line, to be written when the disk takes writes again (tried at
+the next event and every RETRY_S); past BACKLOG lines the oldest are dropped and counted.
+At start a damaged last line (a power cut mid-write) is cut off, and said once.
 """
 
 from __future__ import annotations
@@ -15,51 +20,128 @@ import asyncio
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
+from ..durable import WriteHealth
 from .types import Event, EventType
 
 log = logging.getLogger("nutups.events")
 
 DEFAULT_MAX_BYTES = 1_000_000
 DEFAULT_BACKUPS = 5
+BACKLOG = 10_000  # events kept in memory while the disk refuses them
+RETRY_S = 5.0  # how often a waiting backlog tries the disk again
 
 
 class EventLog:
     """Appends events; numbers them; rotates ``path`` to ``path.1`` ... ``path.N``."""
 
     def __init__(self, path: Path, max_bytes: int = DEFAULT_MAX_BYTES, backups: int = DEFAULT_BACKUPS,
-                 syslog: bool = False) -> None:
+                 syslog: bool = False, backlog: int = BACKLOG) -> None:
         self.path = path
         self.max_bytes = max_bytes
         self.backups = backups
         self.syslog = logging.getLogger("nutups.event") if syslog else None
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.health = WriteHealth("the event log", path, log)
+        self.backlog: deque[bytes] = deque()  # lines not on disk yet, oldest first
+        self.backlog_max = backlog
+        self.dropped = 0  # lines the backlog could not hold
+        repair_last_line(path)
         self.seq = last_sequence(path)
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        self._size = os.fstat(self._fd).st_size
+        self._fd = -1
+        self._size = 0
         self._sync_pending = False
+        self._retry: asyncio.TimerHandle | None = None
+        self._closed = False
+        try:
+            self._open()
+        except OSError as exc:  # a read-only or missing datapath: kept in memory until it can be written
+            self.health.failed(exc, f"events wait in memory (the last {self.backlog_max})")
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self._size = os.fstat(self._fd).st_size
 
     def append(self, event: Event) -> Event:
+        """Number the event and write it (or keep it, in order, until the disk takes it)."""
         self.seq += 1
         event.seq = self.seq
-        line = (event.to_json() + "\n").encode()
+        self.backlog.append((event.to_json() + "\n").encode())
+        if len(self.backlog) > self.backlog_max:
+            self.backlog.popleft()
+            self.dropped += 1
+        self.flush_backlog(new=1)
+        if self.syslog is not None:
+            self.syslog.info("%s %s: %s", event.type, event.ups, event.message)
+        return event
+
+    @property
+    def waiting(self) -> int:
+        return len(self.backlog)
+
+    def flush_backlog(self, new: int = 0) -> bool:
+        """Write what waits, oldest first (the last ``new`` lines have not waited yet); True when
+        nothing waits any more."""
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        waited = len(self.backlog) - new
+        while self.backlog:
+            try:
+                self._write(self.backlog[0])
+            except OSError as exc:
+                self.health.failed(exc, f"events wait in memory, in order (the last {self.backlog_max})")
+                self._retry_later()
+                return False
+            self.backlog.popleft()
+        if self.health.failing:
+            lost = f", {self.dropped} older ones were dropped (more than {self.backlog_max} waited)" \
+                if self.dropped else ""
+            self.health.ok(f"{waited} event(s) that waited are written{lost}")
+            self.dropped = 0
+        return True
+
+    def _retry_later(self) -> None:
+        if self._closed:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (a tool, a test): the next append tries again
+        self._retry = loop.call_later(RETRY_S, self.flush_backlog)
+
+    def _write(self, line: bytes) -> None:
+        """One whole line, or nothing: a failed write is cut back out of the file."""
+        if self._fd < 0:
+            self._open()
         if self._size and self._size + len(line) > self.max_bytes:
             self._sync()  # the burst so far, before its file is renamed
             self._rotate()
         written = 0
-        while written < len(line):  # O_APPEND: a short write's remainder follows it directly
-            n = os.write(self._fd, line[written:])
-            if n <= 0:
-                raise OSError(f"could not write {self.path}")
-            written += n
+        try:
+            while written < len(line):  # O_APPEND: a short write's remainder follows it directly
+                n = os.write(self._fd, line[written:])
+                if n <= 0:
+                    raise OSError(f"could not write {self.path}")
+                written += n
+        except OSError:
+            if written:
+                self._cut_back(written)
+            raise
         self._size += len(line)
         self._schedule_sync()
-        if self.syslog is not None:
-            self.syslog.info("%s %s: %s", event.type, event.ups, event.message)
-        return event
+
+    def _cut_back(self, written: int) -> None:
+        """Remove the start of a line that could not be finished."""
+        try:
+            os.ftruncate(self._fd, os.fstat(self._fd).st_size - written)
+        except OSError:  # the next start repairs it (repair_last_line)
+            os.close(self._fd)
+            self._fd = -1
 
     def _schedule_sync(self) -> None:
         """One fsync at the end of this burst; right now when no event loop runs."""
@@ -80,10 +162,11 @@ class EventLog:
         try:
             os.fsync(self._fd)
         except OSError as exc:
-            log.error("cannot flush the event log %s to disk: %s", self.path, exc.strerror)
+            self.health.failed(exc, "the events stay in the kernel's cache until it works")
 
     def _rotate(self) -> None:
         os.close(self._fd)
+        self._fd = -1
         if self.backups <= 0:
             self.path.unlink(missing_ok=True)
         else:
@@ -92,14 +175,44 @@ class EventLog:
                 if src.exists():
                     os.replace(src, self.path.with_name(f"{self.path.name}.{i + 1}"))
             os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        self._size = 0
+        self._open()
 
     def close(self) -> None:
+        self._closed = True
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        if self.backlog:
+            self.flush_backlog()
+        if self.backlog:
+            log.error("stopping with %d event(s) that could not be written to %s", len(self.backlog), self.path)
         if self._fd >= 0:
             self._sync()
             os.close(self._fd)
             self._fd = -1
+
+
+def repair_last_line(path: Path, warn=log.warning) -> int:
+    """Cut off a damaged last line (a power cut mid-write: no newline, or NUL bytes the filesystem
+    left) so the log ends with a whole line; said once.  Returns the bytes removed."""
+    try:
+        with open(path, "rb+") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return 0
+            f.seek(max(0, size - 65536))
+            tail = f.read()
+            if tail.endswith(b"\n"):
+                return 0
+            cut = tail.rfind(b"\n")
+            keep = size - len(tail) + cut + 1 if cut >= 0 else (0 if size <= 65536 else size)
+            if keep == size:
+                return 0  # no newline in the last 64 KiB of a big file: leave it to the readers
+            f.truncate(keep)
+    except OSError:
+        return 0  # missing or read-only: the readers skip a torn line
+    warn(f"{path}: a damaged last line ({size - keep} bytes, a power cut mid-write?) was cut off")
+    return size - keep
 
 
 def log_files(path: Path) -> list[Path]:

@@ -30,6 +30,7 @@ from .metrics import CONTENT_TYPE, render
 log = logging.getLogger("nutups.web")
 
 STATIC = Path(__file__).parent / "static"
+FIRST_PAINT = "<!-- first paint -->"  # index.html's place for the state the page starts with
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 PING_S = 25.0  # an SSE comment this often keeps proxies from closing an idle feed
 EVENTS_LIMIT = 1000
@@ -80,6 +81,7 @@ class Dashboard:
         self.registry = metrics_registry
         self.logins = Logins(lambda: core.users)
         self.secure_cookies = secure_cookies
+        self._page = (STATIC / "index.html").read_text()
 
     def application(self) -> web.Application:
         app = web.Application(middlewares=[self._headers], client_max_size=64 * 1024)
@@ -116,8 +118,21 @@ class Dashboard:
 
     # --- pages ---------------------------------------------------------------------
 
-    async def index(self, request: web.Request) -> web.FileResponse:
-        return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+    async def index(self, request: web.Request) -> web.Response:
+        """The page with its first paint in it: the session, the UPSes and their variables as the live
+        feed would send them, so the tiles are filled before the feed connects, and a visitor who is
+        not logged in causes no 401."""
+        entry = self.logins.session(request.cookies.get(COOKIE))
+        first = {
+            "session": {"user": entry.username, "csrf": entry.csrf} if entry is not None else None,
+            "ups": [{"name": s.name, "desc": s.desc, "connected": s.connected, "stale": s.stale,
+                     "vars": state_snapshot(s)} for s in self.states.values()],
+            "types": [str(t) for t in EventType],
+        }
+        # inert JSON inside <script>: "</" cannot end the element early
+        data = json.dumps(first, separators=(",", ":")).replace("</", "<\\/")
+        page = self._page.replace(FIRST_PAINT, f'<script type="application/json" id="first-paint">{data}</script>')
+        return web.Response(text=page, content_type="text/html", headers={"Cache-Control": "no-cache"})
 
     async def metrics(self, request: web.Request) -> web.Response:
         body = render(self.registry)

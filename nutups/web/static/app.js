@@ -502,20 +502,31 @@ function connect() {
   feed.onerror = () => { mark.textContent = "reconnecting…"; mark.className = "feed"; };
 }
 
+// The page arrives with its first paint (the session, the UPSes and their variables), so the tiles
+// show values before the live feed connects, and a visitor who is not logged in meets no 401.
+function firstPaint() {
+  const el = $("#first-paint");
+  return el ? JSON.parse(el.textContent) : null;
+}
+
 async function start() {
   setupLogin();
-  const { status, data } = await api("/api/v1/session");
-  if (status === 200) { csrf = data.csrf; loggedIn(data.user); }
-  const types = await api("/api/v1/events/types");
-  if (types.status === 200) {
-    for (const t of types.data) {
-      const o = document.createElement("option");
-      o.value = o.textContent = t;
-      $("#filter-type").append(o);
-    }
+  const first = firstPaint() || {
+    session: null, ups: [],
+    types: (await api("/api/v1/events/types")).data || [],
+  };
+  if (first.session) { csrf = first.session.csrf; loggedIn(first.session.user); }
+  for (const t of first.types) {
+    const o = document.createElement("option");
+    o.value = o.textContent = t;
+    $("#filter-type").append(o);
   }
-  const list = await api("/api/v1/ups");
-  if (list.status === 200) list.data.forEach((u) => panel(u.name, u.desc));
+  for (const u of first.ups) {
+    const entry = panel(u.name, u.desc);
+    $(".stale", entry.el).hidden = u.connected && !u.stale;
+    entry.el.classList.toggle("is-stale", !u.connected || u.stale);
+    show(u.name, u.vars, true);
+  }
   $("#event-filters").addEventListener("change", loadEvents);
   connect();
   // the charts' time axis moves on by itself; no data is fetched for it
