@@ -226,9 +226,9 @@ def sim(confpath: Path | None, statepath: Path | None, ups: str | None, words: t
 def events(confpath: Path | None, datapath: Path | None, types: tuple[str, ...], since: str | None,
            until: str | None, follow: bool, as_json: bool, list_types: bool) -> None:
     """Read the event log (rotated files included)."""
-    from .events.engine import HostSensors
     from .events.log import follow_events, log_files, matches, parse_time, read_events
     from .events.types import SOURCES, EventType
+    from .hardware.host import HostSensors
 
     if list_types:
         have = HostSensors().available()

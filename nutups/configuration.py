@@ -17,7 +17,7 @@ from .config import ConfigError, ConfigProblem, read_ups_conf, read_yaml
 from .config.nutconf import UpsdSettings, UpsSection, parse_upsd_conf
 from .config.schema import Checked, Converted, Section, Text
 from .config.users import parse_users
-from .drivers import DRIVERS, builtin_driver, builtin_driver_class, in_process, known_driver
+from .drivers import DRIVERS, builtin_driver, in_process, known_driver
 from .events.config import EVENTS, EventsConfig
 from .nut.users import UserTable
 from .paths import resolve_confpath, resolve_datapath
@@ -83,10 +83,10 @@ def driver_problems(section: UpsSection, confpath: Path, socket_drivers: frozens
         ))
     if not in_process(section.driver, socket_drivers):
         return problems
-    cls = builtin_driver_class(section.driver)
+    cls = builtin_driver(section.driver)
     assert cls is not None
     problems.extend(ConfigProblem(fn, section.line, text) for text in cls.check_section(section, confpath))
-    if builtin_driver(section.driver) is DRIVERS["dummy-ups"] and section.port:
+    if cls is DRIVERS["dummy-ups"] and section.port:
         dev = Path(section.port) if os.path.isabs(section.port) else confpath / section.port
         if not dev.exists():
             problems.append(ConfigProblem(  # as dummy-ups: served once it appears

@@ -16,13 +16,14 @@ from .configuration import Configuration, load_configuration
 from .drivers import DRIVERS, Driver, DriverError, NutSocketDriver, driver_factory
 from .durable import writable_directory
 from .events.devices import MqttSettings, make_device
-from .events.engine import EventEngine, HostSensors
+from .events.engine import EventEngine
 from .events.log import BACKLOG as EVENT_BACKLOG
 from .events.log import EventLog
 from .events.outlets import Outlets
 from .events.outputs import Outputs
-from .hardware.gpio import GpioError, import_gpiod
-from .hardware.sim import SimSensors
+from .hardware.backend import Hardware
+from .hardware.gpio import GpioError
+from .hardware.simcontrol import SimControlServer, SocketInUse
 from .notify import SystemdNotifier
 from .nut.descriptions import Descriptions
 from .nut.protocol import ServerCore
@@ -68,6 +69,10 @@ class Daemon:
         migrate_from_statepath(self.statepath, self.datapath, log)
         self.states: list[UpsState] = []
         self.drivers: dict[str, Driver] = {}
+        # the machine's hardware: that of the first UPS that runs on any (the HAT the Pi sits on,
+        # or its simulator), else the Pi's own; the event layer's lines and sensors are on it
+        self.hardware: Hardware | None = None
+        self.controls: list[SimControlServer] = []  # the simulators' control sockets
         for section in config.ups:
             state = UpsState(section.name, section.desc, maxage=config.upsd.maxage)
             self.states.append(state)
@@ -80,10 +85,14 @@ class Daemon:
             # NUT's drivers put their sockets in NUT's STATEPATH, which may not be ours
             where = resolve_nut_statepath(config.upsd.statepath) if cls is NutSocketDriver else self.statepath
             try:
+                hardware = cls.hardware_for(section, config.confpath)
                 self.drivers[section.name] = cls(state, section, config.confpath, statepath=where,
-                                                 datapath=self.datapath)
+                                                 datapath=self.datapath, hardware=hardware)
             except (DriverError, ValueError) as exc:
                 log.error("%s: the UPS is listed but reports DRIVER-NOT-CONNECTED", exc)
+                continue
+            self.hardware = self.hardware or hardware
+        self.hardware = self.hardware or Hardware()
         certfile = config.upsd.certfile
         if certfile and not os.path.isabs(certfile):
             certfile = str(config.confpath / certfile)
@@ -100,20 +109,14 @@ class Daemon:
         self.web = None  # nutups.web.service.WebService, when the dashboard or MQTT is on
         self.shutdown: ShutdownRunner | None = None  # the Pi's own policy (shutdown: in nutups.yaml)
 
-    def _simulated_hat(self):
-        for driver in self.drivers.values():
-            hat = driver.simulated_hardware
-            if hat is not None:
-                return hat
-        return None
-
     def event_log_path(self) -> Path:
         return self.config.events.event_log or self.datapath / "ups_events.log"
 
     def _build_events(self) -> EventEngine:
         """The event layer: log, outputs (the simulator's lines, or the Pi's), sensors."""
         ev = self.config.events
-        hat = self._simulated_hat()
+        hardware = self.hardware
+        assert hardware is not None
         try:
             event_log = EventLog(self.event_log_path(), ev.max_bytes, ev.backups, ev.syslog)
         except OSError as exc:
@@ -126,24 +129,18 @@ class Daemon:
         if ev.buzzer is not None:
             lines["buzzer"] = ev.buzzer
         gpiod = None
-        chip_paths = None
         if lines:
-            if hat is not None:
-                gpiod, chip_paths = hat.gpio, ["/dev/gpiochip0"]
-            else:
-                try:
-                    gpiod = import_gpiod()
-                except GpioError as exc:
-                    log.warning("outputs: %s; LED, relay and buzzer actions are logged only", exc)
-        outputs = Outputs(gpiod, lines, chip_paths=chip_paths) if lines else None
-        sensors = SimSensors(hat) if hat is not None else HostSensors()
+            try:
+                gpiod = hardware.gpiod()
+            except GpioError as exc:
+                log.warning("outputs: %s; LED, relay and buzzer actions are logged only", exc)
+        outputs = Outputs(gpiod, lines, chip_paths=hardware.chip_paths) if lines else None
+        sensors = hardware.sensors()
         mqtt = MqttSettings(**ev.mqtt)
         devices = {name: make_device(dc, mqtt, ev.action_timeout) for name, dc in ev.devices.items()}
         engine = EventEngine(ev, self.states, event_log, outputs, sensors, devices)
         if self.states and (outputs is not None or devices):
             engine.outlets = Outlets(self.states[0], outputs, devices, ev.device_poll)
-        if hat is not None and outputs is not None:
-            hat.outputs_state = outputs.state
         return engine
 
     async def _supervise(self, name: str, driver: Driver) -> None:
@@ -179,18 +176,16 @@ class Daemon:
             def plug_reading(reading) -> None:
                 if reading.voltage is not None:
                     first.set("input.voltage", f"{reading.voltage:.1f}")
-                if reading.current is not None and not isinstance(engine.sensors, SimSensors):
+                if reading.current is not None and not engine.sensors.available()["current"]:
                     engine.extra["current"] = reading.current  # the overcurrent source on a Pi
 
             self._tasks.append(loop.create_task(
                 self.engine.outlets.poll(plug_reading, self._supply_meters()), name="outlets"))
-        for driver in self.drivers.values():
-            if driver.simulated_hardware is not None:
-                driver.on_control = self._after_sim_change
         if self.config.shutdown is not None:
             self._start_shutdown(self.config.shutdown)
         for name, driver in self.drivers.items():
             self._tasks.append(loop.create_task(self._supervise(name, driver), name=f"driver-{name}"))
+        await self._start_controls()
         try:
             self.bound = await self.server.start(all_required=self.all_listen_required)
         except ListenError as exc:
@@ -204,6 +199,24 @@ class Daemon:
             self.web = WebService(web, self.states, self.core, self.engine, self.datapath,
                                   self.event_log_path(), self.certfile, broker=self.config.events.mqtt)
             await self.web.start()
+
+    async def _start_controls(self) -> None:
+        """The control socket of each simulated UPS (`nutups sim`); real hardware has none."""
+        outputs = self.engine.outputs if self.engine is not None else None
+        for name, driver in self.drivers.items():
+            if driver.hardware is None:
+                continue
+            control = driver.hardware.control_server(
+                self.statepath / f"nutups-{name}.sim", driver, after_change=self._after_sim_change,
+                outputs_state=outputs.state if outputs is not None else None)
+            if control is None:
+                continue
+            try:
+                await control.start()
+            except SocketInUse as exc:
+                log.error("%s", exc)
+                continue
+            self.controls.append(control)
 
     def listen_problems(self, exc: ListenError) -> list[ConfigProblem]:
         """Each address that could not be bound, as `upsd.conf:line: problem` (or the option)."""
@@ -230,7 +243,7 @@ class Daemon:
             if ups is None:
                 continue
             driver = self.drivers.get(names.get(str(ups).lower(), ""))
-            if driver is None or not hasattr(driver, "mains_meter"):
+            if driver is None or not driver.takes_mains_meter:
                 log.error("integrations.ac_devices %s: feeds: %s: no x120x UPS of that name in ups.conf (it has: "
                           "%s); its meter is not used as the load", dev.name, ups, ", ".join(names.values()))
                 continue
@@ -298,7 +311,8 @@ class Daemon:
         for task in self._tasks:
             task.cancel()
         stages = [("drivers", asyncio.gather(*self._tasks, return_exceptions=True)),
-                  ("NUT server", self.server.close())]
+                  ("NUT server", self.server.close()),
+                  ("simulator", asyncio.gather(*(c.close() for c in self.controls), return_exceptions=True))]
         if self.web is not None:
             stages.append(("dashboard", self.web.stop()))
         if self.engine is not None:
@@ -322,14 +336,7 @@ class Daemon:
         (`nutups upsd` drops its privileges there, as upsd does after binding)."""
         notifier = SystemdNotifier()
         notifier.status("starting")
-        await self.start()
-        if after_start is not None:
-            after_start()
-        names = ", ".join(s.name for s in self.states)
-        notifier.ready(f"serving {len(self.states)} UPS ({names}) on "
-                       + ", ".join(f"{h} port {p}" for h, p in self.bound))
-        self._tasks.append(asyncio.get_running_loop().create_task(notifier.watchdog(self.server.running),
-                                                                  name="watchdog"))
+        # before the ports are bound: a client can reach us (and a SIGHUP follow) at once
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -341,6 +348,14 @@ class Daemon:
             loop.add_signal_handler(signal.SIGHUP, self.reload)
         except (NotImplementedError, RuntimeError):
             pass
+        await self.start()
+        if after_start is not None:
+            after_start()
+        names = ", ".join(s.name for s in self.states)
+        notifier.ready(f"serving {len(self.states)} UPS ({names}) on "
+                       + ", ".join(f"{h} port {p}" for h, p in self.bound))
+        self._tasks.append(asyncio.get_running_loop().create_task(notifier.watchdog(self.server.running),
+                                                                  name="watchdog"))
         log.info("nutups serving %d UPS: %s", len(self.states), ", ".join(s.name for s in self.states))
         await stop.wait()
         log.info("stopping")

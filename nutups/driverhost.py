@@ -25,7 +25,9 @@ from .drivers import DRIVERS, Driver, DriverError
 from .events.devices import MqttSettings, make_device
 from .events.outlets import Outlets
 from .events.outputs import Outputs
-from .hardware.gpio import GpioError, import_gpiod
+from .hardware.backend import Hardware
+from .hardware.gpio import GpioError
+from .hardware.simcontrol import SocketInUse
 from .nut import sockproto
 from .paths import NUT_CONFPATH, resolve_confpath, resolve_nut_statepath
 from .process import (
@@ -257,13 +259,15 @@ def main(argv: list[str] | None = None, prog: str | None = None, driver_kind: st
         section.options["pollinterval"] = args.interval
     setup_logging(args.debug, args.quiet)
     state = UpsState(section.name, section.desc, maxage=float("inf"))
+    cls = DRIVERS[kind]
     try:
-        driver = DRIVERS[kind](state, section, confpath, statepath=statepath)
+        hardware = cls.hardware_for(section, confpath)  # chosen once: the HAT, or its simulator
+        driver = cls(state, section, confpath, statepath=statepath, hardware=hardware)
     except (DriverError, ValueError) as exc:
         return _die(prog, str(exc))
     if args.kill:
         return _shutdown(prog, driver)
-    outlets = _outlets(confpath, state, driver)
+    outlets = _outlets(confpath, state, hardware or Hardware())
     try:
         user = target_user(args.user, ups_globals.get("user"))
     except ProcessError as exc:
@@ -285,7 +289,7 @@ def _shutdown(prog: str, driver: Driver) -> int:
     return _die(prog, f"-k: the {driver.name} driver cannot switch the UPS off; nothing was done")
 
 
-def _outlets(confpath: Path, state: UpsState, driver: Driver):
+def _outlets(confpath: Path, state: UpsState, hardware: Hardware):
     """The relay and smart plugs of nutups.yaml (beside ups.conf) as outlet.N with their
     commands, as `nutups serve` offers them: so that upscmd through upsd switches them."""
     if not (confpath / "nutups.yaml").exists():
@@ -300,10 +304,8 @@ def _outlets(confpath: Path, state: UpsState, driver: Driver):
         return None
     outputs = None
     if ev.relay is not None:
-        hat = driver.simulated_hardware
         try:
-            gpiod = hat.gpio if hat is not None else import_gpiod()
-            outputs = Outputs(gpiod, {"relay": ev.relay}, chip_paths=["/dev/gpiochip0"] if hat else None)
+            outputs = Outputs(hardware.gpiod(), {"relay": ev.relay}, chip_paths=hardware.chip_paths)
         except GpioError as exc:
             log.warning("relay: %s; no relay outlet", exc)
     devices = {name: make_device(dc, MqttSettings(**ev.mqtt), ev.action_timeout) for name, dc in ev.devices.items()}
@@ -326,6 +328,15 @@ async def _run(driver: Driver, state: UpsState, sock: Path, pidfile: Path, user,
         return 1
     report_ready(ready_fd, True)
     log.info("%s: serving [%s] on %s", driver.name, state.name, sock)
+    control = None  # a simulated HAT's control socket (`nutups sim`)
+    if driver.hardware is not None:
+        control = driver.hardware.control_server(sock.parent / f"nutups-{state.name}.sim", driver)
+    if control is not None:
+        try:
+            await control.start()
+        except SocketInUse as exc:
+            log.error("%s", exc)
+            control = None
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -343,6 +354,8 @@ async def _run(driver: Driver, state: UpsState, sock: Path, pidfile: Path, user,
         task.cancel()
     await asyncio.gather(runner, stopper, *extra, return_exceptions=True)
     await server.close()
+    if control is not None:
+        await control.close()
     remove_pid_file(pidfile)
     return code
 

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 from .base import Driver, DriverError
 from .dummy import DummyDriver
 from .nutsocket import NutSocketDriver
-from .x120x import X120xDriver, make_x120x
+from .x120x import X120xDriver
 
-# name -> factory(state, section, confpath, statepath=...) -> Driver: the drivers built in.
-DRIVERS: dict[str, Callable[..., Driver]] = {
-    "dummy-ups": DummyDriver,
-    "x120x": make_x120x,
-}
-# name -> the driver's class, whose declared options `config check` reads (Driver.check_section).
-DRIVER_CLASSES: dict[str, type[Driver]] = {
+# name -> the driver built in: cls(state, section, confpath, statepath=..., datapath=...,
+# hardware=cls.hardware_for(section, confpath)); `config check` reads cls.check_section.
+DRIVERS: dict[str, type[Driver]] = {
     "dummy-ups": DummyDriver,
     "x120x": X120xDriver,
 }
@@ -42,12 +38,8 @@ def nut_driver(name: str | None, dirs: Iterable[str] = NUT_DRIVER_DIRS) -> Path 
     return None
 
 
-def builtin_driver(name: str | None) -> Callable[..., Driver] | None:
+def builtin_driver(name: str | None) -> type[Driver] | None:
     return DRIVERS.get(ALIASES.get(name or "", name or ""))
-
-
-def builtin_driver_class(name: str | None) -> type[Driver] | None:
-    return DRIVER_CLASSES.get(ALIASES.get(name or "", name or ""))
 
 
 def known_driver(name: str | None, dirs: Iterable[str] = NUT_DRIVER_DIRS) -> bool:
@@ -62,7 +54,7 @@ def in_process(name: str | None, socket_drivers: Collection[str] = ()) -> bool:
 
 
 def driver_factory(name: str | None, socket_drivers: Collection[str] = (),
-                   builtin: bool = True) -> Callable[..., Driver] | None:
+                   builtin: bool = True) -> type[Driver] | None:
     """What serves a ups.conf `driver =` name: ours in-process, else the NUT driver's socket
     (any name at all with builtin=False, as `nutups upsd`, which has no drivers of its own),
     else None (an unknown driver)."""
@@ -73,5 +65,5 @@ def driver_factory(name: str | None, socket_drivers: Collection[str] = (),
     return None
 
 
-__all__ = ["ALIASES", "DRIVERS", "DRIVER_CLASSES", "builtin_driver_class", "NUT_DRIVER_DIRS", "Driver", "DriverError", "NutSocketDriver",
+__all__ = ["ALIASES", "DRIVERS", "NUT_DRIVER_DIRS", "Driver", "DriverError", "NutSocketDriver",
            "builtin_driver", "driver_factory", "in_process", "known_driver", "nut_driver"]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..config.nutconf import UpsSection
+from ..hardware.backend import Hardware
 from ..state import CommandResult, UpsState
 from .options import Number, Option, check_options
 
@@ -29,12 +30,20 @@ class Driver:
     """
 
     name = "driver"
+    # The driver takes a plug's energy meter on its supply as its load (mains_meter).
+    takes_mains_meter: ClassVar[bool] = False
     # Cells in series behind battery.voltage, when the driver knows (the shutdown
     # policy's voltage floor is per cell); None: unknown.
     series_cells: int | None = None
     # The ups.conf options this driver reads, declared (drivers/options.py): `nutups config
     # check` checks a section against them without building the driver.
     options: ClassVar[dict[str, Option]] = {}
+
+    @classmethod
+    def hardware_for(cls, section: UpsSection, confpath: Path) -> Hardware | None:
+        """The hardware this section's driver runs on, chosen once by whoever builds the driver
+        (the daemon, the driver host) and passed in; None: the driver needs none of it."""
+        return None
 
     @classmethod
     def check_section(cls, section: UpsSection, confpath: Path) -> list[str]:
@@ -49,8 +58,10 @@ class Driver:
         clock: Callable[[], float] = time.monotonic,
         statepath: Path | None = None,
         datapath: Path | None = None,
+        hardware: Hardware | None = None,
     ) -> None:
         self.state = state
+        self.hardware = hardware  # from hardware_for()
         self.section = section
         self.confpath = confpath
         self.clock = clock
@@ -68,13 +79,11 @@ class Driver:
     async def run(self) -> None:
         raise NotImplementedError
 
-    @property
-    def simulated_hardware(self):
-        """The simulated HAT this driver runs on (its GPIO stands in for the Pi's), or None."""
-        return None
-
     def instcmd(self, command: str, param: str | None) -> CommandResult | Awaitable[CommandResult]:
         return CommandResult.UNKNOWN
+
+    def mains_meter(self, watts: float) -> None:
+        """A plug's meter reading on this UPS's supply (only where takes_mains_meter)."""
 
     def set_var(self, name: str, value: str) -> CommandResult | Awaitable[CommandResult]:
         return CommandResult.UNKNOWN

@@ -12,6 +12,7 @@ from typing import Any
 from .. import __version__
 from ..debounce import Debounce
 from ..durable import WriteHealth, write_atomically
+from ..hardware.backend import Hardware, SimulatedHardware
 from ..hardware.boards import BOARDS, NOMINAL_CELL_VOLTAGE
 from ..hardware.cells import CellCurves
 from ..hardware.gauge import (
@@ -20,12 +21,10 @@ from ..hardware.gauge import (
     GaugeError,
     GaugeReading,
     ImplausibleReading,
-    open_smbus,
 )
-from ..hardware.gpio import ChargeControl, GpioError, PowerLossLine, find_chip, import_gpiod
+from ..hardware.gpio import ChargeControl, GpioError, PowerLossLine, find_chip
 from ..hardware.pmic import PmicError, PmicLoadMeter
-from ..hardware.sim import SimClock, SimSMBus, SimulatedHat
-from ..hardware.simcontrol import SimControlServer, SocketInUse
+from ..hardware.sim import SimClock, SimulatedHat
 from ..state import CommandResult
 from .base import Driver, DriverError
 from .estimation import ChargeWindow, RuntimeEstimator
@@ -61,6 +60,7 @@ class X120xDriver(Driver):
 
     name = "x120x"
     series_cells = 1  # every X120X is 1S: more cells only add capacity (hardware/boards.py)
+    takes_mains_meter = True
     options = {
         "board": Choice("x1202", tuple(BOARDS), says=f"unknown (one of {', '.join(BOARDS)})"),
         "capacity_mah": Number(None, 100, 200000),  # None: the board's
@@ -83,6 +83,13 @@ class X120xDriver(Driver):
     }
 
     @classmethod
+    def hardware_for(cls, section, confpath) -> Hardware:
+        """`sim = yes`: the simulated HAT the section describes; else the Pi's own hardware."""
+        if cls.section_value(section, confpath, "sim"):
+            return SimulatedHardware(simulated_hat(section, confpath))
+        return Hardware()
+
+    @classmethod
     def check_section(cls, section, confpath) -> list[str]:
         """The declared options, then the simulator's own limits (a replayed cell's loads)."""
         problems = super().check_section(section, confpath)
@@ -93,8 +100,11 @@ class X120xDriver(Driver):
                 problems.append(str(exc))
         return problems
 
-    def __init__(self, *args: Any, hardware: Any = None, **kw: Any) -> None:
-        super().__init__(*args, **kw)
+    def __init__(self, *args: Any, hardware: Hardware | None = None, **kw: Any) -> None:
+        hardware = hardware or Hardware()
+        kw.setdefault("clock", hardware.clock)
+        super().__init__(*args, hardware=hardware, **kw)
+        self.hardware: Hardware = hardware
         self.board = BOARDS[self.value("board")]
         self.capacity_mah = self.value("capacity_mah") or self.board.capacity_mah
         self.i2c_bus = self.value("i2c_bus")
@@ -108,7 +118,6 @@ class X120xDriver(Driver):
         self.lb_debounce = self.value("lb_debounce")
         self.charge_warning = self.value("battery_charge_warning")
         self.sim = self.value("sim")
-        self.hardware = hardware  # injected: a SimulatedHat, or None for the real HAT
         self.settings = dict(DEFAULTS)
         self.settings_path = (self.datapath / f"nutups-{self.section.name}.json") if self.datapath else None
         self._settings_health = WriteHealth("the settings", self.settings_path or Path("."), self.log)
@@ -119,8 +128,7 @@ class X120xDriver(Driver):
         self.load_meter_auto = meter == "auto"
         self.load_meter: PmicLoadMeter | None = None
         if meter != "none":
-            self.load_meter = (PmicLoadMeter(source=hardware.vcgencmd_pmic_read_adc) if hardware is not None
-                               else PmicLoadMeter.on_this_machine() or PmicLoadMeter())
+            self.load_meter = hardware.load_meter()
         self.load_w: float | None = None  # the last load meter reading, W at the Pi's 5 V input
         self._load_due = float("-inf")
         self.window = ChargeWindow(self.settings["experimental.battery.charge.stop"],
@@ -138,8 +146,6 @@ class X120xDriver(Driver):
         self.edge_seen = asyncio.Event()
         self.poll_now = asyncio.Event()  # wakes the poll loop (a new simulator speed)
         self._reader_fd: int | None = None
-        self.control = None
-        self.on_control = None  # the daemon's hook after a simulator change
 
     # --- persisted settings ------------------------------------------------
 
@@ -191,10 +197,7 @@ class X120xDriver(Driver):
     def _open_hardware(self) -> None:
         if self.gauge is None:
             try:
-                if self.hardware is not None:
-                    self.gauge = FuelGauge(SimSMBus(self.hardware, self.i2c_bus), self.i2c_bus, self.i2c_address)
-                else:
-                    self.gauge = open_smbus(self.i2c_bus, self.i2c_address)
+                self.gauge = self.hardware.open_gauge(self.i2c_bus, self.i2c_address)
                 self.gauge.identify()
                 self.state.set("experimental.gauge.chip", self.gauge.chip or "unknown")
                 self._problem("fuel gauge", None)
@@ -205,8 +208,8 @@ class X120xDriver(Driver):
                 self._problem("fuel gauge", exc)
         if self.pld is None:
             try:
-                gpiod = self.hardware.gpio if self.hardware is not None else import_gpiod()
-                paths = ["/dev/gpiochip0"] if self.hardware is not None else None
+                gpiod = self.hardware.gpiod()
+                paths = self.hardware.chip_paths
                 path, offset = find_chip(gpiod, self.pld_line, self.gpiochip, paths)
                 self.pld = PowerLossLine(gpiod, path, offset, self.pld_active_high)
                 cpath, coffset = find_chip(gpiod, self.charge_line, self.gpiochip, paths)
@@ -474,35 +477,19 @@ class X120xDriver(Driver):
     def instcmd(self, command: str, param: str | None) -> CommandResult:
         return CommandResult.UNKNOWN
 
-    @property
-    def simulated_hardware(self):
-        return self.hardware
-
-    def speed(self) -> float:
-        return getattr(getattr(self.hardware, "clock", None), "speed", 1.0) or 1.0
-
     async def run(self) -> None:
         self._init_variables()
         self.state.connected = True
-        if self.hardware is not None and self.statepath is not None:
-            self.control = SimControlServer(self.hardware, self.statepath / f"nutups-{self.section.name}.sim", self)
-            self.control.after_change = self.on_control
-            try:
-                await self.control.start()
-            except SocketInUse as exc:
-                self.log.error("%s", exc)
         try:
             while True:
                 await self.measure_load()
                 self.poll()
                 self.poll_now.clear()
                 with contextlib.suppress(TimeoutError):  # the interval ended, or the simulator's speed changed
-                    await asyncio.wait_for(self.poll_now.wait(), max(self.pollinterval / self.speed(),
+                    await asyncio.wait_for(self.poll_now.wait(), max(self.pollinterval / self.hardware.speed(),
                                                                       MIN_POLL_SLEEP_S))
         finally:
             self._close_hardware()
-            if self.control is not None:
-                await self.control.close()
             self.state.connected = False
 
 
@@ -520,13 +507,4 @@ def simulated_hat(section, confpath):
         raise DriverError(f"[{section.name}] sim_load_w: {exc}") from None
 
 
-def make_x120x(state, section, confpath, statepath=None, clock=None, datapath=None):
-    """Driver factory: builds the simulated HAT for `sim = yes`, else the real one."""
-    if not X120xDriver.section_value(section, confpath, "sim"):
-        return X120xDriver(state, section, confpath, statepath=statepath, datapath=datapath)
-    hat = simulated_hat(section, confpath)
-    return X120xDriver(state, section, confpath, clock=hat.clock, statepath=statepath, datapath=datapath,
-                       hardware=hat)
-
-
-__all__ = ["X120xDriver", "make_x120x"]
+__all__ = ["X120xDriver", "simulated_hat"]
