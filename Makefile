@@ -5,7 +5,7 @@ CONFPATH ?= nut-config
 # `make run` keeps its state in the checkout, never in the system's /var/lib/nutups and /run/nutups
 RUNDIR ?= .run
 
-.PHONY: setup run run-config test bench lint clean
+.PHONY: setup run run-config test bench soak power-cuts lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,13 @@ bench: setup
 	$(PY) bench/bench_sim.py
 	$(PY) bench/bench_nutsock.py
 	$(PY) bench/bench_web.py
+
+# a month in an afternoon (30 simulated days, ~15 min) and a hundred power cuts (~3 min)
+soak: setup
+	$(PY) bench/soak.py 30 3000
+
+power-cuts: setup
+	$(PY) bench/power_cuts.py 100
 
 lint: setup
 	$(VENV)/bin/ruff check nutups tests bench

@@ -6,6 +6,7 @@ checked against batteries nutups did not write.
 
     python3 -m venv /tmp/pybamm && /tmp/pybamm/bin/pip install pybamm
     /tmp/pybamm/bin/python scripts/make_cell_curves.py            # writes tests/data/cells/
+    /tmp/pybamm/bin/python scripts/make_cell_curves.py --only lgm50-chen2020-aged nca-kim2011-aged
 
 What it does, per parameter set:
 - the Doyle-Fuller-Newman model (pybamm.lithium_ion.DFN), isothermal at the parameter
@@ -24,6 +25,15 @@ What it does, per parameter set:
   converter at EFFICIENCY (an assumption: the vendor publishes no efficiency curve;
   nutups' simulator and estimator use the same 0.9, so the efficiency is not what these
   curves test). One curve per distinct W/Ah over the 1P, 2P and 4P packs;
+- aged packs (AGED): the same cell with the degradation modes of a worn cell set in its
+  parameters (Birkl et al. 2017, J. Power Sources 341 373, "Degradation diagnostics for
+  lithium ion cells"): loss of active material in both electrodes (LAM_NE, LAM_PE: the
+  active material volume fractions scaled by 1 - x), loss of lithium inventory (LLI: the
+  negative electrode's initial lithium concentration scaled by 1 - x, so the electrode-SOH
+  solve finds less cyclable lithium), and the resistance an aged cell's SEI film adds, as
+  a lumped series resistance (PyBaMM's "contact resistance" option, R_SEI ohm per 3 Ah
+  cell). The charge column stays per *nominal* Ah of the new pack, so an aged file's q
+  ends where its lost capacity says;
 - the solution is thinned to the points needed to redraw voltage against charge within
   VOLT_TOL (Ramer-Douglas-Peucker), so the files stay small.
 """
@@ -57,6 +67,25 @@ CELLS = {
 }
 
 
+# aged file name -> (fresh cell it starts from, LAM_NE, LAM_PE, LLI, R_SEI ohm per 3 Ah cell)
+AGED = {
+    "lgm50-chen2020-aged": ("lgm50-chen2020", 0.20, 0.20, 0.20, 0.05),
+    "nca-kim2011-aged": ("nca-kim2011", 0.28, 0.28, 0.28, 0.05),
+}
+
+
+def aged_parameters(params: pybamm.ParameterValues, lam_ne: float, lam_pe: float, lli: float,
+                    r_sei_3ah: float, c_model: float) -> str:
+    """Sets the degradation modes in ``params``; returns the line that says so in the file."""
+    params["Negative electrode active material volume fraction"] *= 1 - lam_ne
+    params["Positive electrode active material volume fraction"] *= 1 - lam_pe
+    params["Initial concentration in negative electrode [mol.m-3]"] *= 1 - lli
+    # the model cell is C_model Ah: its series resistance scales inversely with its area
+    params.update({"Contact resistance [Ohm]": r_sei_3ah * CELL_AH / c_model}, check_already_exists=False)
+    return (f"aged: LAM_NE {lam_ne:.0%}, LAM_PE {lam_pe:.0%}, LLI {lli:.0%}, series (SEI) resistance "
+            f"{r_sei_3ah * 1000:g} mOhm per {CELL_AH:g} Ah cell")
+
+
 def specific_powers() -> list[tuple[float, list[str]]]:
     """Distinct pack powers per nominal Ah, with the (board, load) pairs each stands for."""
     out: dict[float, list[str]] = {}
@@ -86,9 +115,10 @@ def thin(q: np.ndarray, v: np.ndarray, tol: float) -> list[int]:
     return sorted(keep)
 
 
-def discharge(params: pybamm.ParameterValues, watts: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def discharge(params: pybamm.ParameterValues, watts: float,
+              aged: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Time (s), terminal voltage (V) and discharged charge (Ah) of one model cell."""
-    model = pybamm.lithium_ion.DFN()
+    model = pybamm.lithium_ion.DFN({"contact resistance": "true"} if aged else None)
     experiment = pybamm.Experiment([f"Discharge at {watts:.6f} W until {CUTOFF_V} V"], period="5 seconds")
     sim = pybamm.Simulation(model, parameter_values=params, experiment=experiment)
     sol = sim.solve(initial_soc=f"{FULL_V} V")
@@ -101,13 +131,19 @@ def discharge(params: pybamm.ParameterValues, watts: float) -> tuple[np.ndarray,
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "tests" / "data" / "cells")
+    ap.add_argument("--only", nargs="*", help="make only these files (names without .csv)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     powers = specific_powers()
     summary = []
-    for name, (pset, what) in CELLS.items():
+    jobs = [(name, name, None) for name in CELLS] + [(name, spec[0], spec[1:]) for name, spec in AGED.items()]
+    for name, base, ageing in jobs:
+        if args.only and name not in args.only:
+            continue
+        pset, what = CELLS[base]
         params = pybamm.ParameterValues(pset)
         c_model = float(params["Nominal cell capacity [A.h]"])
+        aged_line = aged_parameters(params, *ageing, c_model) if ageing else None
         params.update({"Lower voltage cut-off [V]": CUTOFF_V, "Upper voltage cut-off [V]": max(
             FULL_V + 0.05, float(params["Upper voltage cut-off [V]"]))})
         lines = [
@@ -120,8 +156,10 @@ def main() -> int:
             "voltage of the 1S pack; q: charge delivered, Ah per nominal Ah",
             "w_per_ah,t_s,v,q",
         ]
+        if aged_line:
+            lines.insert(3, f"# {aged_line}; q stays per nominal Ah of the new cell")
         for p, stands_for in powers:
-            t, v, q = discharge(params, p * c_model)
+            t, v, q = discharge(params, p * c_model, aged=ageing is not None)
             q = q / c_model
             idx = thin(q, v, VOLT_TOL)
             for i in idx:

@@ -4,7 +4,7 @@ gauge's published under-reading near empty, and bad cell data explained."""
 from __future__ import annotations
 
 import pytest
-from runtime_trials import CELL_NAMES, CELLS_DIR, ManualTime, load_cell
+from runtime_trials import AGED_CELL_NAMES, ALL_CELL_NAMES, CELL_NAMES, CELLS_DIR, ManualTime, load_cell
 
 from nutups.config.nutconf import UpsSection
 from nutups.drivers.base import DriverError
@@ -41,7 +41,7 @@ def test_there_are_at_least_three_chemistries():
     assert {"lgm50", "nca", "lco"} <= kinds, CELL_NAMES
 
 
-@pytest.mark.parametrize("name", CELL_NAMES)
+@pytest.mark.parametrize("name", ALL_CELL_NAMES)
 def test_replay_runs_as_long_as_pybamm_said_and_sags_as_it_said(name):
     rows = pybamm_curve(name, X1202_10W)
     t_end = rows[-1][0]
@@ -59,6 +59,21 @@ def test_replay_runs_as_long_as_pybamm_said_and_sags_as_it_said(name):
     assert st["voltage"] == pytest.approx(2.5, abs=0.01) and st["current_a"] == 0
 
 
+@pytest.mark.parametrize("name", AGED_CELL_NAMES)
+def test_an_aged_pack_holds_less_and_sags_more_than_its_fresh_cell(name):
+    """What PyBaMM's worn parameters gave (the file's own rows): under 70 % of nominal at the lightest
+    load (below battery_replace_below's default), and a deeper sag under the heaviest load."""
+    fresh, aged = load_cell(name.removesuffix("-aged")), load_cell(name)
+    light, heavy = aged.min_w_per_ah, aged.max_w_per_ah
+    assert 0.6 < aged.q_end(light) < 0.7 < 0.95 < fresh.q_end(light)
+    rows_fresh, rows_aged = pybamm_curve(fresh.name, heavy), pybamm_curve(name, heavy)
+    assert rows_aged[0][1] < rows_fresh[0][1] - 0.05  # the first point under the load: a bigger drop
+
+
+def test_there_are_two_aged_packs():
+    assert len(AGED_CELL_NAMES) == 2 and all(n.removesuffix("-aged") in CELL_NAMES for n in AGED_CELL_NAMES)
+
+
 def test_a_load_between_two_curves_lasts_between_them():
     cell = load_cell("lgm50-chen2020")
     lo, hi = cell.curves[3], cell.curves[4]
@@ -73,7 +88,7 @@ def gauge_percent(hat: SimulatedHat) -> float:
     return word[0] + word[1] / 256
 
 
-@pytest.mark.parametrize("name", CELL_NAMES)
+@pytest.mark.parametrize("name", ALL_CELL_NAMES)
 def test_gauge_reads_6_percent_with_29_percent_of_the_energy_left_and_0_with_23(name):
     time, hat = discharge_hat(name, load_w=3.0)  # a light load: the gauge's lag after it is small
     cell = hat.model.cell
