@@ -674,7 +674,7 @@ class SimGpiod:
 
 class SimSensors:
     """The host sensors (thermal zone, 5 V supply, output current), simulated:
-    the same interface as nutups.events.engine.HostSensors."""
+    the same interface as nutups.hardware.host.HostSensors."""
 
     def __init__(self, hat: SimulatedHat) -> None:
         self.hat = hat
