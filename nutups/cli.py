@@ -339,5 +339,41 @@ def config_check(confpath: Path | None) -> None:
     click.echo(f"{confpath}: OK ({len(cfg.ups)} UPS: {', '.join(s.name for s in cfg.ups) or 'none'})")
 
 
+@main.group()
+def notify() -> None:
+    """Notifications (notify: in nutups.yaml)."""
+
+
+@notify.command("test")
+@confpath_option
+@click.argument("targets", nargs=-1)
+def notify_test(confpath: Path | None, targets: tuple[str, ...]) -> None:
+    """Send a test message to TARGETS (names of notify: in nutups.yaml; default: every one).
+    Exit 1 if any did not go."""
+    confpath = confpath or default_confpath()
+    cfg = load_configuration(confpath, require_ups_conf=False)
+    yaml_file = str(confpath / "nutups.yaml")
+    problems = [p for p in cfg.errors if p.file == yaml_file]
+    for problem in problems:
+        click.echo(str(problem), err=True)
+    if problems:
+        raise click.ClickException(f"{yaml_file} has errors: fix them first (nutups config check)")
+    names = list(cfg.events.notify)
+    if not names:
+        raise click.ClickException(f"{yaml_file} names no notify: targets")
+    unknown = [t for t in targets if t not in names]
+    if unknown:
+        raise click.BadParameter(f"{unknown[0]!r} is not a notify: target (there are: {', '.join(names)})",
+                                 param_hint="TARGET")
+    from .events.notifications import Notifier
+
+    sender = Notifier(cfg.events, [], None)
+    results = asyncio.run(sender.send_test(list(targets) or names))
+    for name, why in results.items():
+        click.echo(f"{name}: sent" if why is None else f"{name}: NOT sent: {why}")
+    if any(why is not None for why in results.values()):
+        sys.exit(1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -108,6 +108,7 @@ class Daemon:
         self.certfile = certfile
         self.web = None  # nutups.web.service.WebService, when the dashboard or MQTT is on
         self.shutdown: ShutdownRunner | None = None  # the Pi's own policy (shutdown: in nutups.yaml)
+        self.notifications = None  # nutups.events.notifications.Notifier, when nutups.yaml has notify: targets
 
     def event_log_path(self) -> Path:
         return self.config.events.event_log or self.datapath / "ups_events.log"
@@ -169,6 +170,8 @@ class Daemon:
         loop = asyncio.get_running_loop()
         self.engine = self._build_events()
         self._tasks.append(loop.create_task(self.engine.poll_sensors(), name="sensors"))
+        if self.config.events.notify:
+            self._start_notifier()
         if self.engine.outlets is not None and self.engine.devices:
             first = self.states[0]
             engine = self.engine
@@ -253,9 +256,27 @@ class Daemon:
             return None
         return lambda name, watts: fed[name].mains_meter(watts) if name in fed else None
 
+    def _start_notifier(self) -> None:
+        """`notify:` targets: events mapped to them become messages, queued in the datapath."""
+        from .events.notifications import QUEUE_FILE, Notifier  # late: apprise loads only when used
+
+        assert self.engine is not None
+
+        def plan(ups: str):
+            runner = self.shutdown
+            if runner is None or runner.retired or runner.state.name != ups:
+                return None
+            return runner.down_by()
+
+        self.notifications = Notifier(self.config.events, self.states, self.datapath / QUEUE_FILE, plan)
+        self.engine.on_event(self.notifications.on_event)
+        self._tasks.append(asyncio.get_running_loop().create_task(self.notifications.run(), name="notify"))
+
     def _start_shutdown(self, settings: ShutdownSettings) -> None:
         assert self.engine is not None
         self.shutdown = shutdown_runner(settings, self.states, self.drivers, self.engine.emit)
+        if self.shutdown is not None and self.notifications is not None:
+            self.shutdown.before_command = self.notifications.before_command
         if self.shutdown is not None:
             self._tasks.append(asyncio.get_running_loop().create_task(self.shutdown.run(), name="shutdown"))
 
@@ -296,6 +317,15 @@ class Daemon:
         if self.engine is not None and not [p for p in fresh.errors if p.file == yaml_file]:
             self.engine.reload(fresh.events)
             log.info("reload: event mapping and thresholds from nutups.yaml")
+            if self.notifications is not None:
+                self.notifications.reload(fresh.events)
+            elif fresh.events.notify:
+                self.config.events.notify = fresh.events.notify
+                for name in ("notify_coalesce", "notify_last_try", "notify_timeout", "notify_retry_max"):
+                    setattr(self.config.events, name, getattr(fresh.events, name))
+                self._start_notifier()
+                if self.shutdown is not None and self.notifications is not None:
+                    self.shutdown.before_command = self.notifications.before_command
             self._reload_shutdown(fresh.shutdown)
 
     async def _after_sim_change(self) -> None:
@@ -336,7 +366,8 @@ class Daemon:
         (`nutups upsd` drops its privileges there, as upsd does after binding)."""
         notifier = SystemdNotifier()
         notifier.status("starting")
-        # before the ports are bound: a client can reach us (and a SIGHUP follow) at once
+        # the handlers first: a SIGHUP (`systemctl reload`) or SIGTERM once the port answers must not end the
+        # process as their default actions would (reload() copes with a daemon still starting)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

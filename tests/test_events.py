@@ -181,6 +181,8 @@ def test_example_configuration_loads_and_validates(tmp_path, monkeypatch):
     assert loss.leds == [("red", "blink")] and loss.relay == "off" and loss.dashboard_notify
     assert loss.devices == {"rack_ac": "capture_power_state"}
     assert ev.actions[EventType.CHARGING_STARTED].run == "/usr/local/bin/notify-charging"
+    assert list(ev.notify) == ["phone", "family", "mail", "hook"]  # each URL checked by apprise
+    assert loss.notify == ["phone", "family", "mail", "hook"]  # notify: true
 
 
 def test_mapping_errors_name_file_and_line(tmp_path):

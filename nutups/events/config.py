@@ -60,6 +60,7 @@ class ActionSet:
     dashboard_notify: bool = False
     devices: dict[str, str] = field(default_factory=dict)  # device name -> action
     run: str | None = None
+    notify: list[str] = field(default_factory=list)  # names of `notify:` targets
 
 
 @dataclass
@@ -79,7 +80,11 @@ class EventsConfig:
     action_timeout: float = 10.0
     action_retries: int = 1
     hook_timeout: float = 30.0
-
+    notify: dict[str, str] = field(default_factory=dict, repr=False)  # target name -> apprise URL (secret)
+    notify_coalesce: float = 10.0  # s: events of one kind this close together make one message
+    notify_last_try: float = 10.0  # s: the most the Pi's shutdown command waits for waiting messages
+    notify_timeout: float = 30.0  # s: one attempt to send one message
+    notify_retry_max: float = 300.0  # s: the longest wait between attempts (from 5 s, doubling)
 
 
 class _LedActions(Spec):
@@ -104,12 +109,36 @@ class _LedActions(Spec):
 
 
 _DEVICE_ACTION = OneOf(DEVICE_ACTIONS)
+
+
+class _NotifyUrl(Text):
+    """An apprise URL, checked by apprise without sending; the messages never repeat it (secrets)."""
+
+    def __init__(self) -> None:
+        super().__init__("an apprise URL (ntfy://, tgram://, mailto://, json://...)")
+
+    def check(self, value: Any, path: str, walk: Checked) -> Any:
+        url = super().check(value, path, walk)
+        if url is INVALID:
+            return url
+        from .notify_targets import check_url  # late: apprise loads only when notify: is used
+
+        problem = check_url(url.strip())
+        if problem is not None:
+            walk.bad(path, problem)
+            return INVALID
+        return url.strip()
+
+
 _ACTIONS = Fields({
     "leds": _LedActions(),
     "relay": OneOf(RELAY_STATES, aliases={True: "on", False: "off"}),
     "buzzer": OneOf(BUZZER_PATTERNS, aliases={False: "off"}),
     "dashboard_notify": Flag(),
     "run": Text("a command"),
+    "notify": AnyOf((Flag(), Converted(Text("a target name"), lambda name: [name]),
+                     ListOf(Text("a target name"))), "true (every target of notify:), a target's name, or a list "
+                                                    "of them"),
     "integrations": MapOf(AnyOf((_DEVICE_ACTION, Converted(Fields({"action": _DEVICE_ACTION}, required=("action",)),
                                                              lambda d: d["action"])),
                                 f"an action ({', '.join(DEVICE_ACTIONS)}), alone or as {{action: ...}}"),
@@ -157,6 +186,11 @@ SETTINGS: dict[str, Spec] = {
                         "username": Text(), "password": Text()}),
         "device_poll": Number(1, unit="s"),
     }),
+    "notify": MapOf(_NotifyUrl(), what="a mapping of target name: apprise URL"),
+    "notify_coalesce": Number(0, 3600, unit="s"),
+    "notify_last_try": Number(0, 300, unit="s"),
+    "notify_timeout": Number(1, 600, unit="s"),
+    "notify_retry_max": Number(1, 86400, unit="s"),
     "events": MapOf(_ACTIONS, key=OneOf(tuple(EventType)), key_is="event type",
                     what="a mapping of EVENT_TYPE: actions"),
 }
@@ -170,7 +204,9 @@ def build_events_config(values: dict[str, Any], walk: Checked, confpath: Path) -
         cfg.event_log = p if p.is_absolute() else confpath / p
     for key, attr in (("event_log_max_bytes", "max_bytes"), ("event_log_backups", "backups"),
                       ("event_syslog", "syslog"), ("action_timeout", "action_timeout"),
-                      ("action_retries", "action_retries"), ("hook_timeout", "hook_timeout")):
+                      ("action_retries", "action_retries"), ("hook_timeout", "hook_timeout"),
+                      ("notify_coalesce", "notify_coalesce"), ("notify_last_try", "notify_last_try"),
+                      ("notify_timeout", "notify_timeout"), ("notify_retry_max", "notify_retry_max")):
         if key in values:
             setattr(cfg, attr, values[key])
     for key, value in values.get("thresholds", {}).items():
@@ -185,6 +221,7 @@ def build_events_config(values: dict[str, Any], walk: Checked, confpath: Path) -
     cfg.device_poll = integrations.get("device_poll", cfg.device_poll)
     for i, dev in enumerate(integrations.get("ac_devices", [])):
         _device(dev, f"integrations.ac_devices.{i}", walk, cfg)
+    cfg.notify = dict(values.get("notify", {}))
     for name, spec in values.get("events", {}).items():
         cfg.actions[EventType(name)] = _actions(spec, f"events.{name}", walk, cfg)
     return cfg
@@ -237,6 +274,21 @@ def _actions(spec: dict[str, Any], path: str, walk: Checked, cfg: EventsConfig) 
                 walk.bad(f"{path}.{key}", f"there is no {key}: give its GPIO line as outputs.{key}")
             else:
                 setattr(actions, key, spec[key])
+    wanted = spec.get("notify", False)
+    if wanted is True:
+        actions.notify = list(cfg.notify)
+        if not cfg.notify:
+            walk.bad(f"{path}.notify", "notify: names no target: add one, e.g. notify: {phone: ntfys://...}")
+    elif wanted:
+        for target in wanted:
+            if target in cfg.notify:
+                actions.notify.append(target)
+            elif "://" in target:  # a URL in the wrong place: never repeat it (secrets)
+                walk.bad(f"{path}.notify", "a URL here is not a target's name: name it under notify: "
+                                           "and give that name here")
+            else:
+                walk.bad(f"{path}.notify", f"unknown notify target {target!r} " + (
+                    f"(notify: has {', '.join(cfg.notify)})" if cfg.notify else "(notify: names none)"))
     for device, action in spec.get("integrations", {}).items():
         if device in cfg.devices:
             actions.devices[device] = action

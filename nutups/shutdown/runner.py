@@ -6,13 +6,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from ..drivers.base import Driver
 from ..events.types import Event
 from ..external import RunTimeout, run_program
 from ..state import UpsState
-from .policy import Action, Emit, Reading, RunCommand, SetFsd, ShutdownPolicy
+from .policy import (
+    DEFAULT_RUNTIME_LOW,
+    RECHECK_S,
+    Action,
+    Emit,
+    Phase,
+    Reading,
+    RunCommand,
+    SetFsd,
+    ShutdownPolicy,
+)
 from .settings import ShutdownSettings
 
 log = logging.getLogger("nutups.shutdown")
@@ -56,6 +66,8 @@ class ShutdownRunner:
         self._wake = asyncio.Event()
         self._commands: set[asyncio.Task] = set()
         self.retired = False  # replaced by a reload: its listeners on the UPS do nothing more
+        # awaited just before the Pi's command runs (the notifications' last try; bounded by its own limit)
+        self.before_command: Callable[[str, list[str], bool], Awaitable[None]] | None = None
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -127,9 +139,32 @@ class ShutdownRunner:
                 task.add_done_callback(self._commands.discard)
         self._wake.set()  # the deadline may have moved
 
+    def down_by(self, wall: Callable[[], float] = time.time) -> tuple[float, bool] | None:
+        """When the Pi's command runs, in wall-clock seconds: (the latest moment, True) once the
+        sequence is under way; (an estimate, False) on battery, from the runtime left above
+        battery.runtime.low and not before grace ends; None when nothing is planned."""
+        p = self.policy
+        now, mono = wall(), p.clock()
+        if p.phase == Phase.STARTED:
+            return now + max(0.0, p.started_at + RECHECK_S + p.settings.hostsync - mono), True
+        if p.phase == Phase.FSD:
+            return now + max(0.0, p.fsd_at + p.settings.hostsync - mono), True
+        if p.phase == Phase.COMMAND:
+            return now, True
+        if p.phase == Phase.ON_BATTERY and p.enabled and p.trusted is not None and p.trusted.runtime is not None:
+            low = p.trusted.runtime_low if p.trusted.runtime_low is not None else DEFAULT_RUNTIME_LOW
+            left = max(p.trusted.runtime - low, p.since + p.settings.grace - mono, 0.0)
+            return now + left, False
+        return None
+
     async def _command(self, action: RunCommand) -> None:
         status: int | None = None
         error = ""
+        if self.before_command is not None:
+            try:
+                await self.before_command(self.state.name, action.argv, action.reboot)
+            except Exception:  # the notifications must never keep the Pi from going down
+                log.exception("before the shutdown command")
         try:
             done = await run_program(action.argv, COMMAND_TIMEOUT_S)
             status = done.returncode

@@ -26,6 +26,7 @@ from .history import HistoryStore
 from .live import LiveFeed, state_snapshot
 from .login import COOKIE, IDLE_S, Logins
 from .metrics import CONTENT_TYPE, render
+from .peanut import PeanutApi
 
 log = logging.getLogger("nutups.web")
 
@@ -100,6 +101,7 @@ class Dashboard:
         r.add_post("/api/v1/logout", self.logout)
         r.add_post("/api/v1/ups/{name}/command/{cmd}", self.command)
         r.add_post("/api/v1/ups/{name}/var/{var}", self.set_var)
+        PeanutApi(list(self.states.values())).add_routes(r)  # Homepage's peanut widget reads these
         app.on_shutdown.append(self._close_streams)
         return app
 
