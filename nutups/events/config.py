@@ -33,7 +33,7 @@ from .types import EventType
 LED_PATTERNS = tuple(_outputs.LED_PATTERNS)
 BUZZER_PATTERNS = tuple(_outputs.BUZZER_PATTERNS)
 RELAY_STATES = tuple(_outputs.RELAY_STATES)
-DEVICE_TYPES = ("kasa", "shelly", "zigbee")
+DEVICE_TYPES = ("kasa", "shelly", "zigbee", "zwave")
 DEVICE_ACTIONS = ("turn_on", "turn_off", "toggle", "capture_power_state")
 HAT_LINES = {6: "the HAT's power-loss line (PLD)", 16: "the HAT's charge control"}
 
@@ -155,6 +155,10 @@ _DEVICE = Fields({
     "channel": Number(0, integer=True),  # Shelly: which relay of a multi-channel device
     "gen": Number(1, integer=True),  # Shelly: API generation, found out when not given
     "protocol": OneOf(("discovery", "legacy")),  # Kasa: legacy skips discovery
+    # Z-Wave: the plug's node ID in Z-Wave JS (Long Range nodes go up to 4000), and which of its
+    # endpoints switches the outlet (0, the root, unless a multi-outlet device says otherwise)
+    "node_id": Number(1, 4000, integer=True),
+    "endpoint": Number(0, 127, integer=True),
     # the UPS (ups.conf section) whose supply this plug feeds: its meter is that UPS's load on mains
     "feeds": Text("the name of a UPS in ups.conf"),
 }, required=("type", "name"), what="a device")
@@ -253,11 +257,28 @@ def _device(dev: dict[str, Any], path: str, walk: Checked, cfg: EventsConfig) ->
         walk.bad(path, f"device {name!r}: a {kind} device needs host")
     elif kind == "zigbee" and "id" not in dev:
         walk.bad(path, f"device {name!r}: a zigbee device needs id (its zigbee2mqtt name)")
+    elif kind == "zwave" and not {"host", "node_id"} <= set(dev):
+        missing = " and ".join(k for k in ("host", "node_id") if k not in dev)
+        walk.bad(path, f"device {name!r}: a zwave device needs {missing} (host: the Z-Wave JS server's "
+                       "address, its port 3000 unless port: says otherwise; node_id: the plug's node ID there)")
+    elif misplaced := _misplaced(kind, dev):
+        walk.bad(f"{path}.{misplaced[0]}", f"device {name!r}: {misplaced[1]}")
     else:
         known = ("type", "name", "host", "port", "id", "username", "password")
         cfg.devices[name] = DeviceConfig(kind, name, dev.get("host"), dev.get("port"), dev.get("id"),
                                          dev.get("username"), dev.get("password"),
                                          {k: v for k, v in dev.items() if k not in known})
+
+
+_ONLY_FOR = {"node_id": ("zwave",), "endpoint": ("zwave",)}
+
+
+def _misplaced(kind: str, dev: dict[str, Any]) -> tuple[str, str] | None:
+    """A setting that only another type of device takes (a Z-Wave node ID on a Shelly)."""
+    for key, kinds in _ONLY_FOR.items():
+        if key in dev and kind not in kinds:
+            return key, f"{key} is for {' and '.join(kinds)} devices, not {kind}"
+    return None
 
 
 def _actions(spec: dict[str, Any], path: str, walk: Checked, cfg: EventsConfig) -> ActionSet:

@@ -2,7 +2,8 @@
 
 One adapter per kind (after python-kasa's split of capability and transport):
 TP-Link Kasa through python-kasa, Shelly through its HTTP API (Gen1 and Gen2+, aiohttp),
-Zigbee plugs through zigbee2mqtt over MQTT.
+Zigbee plugs through zigbee2mqtt over MQTT, Z-Wave plugs through a Z-Wave JS server
+(zwave-js-server-python).
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import base64
 import json
 import logging
 import math
+import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +30,7 @@ class PowerReading:
     power_w: float | None = None
     voltage: float | None = None
     current: float | None = None
+    energy_kwh: float | None = None  # the meter's total, where the plug counts it (Z-Wave Meter CC)
 
 
 class AcDevice:
@@ -315,6 +320,245 @@ class KasaDevice(AcDevice):
                 log.debug("%s: disconnect: %s", self.name, exc)
 
 
+# --- Z-Wave (through a Z-Wave JS server) ------------------------------------------------------------
+
+ZWAVE_PORT = 3000  # the Z-Wave JS server's default, in Z-Wave JS UI and Home Assistant's add-on alike
+BINARY_SWITCH = 37  # command class IDs (Z-Wave Alliance, SDS13781)
+METER = 50
+METER_ELECTRIC = 1
+METER_SCALES = {0: "energy_kwh", 2: "power_w", 4: "voltage", 5: "current"}  # electric: kWh, W, V, A
+METER_RATES = (0, 1)  # unspecified, consumed (2 is energy produced)
+
+
+class ZWaveDevice(AcDevice):
+    """A Z-Wave plug (Zooz ZEN15, Aeotec Smart Switch, ...) behind the Z-Wave JS WebSocket server
+    that Z-Wave JS UI and Home Assistant's add-on run, through Home Assistant's own client,
+    zwave-js-server-python: on/off from the Binary Switch command class, W, V, A and kWh from
+    the Meter command class (electric), of the node's root or of one ``endpoint``.
+
+    One connection, kept open: the server pushes the plug's reports, and a read is what it last
+    reported (capture_power_state asks the plug afresh).  A lost server is connected again with
+    backoff: a read waits 1 s after a failed try, then 2, 4 ... up to 60 s (the outlets' poll says
+    so once at WARNING, then INFO when it answers again); a switch always tries at once."""
+
+    kind = "zwave"
+    BACKOFF_FIRST = 1.0
+    BACKOFF_MAX = 60.0
+
+    def __init__(self, cfg: DeviceConfig, timeout: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(cfg, timeout)
+        host = cfg.host or "127.0.0.1"
+        self.url = f"ws://{f'[{host}]' if ':' in host else host}:{cfg.port or ZWAVE_PORT}"
+        self.node_id = int(cfg.options["node_id"])  # required by the config schema
+        self.endpoint = int(cfg.options.get("endpoint", 0))
+        self.clock = clock
+        self.retry_at = 0.0  # no try before this (clock time)
+        self.delay = 0.0  # the backoff after the last failed try
+        self._client = None  # zwave_js_server.client.Client, with a listening task while connected
+        self._session = None
+        self._listening: asyncio.Task | None = None
+        self._lock: asyncio.Lock | None = None
+
+    # the connection ----------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        client = self._client
+        return (client is not None and client.connected and client.driver is not None
+                and self._listening is not None and not self._listening.done())
+
+    async def _driver(self, now: bool = False):
+        """The server's model of the network, connecting first if need be (``now``: even
+        within the backoff)."""
+        if self.connected:
+            return self._client.driver
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self.connected:
+                return self._client.driver
+            await self._disconnect()
+            wait = self.retry_at - self.clock()
+            if wait > 0 and not now:
+                raise ConnectionError(f"{self.name}: the Z-Wave JS server at {self.url} did not answer; "
+                                      f"next try in {wait:.0f} s")
+            try:
+                await asyncio.wait_for(self._connect(), self.timeout)
+            except BaseException as exc:
+                await self._disconnect()
+                if isinstance(exc, asyncio.CancelledError) and _cancelled_from_outside():
+                    raise
+                self.delay = min(self.BACKOFF_MAX, max(self.BACKOFF_FIRST, self.delay * 2))
+                self.retry_at = self.clock() + self.delay
+                if isinstance(exc, ImportError):
+                    raise ConnectionError("zwave-js-server-python is not installed "
+                                          "(pip install zwave-js-server-python)") from None
+                if not isinstance(exc, Exception):
+                    raise
+                raise ConnectionError(f"{self.name}: the Z-Wave JS server at {self.url}: {_zwave_why(exc)}") from None
+            self.delay = 0.0
+            self.retry_at = 0.0
+            return self._client.driver
+
+    async def _connect(self) -> None:
+        import aiohttp
+        from zwave_js_server.client import Client
+
+        from .. import __version__
+
+        library = logging.getLogger("zwave_js_server")
+        if library.level == logging.NOTSET:  # its DEBUG is every message, the whole network's state among them
+            library.setLevel(logging.INFO)
+        self._session = aiohttp.ClientSession()
+        self._client = client = Client(self.url, self._session,
+                                       additional_user_agent_components={"nutups": __version__})
+        await client.connect()
+        ready = asyncio.Event()
+        self._listening = listening = asyncio.create_task(client.listen(ready), name=f"zwave-{self.name}")
+        listening.add_done_callback(_quiet)
+        waiting = asyncio.create_task(ready.wait())
+        try:
+            await asyncio.wait((waiting, listening), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+        if not ready.is_set():
+            raise listening.exception() or ConnectionError("the server closed the connection")
+
+    async def _disconnect(self) -> None:
+        client, session, listening = self._client, self._session, self._listening
+        self._client = self._session = self._listening = None
+        if client is not None:
+            try:
+                await client.disconnect()
+            except Exception as exc:  # the library's own; the connection is dropped either way
+                log.debug("%s: disconnect: %s", self.name, exc)
+        if listening is not None:
+            listening.cancel()
+            await asyncio.gather(listening, return_exceptions=True)
+        if session is not None:
+            await session.close()
+
+    async def close(self) -> None:
+        await self._disconnect()
+
+    async def _zwave(self, coro):
+        """The library's errors become ConnectionError, like every other device's.  A lost
+        server also cancels the commands waiting for its answer: that is no cancellation of ours."""
+        from zwave_js_server.exceptions import BaseZwaveJSServerError
+
+        try:
+            return await coro
+        except asyncio.CancelledError:
+            if _cancelled_from_outside():
+                raise
+            raise ConnectionError(f"{self.name}: the Z-Wave JS server at {self.url} went away") from None
+        except BaseZwaveJSServerError as exc:
+            raise ConnectionError(f"{self.name}: {_zwave_why(exc)}") from None
+
+    # the node ----------------------------------------------------------------------------
+
+    async def _node(self, now: bool = False):
+        driver = await self._driver(now)
+        node = driver.controller.nodes.get(self.node_id)
+        if node is None:
+            ids = ", ".join(str(n) for n in sorted(driver.controller.nodes))
+            raise ConnectionError(f"{self.name}: the Z-Wave network has no node {self.node_id} (it has {ids})")
+        if self.endpoint and self.endpoint not in node.endpoints:
+            have = ", ".join(str(e) for e in sorted(node.endpoints))
+            raise ConnectionError(f"{self.name}: node {self.node_id} has no endpoint {self.endpoint} (it has {have})")
+        from zwave_js_server.const import NodeStatus
+
+        if node.status == NodeStatus.DEAD:
+            raise ConnectionError(f"{self.name}: Z-Wave JS marks node {self.node_id} dead (it did not answer)")
+        return node
+
+    def _values(self, node, cc: int):
+        return [v for v in node.values.values() if v.command_class == cc and (v.endpoint or 0) == self.endpoint]
+
+    def _switch_value(self, node, prop: str):
+        for value in self._values(node, BINARY_SWITCH):
+            if value.property_ == prop:
+                return value
+        where = f"node {self.node_id}" + (f" endpoint {self.endpoint}" if self.endpoint else "")
+        state = "" if node.ready else " (Z-Wave JS is still interviewing it)"
+        raise ConnectionError(f"{self.name}: {where} has no Binary Switch {prop}{state}")
+
+    def _meter_values(self, node):
+        """(reading field, value) for each electric meter value that counts consumption."""
+        out = []
+        for value in self._values(node, METER):
+            spec = value.metadata.cc_specific or {}
+            field = METER_SCALES.get(spec.get("scale"))
+            if value.property_ == "value" and spec.get("meterType") == METER_ELECTRIC and field \
+                    and spec.get("rateType", 0) in METER_RATES:
+                out.append((field, value))
+        return out
+
+    async def read(self) -> PowerReading:
+        node = await self._node()
+        reading = PowerReading()
+        try:
+            on = self._switch_value(node, "currentValue").value
+        except ConnectionError:
+            on = None
+        reading.on = on if isinstance(on, bool) else None
+        for field, value in self._meter_values(node):
+            if isinstance(value.value, (int, float)) and not isinstance(value.value, bool):
+                setattr(reading, field, float(value.value))
+        return reading
+
+    async def refresh(self) -> None:
+        """Ask the plug for its switch state and meter readings now (one Get each)."""
+        node = await self._node()
+        values = [self._switch_value(node, "currentValue")] + [v for _, v in self._meter_values(node)]
+        for value in values:
+            await self._zwave(node.async_poll_value(value))
+
+    async def switch(self, on: bool) -> None:
+        from zwave_js_server.const import SET_VALUE_SUCCESS, SetValueStatus
+
+        node = await self._node(now=True)
+        target = self._switch_value(node, "targetValue")
+        result = await self._zwave(node.async_set_value(target, on, wait_for_result=True))
+        if result is not None and result.status not in (*SET_VALUE_SUCCESS, SetValueStatus.WORKING):
+            raise ConnectionError(f"{self.name}: node {self.node_id} did not switch {'on' if on else 'off'}: {result}")
+
+    async def do(self, action: str) -> PowerReading | None:
+        if action == "capture_power_state":
+            await self.refresh()
+        return await super().do(action)
+
+
+def _cancelled_from_outside() -> bool:
+    """Whether the current task itself is being cancelled (not just a future it waited on)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _zwave_why(exc: BaseException) -> str:
+    """What went wrong, in words: the library wraps aiohttp's errors in its own."""
+    import aiohttp
+
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, aiohttp.ClientConnectorError) and cause.os_error.errno:
+        return os.strerror(cause.os_error.errno).lower()
+    if isinstance(cause, aiohttp.WSServerHandshakeError):
+        return f"HTTP {cause.status} instead of a WebSocket (is this the Z-Wave JS server's port?)"
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    text = str(exc) or type(exc).__name__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text = f"{text}: {cause}"
+    return text
+
+
+def _quiet(task: asyncio.Task) -> None:
+    """The listening task ends when the server goes: the next read says so, not asyncio."""
+    if not task.cancelled():
+        task.exception()
+
+
 def make_device(cfg: DeviceConfig, mqtt: MqttSettings | None = None, timeout: float = 10.0) -> AcDevice:
     if cfg.type == "shelly":
         return ShellyDevice(cfg, timeout)
@@ -322,4 +566,6 @@ def make_device(cfg: DeviceConfig, mqtt: MqttSettings | None = None, timeout: fl
         return ZigbeeDevice(cfg, mqtt or MqttSettings(), timeout)
     if cfg.type == "kasa":
         return KasaDevice(cfg, timeout)
+    if cfg.type == "zwave":
+        return ZWaveDevice(cfg, timeout)
     raise ValueError(f"unknown device type {cfg.type!r}")
