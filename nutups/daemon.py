@@ -21,6 +21,7 @@ from .events.log import BACKLOG as EVENT_BACKLOG
 from .events.log import EventLog
 from .events.outlets import Outlets
 from .events.outputs import Outputs
+from .events.types import Event, EventType
 from .hardware.backend import Hardware
 from .hardware.gpio import GpioError
 from .hardware.simcontrol import SimControlServer, SocketInUse
@@ -169,6 +170,7 @@ class Daemon:
         raise_fd_limit(self.config.upsd.maxconn)
         loop = asyncio.get_running_loop()
         self.engine = self._build_events()
+        self.core.throttle.report = self._auth_failure_reporter(loop, self.engine)
         self._tasks.append(loop.create_task(self.engine.poll_sensors(), name="sensors"))
         if self.config.events.notify:
             self._start_notifier()
@@ -200,7 +202,8 @@ class Daemon:
             from .web.service import WebService
 
             self.web = WebService(web, self.states, self.core, self.engine, self.datapath,
-                                  self.event_log_path(), self.certfile, broker=self.config.events.mqtt)
+                                  self.event_log_path(), self.certfile, broker=self.config.events.mqtt,
+                                  nut_maxconn=self.config.upsd.maxconn)
             await self.web.start()
 
     async def _start_controls(self) -> None:
@@ -220,6 +223,17 @@ class Daemon:
                 log.error("%s", exc)
                 continue
             self.controls.append(control)
+
+    def _auth_failure_reporter(self, loop: asyncio.AbstractEventLoop, engine: EventEngine):
+        """Failed logins (at most once a minute per address, from either thread) become an
+        AUTH_FAILURE event on the loop: logged there in one line, mappable to actions."""
+        ups = self.states[0].name if self.states else ""
+
+        def report(failure) -> None:
+            event = Event(EventType.AUTH_FAILURE, ups, failure.message(), value=float(failure.failures),
+                          unit="logins")
+            loop.call_soon_threadsafe(engine.emit, event)
+        return report
 
     def listen_problems(self, exc: ListenError) -> list[ConfigProblem]:
         """Each address that could not be bound, as `upsd.conf:line: problem` (or the option)."""

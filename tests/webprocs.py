@@ -60,6 +60,7 @@ class WebDaemon(WebClient):
         self.proc: subprocess.Popen | None = None
         self.url = f"{scheme}://127.0.0.1:{self.web_port}"
         self.ssl_context = None  # for https: a context that trusts the test's certificate
+        self.preexec_fn = None  # run in the daemon's process before it starts (resource limits)
 
     def start(self) -> WebDaemon:
         self.err = open(self.base / "stderr", "wb")
@@ -67,7 +68,7 @@ class WebDaemon(WebClient):
             [sys.executable, "-m", "nutups.cli", "serve", "--confpath", str(self.confdir),
              "--listen", f"127.0.0.1:{self.nut_port}", "--statepath", str(self.statepath),
              "--datapath", str(self.datapath)],
-            stdout=subprocess.DEVNULL, stderr=self.err)
+            stdout=subprocess.DEVNULL, stderr=self.err, preexec_fn=self.preexec_fn)
         wait_port(self.nut_port, self.proc)
         if self.web:
             wait_port(self.web_port, self.proc)

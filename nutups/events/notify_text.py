@@ -21,7 +21,7 @@ TITLES: dict[str, str] = {
     "FSD_SET": "forced shutdown", "COMMUNICATION_LOST": "UPS not answering",
     "COMMUNICATION_RESTORED": "UPS answering again", "SHUTDOWN_STARTED": "shutting down",
     "SHUTDOWN_CANCELLED": "shutdown cancelled", "SHUTDOWN_COMMAND": "going down now",
-    "ACTION_FAILED": "an action failed",
+    "ACTION_FAILED": "an action failed", "AUTH_FAILURE": "wrong passwords",
 }
 FAMILY_TITLES = {"mains": "mains power flapping", "dc_out": "the Pi's supply flapping",
                  "charging": "charging on and off", "battery_voltage": "battery voltage up and down",
@@ -35,7 +35,7 @@ KINDS: dict[str, str] = {
     "TEMPERATURE_HIGH": "warning", "TEMPERATURE_NORMAL": "success", "OVERCURRENT_DETECTED": "warning",
     "OVERCURRENT_CLEARED": "success", "FSD_SET": "failure", "COMMUNICATION_LOST": "warning",
     "COMMUNICATION_RESTORED": "success", "SHUTDOWN_STARTED": "failure", "SHUTDOWN_CANCELLED": "success",
-    "SHUTDOWN_COMMAND": "failure", "ACTION_FAILED": "warning",
+    "SHUTDOWN_COMMAND": "failure", "ACTION_FAILED": "warning", "AUTH_FAILURE": "warning",
 }
 LATE_S = 60.0  # a message sent this much after its last event says it is late
 

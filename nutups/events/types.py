@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from ..clocksync import clock_synchronised
+
 
 class EventType(StrEnum):
     AC_POWER_LOSS = "AC_POWER_LOSS"
@@ -31,6 +33,7 @@ class EventType(StrEnum):
     SHUTDOWN_CANCELLED = "SHUTDOWN_CANCELLED"
     SHUTDOWN_COMMAND = "SHUTDOWN_COMMAND"
     ACTION_FAILED = "ACTION_FAILED"
+    AUTH_FAILURE = "AUTH_FAILURE"
 
 
 # Where each event comes from.  The X120X itself shows only voltage, charge, mains
@@ -62,6 +65,8 @@ SOURCES: dict[EventType, tuple[str, str]] = {
     EventType.SHUTDOWN_COMMAND: ("shutdown", "the Pi's own shutdown command (or reboot_command, mains "
                                              "being back) having run"),
     EventType.ACTION_FAILED: ("actions", "an action that failed or timed out"),
+    EventType.AUTH_FAILURE: ("server", "wrong user names or passwords from one address, on the NUT port or "
+                                       "the dashboard (at most one event per address a minute)"),
 }
 
 
@@ -81,10 +86,14 @@ class Event:
     time: str = field(default_factory=utc_now_ms)  # UTC, milliseconds, ISO 8601
     seq: int = 0
     dashboard_notify: bool = False
+    # the system clock was not synchronised when it happened (a Pi before NTP: ``time`` may be off)
+    unsynced: bool = field(default_factory=lambda: clock_synchronised() is False)
 
     def to_json(self) -> str:
         data = asdict(self)
         data["type"] = str(self.type)
+        if not self.unsynced:
+            del data["unsynced"]  # the common case: lines as before
         return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
     @classmethod
@@ -96,4 +105,5 @@ class Event:
             type=EventType(data["type"]), ups=str(data["ups"]), message=str(data.get("message", "")),
             value=data.get("value"), unit=data.get("unit"), time=str(data["time"]), seq=int(data["seq"]),
             dashboard_notify=bool(data.get("dashboard_notify", False)),
+            unsynced=bool(data.get("unsynced", False)),
         )

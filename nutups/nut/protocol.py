@@ -21,6 +21,7 @@ from .. import __version__
 from ..parseconf import PLAIN_LINE, Line, LineTokenizer, quote
 from ..state import CommandResult, UpsState, Variable
 from .descriptions import Descriptions
+from .throttle import LoginThrottle
 from .users import UserTable
 
 NUT_VERSION = "2.8.0"  # the upsd release whose behaviour we reproduce (server.version)
@@ -143,6 +144,7 @@ class ServerCore:
     log: Callable[[str], None] = lambda message: None
     warn: Callable[[str], None] = lambda message: None  # a command the driver could not carry out
     tracker: Tracker = field(init=False)
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)  # failed logins per address
     sessions: list[Session] = field(default_factory=list)
     # raw request line -> (reply, UPS it depends on or None, what in it the reply
     # tells about (a Variable or the UpsState), its stamp then, command word)
@@ -194,7 +196,7 @@ class Session:
     __slots__ = (
         "core", "addr", "username", "password", "login_ups", "tracking", "tls",
         "close_requested", "starttls_requested", "last_heard", "_tok", "_out", "closed",
-        "_cache_ups", "_cache_source", "_cache_stamp", "_now",
+        "_cache_ups", "_cache_source", "_cache_stamp", "_now", "hold_until",
     )
 
     def __init__(self, core: ServerCore, addr: str) -> None:
@@ -215,6 +217,7 @@ class Session:
         self._cache_source: Variable | UpsState | _Unchanging = _UNCHANGING
         self._cache_stamp = 0
         self._now = self.last_heard
+        self.hold_until = 0.0  # a throttled login's answer waits until then (core.throttle.clock)
 
     # --- I/O boundary ----------------------------------------------------
 
@@ -286,6 +289,8 @@ class Session:
                 mark = len(out)
                 self._cache_ups = _NOT_CACHEABLE
                 self._dispatch(line)
+                if self.hold_until:  # a throttled login: its answer and what follows wait
+                    end = done = min(end, pos + used)
                 for part in out[mark:]:
                     size += len(part)
                 if idle and used == len(raw) and len(raw) <= _CACHEABLE_LINE and self._cache_ups is not _NOT_CACHEABLE:
@@ -403,6 +408,17 @@ class Session:
         self._cache_source = _UNCHANGING
         self._cache_stamp = _UNCHANGING.stamp
 
+    def _guard(self, allowed: bool) -> bool:
+        """A check of USERNAME and PASSWORD: a wrong pair counts against this address, and
+        from a throttled address the answer (whatever it is) waits (nut/throttle.py)."""
+        throttle = self.core.throttle
+        at = throttle.answer_at(self.addr)
+        if not allowed and not self.core.users.authenticate(self.username, self.password):
+            throttle.failed(self.addr, self.username, "NUT", at)
+        if at > throttle.clock():
+            self.hold_until = at
+        return allowed
+
     # --- simple commands ----------------------------------------------------
 
     def cmd_ver(self, args: list[str]) -> None:
@@ -459,8 +475,9 @@ class Session:
         ups = self._ups(args[0])
         if ups is None:
             return
-        if not self.core.users.check_action(self.username, self.password, "LOGIN"):
-            self.core.log(f"Login denied for {self.username}@{self.addr} on UPS [{ups.name}]")
+        if not self._guard(self.core.users.check_action(self.username, self.password, "LOGIN")):
+            if self.core.users.authenticate(self.username, self.password):  # a wrong password: the throttle reports
+                self.core.log(f"Login denied for {self.username}@{self.addr} on UPS [{ups.name}]")
             self._out.append(ERR_ACCESS_DENIED)
             return
         ups.numlogins += 1
@@ -486,7 +503,7 @@ class Session:
         ups = self._ups(args[0])
         if ups is None:
             return
-        if not self.core.users.check_action(self.username, self.password, action):
+        if not self._guard(self.core.users.check_action(self.username, self.password, action)):
             self._out.append(ERR_ACCESS_DENIED)
             return
         self._out.append(reply)
@@ -504,7 +521,7 @@ class Session:
         ups = self._ups(args[0])
         if ups is None:
             return
-        if not self.core.users.check_action(self.username, self.password, "FSD"):
+        if not self._guard(self.core.users.check_action(self.username, self.password, "FSD")):
             self._out.append(ERR_ACCESS_DENIED)
             return
         self.core.log(f"Client {self.username}@{self.addr} set FSD on UPS [{ups.name}]")
@@ -738,7 +755,7 @@ class Session:
         ups = self._ups(upsname)
         if ups is None or not self._available(ups):
             return
-        if not self.core.users.check_action(self.username, self.password, "SET"):
+        if not self._guard(self.core.users.check_action(self.username, self.password, "SET")):
             out.append(ERR_ACCESS_DENIED)
             return
         var = ups.variables.get(name.lower())
@@ -779,7 +796,7 @@ class Session:
         if command is None:
             self._out.append(ERR_CMD_NOT_SUPPORTED)
             return
-        if not self.core.users.check_instcmd(self.username, self.password, args[1]):
+        if not self._guard(self.core.users.check_instcmd(self.username, self.password, args[1])):
             self._out.append(ERR_ACCESS_DENIED)
             return
         if ups.instcmd_handler is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import heapq
 import logging
 import os
 import select
@@ -35,6 +36,7 @@ CONN_OUT_LIMIT = 64 * 1024  # a client's unsent answers: no more requests of it 
 # a time, and only while it has nothing unsent (others are still answered at once).
 TOTAL_OUT_LIMIT = 4 * 1024 * 1024
 HANDSHAKE_TIMEOUT = 10.0
+STARVED_PAUSE = 0.1  # out of descriptors: seconds before accept is tried again
 
 _IN = select.EPOLLIN
 _OUT = select.EPOLLOUT
@@ -62,7 +64,7 @@ def memory_bound(connections: int, largest_reply: int) -> int:
 
 class _Conn:
     __slots__ = ("sock", "fd", "session", "out", "inbuf", "inpos", "handshaking", "tls_switch",
-                 "closing", "mask", "since", "tls")
+                 "closing", "mask", "since", "tls", "held")
 
     def __init__(self, sock: socket.socket, session: Session) -> None:
         self.sock = sock
@@ -77,6 +79,7 @@ class _Conn:
         self.mask = _IN
         self.since = time.monotonic()
         self.tls = False
+        self.held: tuple[float, bytes, bytes, int] | None = None  # a throttled login's answer, to send at
 
 
 class NutServer:
@@ -109,6 +112,10 @@ class NutServer:
         self._wake_r, self._wake_w = -1, -1
         self._queued = 0  # unsent answers of all connections together (bytes)
         self._refusing = False  # MAXCONN reached and a connection refused since the last accept
+        self._holding: list[tuple[float, int, _Conn]] = []  # heap: (send at, seq, conn) of throttled logins
+        self._hold_seq = 0
+        self._starved = False  # out of descriptors since the last accept (one line per burst)
+        self._resume_at = 0.0  # listeners paused after a shortage: accept again from then on
 
     # --- life cycle (called from the asyncio loop) -------------------------------
 
@@ -181,8 +188,11 @@ class NutServer:
         next_sweep = time.monotonic() + sweep_every
         try:
             while not self._stop:
+                timeout = sweep_every
+                if self._holding or self._resume_at:
+                    timeout = self._timers(timeout)
                 try:
-                    events = ep.poll(sweep_every)
+                    events = ep.poll(timeout)
                 except InterruptedError:
                     continue
                 for fd, ev in events:
@@ -238,8 +248,15 @@ class NutServer:
             except BlockingIOError:
                 return
             except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE):
-                    log.error("out of file descriptors: %s", exc.strerror)
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # Level-triggered: the listener stays readable.  Stop accepting for a
+                    # moment instead of spinning, and say so once per burst.
+                    if not self._starved:
+                        self._starved = True
+                        log.error("out of file descriptors (%s): new NUT connections wait", exc.strerror)
+                    self._resume_at = time.monotonic() + STARVED_PAUSE
+                    for fd in self._listeners:
+                        self._ep.modify(fd, 0)  # type: ignore[union-attr]
                 return
             if len(self._conns) >= self.maxconn:
                 # One line per burst: a flood of connections must not flood the log.
@@ -251,6 +268,9 @@ class NutServer:
                 sock.close()
                 continue
             self._refusing = False
+            if self._starved:
+                self._starved = False
+                log.info("accepting NUT connections again")
             sock.setblocking(False)
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -271,6 +291,9 @@ class NutServer:
     def _update_mask(self, conn: _Conn) -> None:
         """Read only when everything read is answered; wait to write while answers are unsent."""
         if conn.fd not in self._conns or conn.handshaking:
+            return
+        if conn.held is not None:
+            self._set_mask(conn, 0)
             return
         mask = _OUT if conn.out else 0
         if conn.inbuf is None and not (conn.tls_switch or conn.closing):
@@ -323,7 +346,7 @@ class NutServer:
             return
         session = conn.session
         reply, pos = session.feed(data, 0, SLICE if self._queued < TOTAL_OUT_LIMIT else 1)
-        if pos >= len(data) and not (session.starttls_requested or session.close_requested):
+        if pos >= len(data) and not (session.starttls_requested or session.close_requested or session.hold_until):
             if reply:  # none: a part of a line, the mask stays _IN
                 self._send(conn, reply)
                 if conn.out:  # a short send: wait to write
@@ -355,6 +378,13 @@ class NutServer:
         """What feed() answered up to ``pos`` of ``data``: send it; False when this client is
         not to be served on now (gone, switching to TLS, logging out)."""
         session = conn.session
+        if session.hold_until and conn.held is None:
+            conn.held = (session.hold_until, data, reply, pos)
+            session.hold_until = 0.0
+            conn.inbuf = data  # nothing more is read until the answer is out
+            self._hold_seq += 1
+            heapq.heappush(self._holding, (conn.held[0], self._hold_seq, conn))
+            return False
         if pos >= len(data):
             conn.inbuf = None
         else:
@@ -458,6 +488,33 @@ class NutServer:
         if sock.pending():
             self._read(conn)
 
+    def _timers(self, timeout: float) -> float:
+        """Send the held answers that are due, accept again after a descriptor shortage;
+        return how long the poll may wait for the next of these."""
+        now = time.monotonic()
+        if self._resume_at:
+            if now >= self._resume_at:
+                self._resume_at = 0.0
+                for fd in self._listeners:
+                    self._ep.modify(fd, _IN)  # type: ignore[union-attr]
+            else:
+                timeout = min(timeout, self._resume_at - now)
+        clock = self.core.throttle.clock()
+        while self._holding and self._holding[0][0] <= clock:
+            conn = heapq.heappop(self._holding)[2]
+            if conn.held is not None and self._conns.get(conn.fd) is conn:  # else: closed meanwhile
+                _, data, reply, pos = conn.held
+                conn.held = None
+                if self._answered(conn, data, reply, pos):  # may hold the next attempt
+                    self._serve(conn)
+                if (conn.fd in self._conns and conn.held is None and conn.inbuf is None and conn.tls
+                        and conn.sock.pending()):  # type: ignore[attr-defined]
+                    self._read(conn)  # TLS bytes decrypted meanwhile: epoll cannot see them
+                self._update_mask(conn)
+        if self._holding:
+            timeout = min(timeout, max(self._holding[0][0] - clock, 0.001))
+        return timeout
+
     def _sweep(self) -> None:
         """Drop clients silent for longer than the idle timeout (upsd: 60 s, no message)."""
         now = self.core.clock()
@@ -471,6 +528,7 @@ class NutServer:
     def _close(self, conn: _Conn) -> None:
         if self._conns.pop(conn.fd, None) is None:
             return
+        conn.held = None  # its entry in _holding is skipped when due
         self._queued -= len(conn.out)
         conn.out.clear()
         conn.inbuf = None

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
+
 from ..config.users import User
+
+_NOBODY = secrets.token_hex(16)  # compared against when the user does not exist
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).digest()
 
 
 class UserTable:
@@ -15,10 +25,12 @@ class UserTable:
         # upsd compares the user name and then the password, both case-sensitively.
         if username is None or password is None:
             return None
+        # The password is compared in constant time, and compared even when the user does not
+        # exist, so that timing tells a guesser neither.
         user = self.users.get(username)
-        if user is None or user.password is None or user.password != password:
-            return None
-        return user
+        stored = user.password if user is not None and user.password is not None else None
+        same = hmac.compare_digest(_digest(password), _digest(stored if stored is not None else _NOBODY))
+        return user if same and stored is not None else None
 
     def authenticate(self, username: str | None, password: str | None) -> bool:
         """The name and password match a user of upsd.users (what that user may do is another check)."""

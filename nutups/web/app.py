@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,10 @@ from ..events.types import EventType
 from ..nut.protocol import ServerCore, Session
 from ..parseconf import quote
 from ..state import UpsState
+from .connections import LIVE_CLIENTS
 from .history import HistoryStore
 from .live import LiveFeed, state_snapshot
-from .login import COOKIE, IDLE_S, Logins
+from .login import COOKIE, IDLE_S, Logins, basic_user
 from .metrics import CONTENT_TYPE, render
 from .peanut import PeanutApi
 
@@ -41,6 +43,9 @@ NUT_ERRORS = {
     "READONLY": 409, "INVALID-VALUE": 400, "TOO-LONG": 400, "INVALID-ARGUMENT": 400,
     "DATA-STALE": 503, "DRIVER-NOT-CONNECTED": 503,
 }
+# the driver's TRACKING result for a SET -> the HTTP status that says the same
+DRIVER_ERRORS = {"INVALID-ARGUMENT": 400, "UNKNOWN": 404, "FAILED": 502}
+SET_WAIT_S = 10.0  # how long a SET waits for the driver's result before answering 202 (PENDING)
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; "
                                "frame-ancestors 'none'; base-uri 'none'",
@@ -58,9 +63,14 @@ def _time_param(request: web.Request, key: str) -> float | None:
     if not text:
         return None
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         pass
+    else:
+        if math.isfinite(value):
+            return value
+        raise web.HTTPBadRequest(text=json.dumps({"error": f"{key}: a finite number of unix seconds"}),
+                                 content_type="application/json")
     try:
         return parse_time(text)
     except ValueError as exc:
@@ -82,6 +92,7 @@ class Dashboard:
         self.registry = metrics_registry
         self.logins = Logins(lambda: core.users)
         self.secure_cookies = secure_cookies
+        self._history_queries: asyncio.Semaphore | None = None  # one at a time, in one worker thread
         self._page = (STATIC / "index.html").read_text()
 
     def application(self) -> web.Application:
@@ -172,9 +183,11 @@ class Dashboard:
         since, until = _time_param(request, "since"), _time_param(request, "until")
         ups = request.query.get("ups")
         try:
-            limit = min(int(request.query.get("limit", EVENTS_LIMIT)), EVENTS_LIMIT)
+            limit = int(request.query.get("limit", EVENTS_LIMIT))
         except ValueError:
-            return _error(400, "limit: a whole number")
+            limit = 0
+        if not 1 <= limit <= EVENTS_LIMIT:
+            return _error(400, f"limit: a whole number from 1 to {EVENTS_LIMIT}")
         if self.event_log is None:
             return web.json_response([])
         path = self.event_log
@@ -202,12 +215,20 @@ class Dashboard:
             step = float(request.query["step"]) if "step" in request.query else None
         except ValueError:
             return _error(400, "step: seconds")
-        if step is not None and step <= 0:
-            return _error(400, "step: seconds, more than 0")
-        points = await asyncio.to_thread(self.history.query, s.name, var, since, until, step)
-        return web.json_response(points)
+        if step is not None and not (math.isfinite(step) and step > 0):
+            return _error(400, "step: a finite number of seconds, more than 0")
+        # Bounded (at most MAX_POINTS, averaged in SQLite) and one query at a time in one
+        # worker thread, so that queries cannot crowd out the NUT server or the drivers' loop.
+        if self._history_queries is None:
+            self._history_queries = asyncio.Semaphore(1)
+        async with self._history_queries:
+            points, used = await asyncio.to_thread(self.history.query_with_step, s.name, var, since, until, step)
+        headers = {"X-History-Step": f"{used:g}"} if used else {}
+        return web.json_response(points, headers=headers)
 
     async def live_feed(self, request: web.Request) -> web.StreamResponse:
+        if len(self.live.clients) >= LIVE_CLIENTS:
+            return _error(503, f"{LIVE_CLIENTS} live feeds are open: close one, or try again later")
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                                "X-Accel-Buffering": "no"})
         await response.prepare(request)
@@ -236,15 +257,27 @@ class Dashboard:
             return _error(401, "not logged in")
         return web.json_response({"user": entry.username, "csrf": entry.csrf})
 
+    def _throttled(self, request: web.Request) -> web.Response | None:
+        """429 while this address must wait after failed logins (nut/throttle.py), else None."""
+        wait = self.core.throttle.wait(request.remote or "")
+        if not wait:
+            return None
+        response = _error(429, f"too many failed logins from this address: try again in {math.ceil(wait)} s")
+        response.headers["Retry-After"] = str(math.ceil(wait))
+        return response
+
     async def login(self, request: web.Request) -> web.Response:
+        refused = self._throttled(request)
+        if refused is not None:
+            return refused
         try:
             body = await request.json()
             username, password = str(body["username"]), str(body["password"])
         except (ValueError, KeyError, TypeError):
             return _error(400, 'send {"username": ..., "password": ...}')
         found = self.logins.login(username, password)
-        if found is None:
-            log.info("dashboard login failed for %s from %s", username, request.remote)
+        if found is None:  # logged (once a minute per address) and emitted by the throttle's report
+            self.core.throttle.failed(request.remote or "", username, "dashboard")
             return _error(401, "wrong user name or password (upsd.users)")
         sid, entry = found
         response = web.json_response({"user": entry.username, "csrf": entry.csrf})
@@ -258,12 +291,24 @@ class Dashboard:
         response.del_cookie(COOKIE, path="/")
         return response
 
-    def _who(self, request: web.Request) -> tuple[str, str] | None:
-        return self.logins.credentials(request.cookies.get(COOKIE), request.headers.get("X-CSRF-Token"),
-                                       request.headers.get("Authorization"))
+    def _who(self, request: web.Request) -> tuple[str, str] | web.Response | None:
+        """The acting user's credentials; None (answer 401), or the 429 of a throttled address
+        (HTTP Basic checks a password at each request: it counts as a login)."""
+        authorization = request.headers.get("Authorization")
+        if authorization:
+            refused = self._throttled(request)
+            if refused is not None:
+                return refused
+        who = self.logins.credentials(request.cookies.get(COOKIE), request.headers.get("X-CSRF-Token"),
+                                      authorization)
+        if who is None and authorization:
+            self.core.throttle.failed(request.remote or "", basic_user(authorization), "dashboard")
+        return who
 
     async def command(self, request: web.Request) -> web.Response:
         who = self._who(request)
+        if isinstance(who, web.Response):
+            return who
         if who is None:
             return _error(401, "log in with an upsd.users account that may run this command")
         s = self._state(request)
@@ -282,6 +327,8 @@ class Dashboard:
 
     async def set_var(self, request: web.Request) -> web.Response:
         who = self._who(request)
+        if isinstance(who, web.Response):
+            return who
         if who is None:
             return _error(401, "log in with an upsd.users account that may set variables")
         s = self._state(request)
@@ -293,18 +340,41 @@ class Dashboard:
             value = body["value"]
         except (ValueError, KeyError, TypeError):
             return _error(400, 'send {"value": ...}')
-        return self._nut(request, who, f'SET VAR {s.name} {var} "{quote(str(value))}"')
+        answer = self._nut(request, who, f'SET VAR {s.name} {var} "{quote(str(value))}"', tracking=True)
+        if isinstance(answer, web.Response):
+            return answer
+        return await self._driver_result(answer)
 
-    def _nut(self, request: web.Request, who: tuple[str, str], line: str) -> web.Response:
-        """Run one privileged NUT request as this user, through the server core's own checks."""
+    async def _driver_result(self, tid: str) -> web.Response:
+        """What the driver made of a SET the server passed on (NUT's TRACKING result): OK only
+        once the driver applied it; its refusal (nan, an object) as the error it gave."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SET_WAIT_S
+        result = self.core.tracker.get(tid)
+        while result == "PENDING" and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+            result = self.core.tracker.get(tid)
+        if result == "SUCCESS":
+            return web.json_response({"result": "OK"})
+        if result == "PENDING":
+            return web.json_response({"result": "PENDING", "tracking": tid}, status=202)
+        code = result.removeprefix("ERR ").split()[0]
+        return web.json_response({"error": code, "by": "driver"}, status=DRIVER_ERRORS.get(code, 502))
+
+    def _nut(self, request: web.Request, who: tuple[str, str], line: str,
+             tracking: bool = False) -> web.Response | str:
+        """Run one privileged NUT request as this user, through the server core's own checks;
+        with ``tracking``, the tracking id of a request the server passed on to the driver."""
         username, password = who
         session = Session(self.core, f"dashboard:{request.remote}")
         try:
-            reply = session.receive(f'USERNAME "{quote(username)}"\nPASSWORD "{quote(password)}"\n'
-                                    f"{line}\n".encode())
+            reply = session.receive((f'USERNAME "{quote(username)}"\nPASSWORD "{quote(password)}"\n'
+                                     + ("SET TRACKING ON\n" if tracking else "") + f"{line}\n").encode())
         finally:
             session.close()
         last = reply.decode(errors="replace").strip().splitlines()[-1]
+        if tracking and last.startswith("OK TRACKING "):
+            return last.removeprefix("OK TRACKING ").strip()
         if last.startswith("OK"):
             return web.json_response({"result": "OK"})
         code = last.removeprefix("ERR ").split()[0]

@@ -20,7 +20,9 @@ from ..nut.users import UserTable
 
 COOKIE = "nutups_session"
 IDLE_S = 12 * 3600.0
-MAX_SESSIONS = 256
+# Sessions one user may hold: a new login beyond this ends that user's oldest session, never
+# another user's (an account must not be able to log the admin out by logging in often).
+MAX_SESSIONS_PER_USER = 16
 
 
 @dataclass
@@ -46,9 +48,9 @@ class Logins:
         for sid, entry in list(self._sessions.items()):
             if now - entry.last_used > IDLE_S:
                 del self._sessions[sid]
-        if len(self._sessions) >= MAX_SESSIONS:
-            oldest = min(self._sessions, key=lambda sid: self._sessions[sid].last_used)
-            del self._sessions[oldest]
+        own = [sid for sid, entry in self._sessions.items() if entry.username == username]
+        if len(own) >= MAX_SESSIONS_PER_USER:
+            del self._sessions[min(own, key=lambda sid: self._sessions[sid].last_used)]
         sid = secrets.token_urlsafe(32)
         entry = Login(username, password, secrets.token_urlsafe(24), now)
         self._sessions[sid] = entry
@@ -86,3 +88,14 @@ class Logins:
         if entry is None or not csrf or not secrets.compare_digest(csrf, entry.csrf):
             return None
         return entry.username, entry.password
+
+
+def basic_user(authorization: str) -> str | None:
+    """The user name of an HTTP Basic Authorization header (for the failed-login report), or None."""
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        return base64.b64decode(value.strip(), validate=True).decode().partition(":")[0]
+    except (binascii.Error, UnicodeDecodeError):
+        return None

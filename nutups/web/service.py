@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import ssl
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from ..nut.protocol import ServerCore
 from ..state import UpsState
 from .app import Dashboard
 from .config import WebSettings
+from .connections import IDLE_S, ConnectionGate, GatedSite, connection_cap
 from .history import HistoryStore
 from .live import LiveFeed
 from .metrics import EventCounts, UpsCollector, metrics_registry
@@ -30,7 +32,7 @@ class WebService:
 
     def __init__(self, settings: WebSettings, states: list[UpsState], core: ServerCore,
                  engine: EventEngine | None, datapath: Path, event_log: Path | None,
-                 certfile: str | None = None, broker: dict | None = None) -> None:
+                 certfile: str | None = None, broker: dict | None = None, nut_maxconn: int = 1024) -> None:
         self.settings = settings
         self.states = states
         self.core = core
@@ -45,6 +47,8 @@ class WebService:
         self.runner: web.AppRunner | None = None
         self.bound: list[tuple[str, int]] = []
         self._tasks: list[asyncio.Task] = []
+        self.nut_maxconn = nut_maxconn  # NUT's descriptors, reserved before the dashboard's
+        self.gate: ConnectionGate | None = None
 
     async def start(self) -> None:
         if self.settings.mqtt.publish:
@@ -82,11 +86,14 @@ class WebService:
                 return
         dashboard = Dashboard(self.states, self.core, self.live, self.history, self.event_log, registry,
                               secure_cookies=context is not None)
-        self.runner = web.AppRunner(dashboard.application(), access_log=None, handle_signals=False,
-                                    shutdown_timeout=1.0)
+        self.gate = ConnectionGate(connection_cap(self.nut_maxconn))
+        app = dashboard.application()
+        app.middlewares.insert(0, self.gate.middleware)
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0,
+                                    keepalive_timeout=IDLE_S)
         await self.runner.setup()
         host, port = self.settings.listen
-        site = web.TCPSite(self.runner, host, port, ssl_context=context, reuse_address=True)
+        site = GatedSite(self.runner, host, port, self.gate, ssl_context=context, reuse_address=True)
         try:
             await site.start()
         except OSError as exc:
@@ -95,6 +102,7 @@ class WebService:
             await self.runner.cleanup()
             self.runner = None
             return
+        self.gate.start(asyncio.get_running_loop())
         for sock in site._server.sockets if site._server else []:  # type: ignore[union-attr]
             name = sock.getsockname()
             self.bound.append((name[0], name[1]))
@@ -108,8 +116,10 @@ class WebService:
             await asyncio.sleep(self.settings.history.flush)
             try:
                 await asyncio.to_thread(self.history.flush)
-            except Exception as exc:  # a full or broken disk: keep the points, say so, try again
-                log.error("history: cannot write %s: %s", self.history.path, exc)
+            except sqlite3.Error:  # a full or broken disk: the store keeps the points and said so once
+                pass
+            except Exception:
+                log.exception("history: flush of %s failed", self.history.path)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -117,6 +127,8 @@ class WebService:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.live is not None:
             self.live.close()
+        if self.gate is not None:
+            self.gate.stop()
         if self.runner is not None:
             await self.runner.cleanup()
         if self.history is not None:
