@@ -20,10 +20,10 @@ from conftest import USERS
 from nutprocs import UPSMON, Nutups, RawClient, make_confdir, nut_tmpdir, poll_until
 from webprocs import WebDaemon
 
-from nutups.config.users import User, UserTable
 from nutups.events.log import read_events
 from nutups.nut.protocol import ServerCore
 from nutups.nut.throttle import LoginThrottle, printable, source_key
+from nutups.nut.users import User, UserTable
 from nutups.state import UpsState
 
 GUESSER = "127.0.0.2"  # loopback too: the guesser binds it, the honest clients use 127.0.0.1
