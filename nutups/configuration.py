@@ -19,6 +19,7 @@ from .config.schema import Checked, Converted, Section, Text
 from .config.users import parse_users
 from .drivers import DRIVERS, builtin_driver, in_process, known_driver
 from .events.config import EVENTS, EventsConfig
+from .monitor.config import MONITOR, RemoteTarget
 from .nut.users import UserTable
 from .paths import resolve_confpath, resolve_datapath
 from .shutdown.settings import SHUTDOWN, ShutdownSettings
@@ -43,7 +44,7 @@ DATAPATH = Section("datapath", {"datapath": Converted(Text("a directory path"), 
 def yaml_sections() -> list[Section]:
     """The parts of nutups.yaml, each with the schema its own layer owns.  To add a part:
     define a Section in your layer and list it here."""
-    return [EVENTS, SHUTDOWN, WEB_SECTION, DATAPATH]
+    return [EVENTS, SHUTDOWN, WEB_SECTION, DATAPATH, MONITOR]
 
 
 def default_confpath() -> Path:
@@ -64,6 +65,7 @@ class Configuration:
     web: WebSettings = field(default_factory=WebSettings)
     # what survives a restart (settings, learned load, event log, history): nutups/paths.py
     datapath: Path = field(default_factory=lambda: resolve_datapath(None))
+    monitor: list[RemoteTarget] = field(default_factory=list)  # other servers' UPSes
     problems: list[ConfigProblem] = field(default_factory=list)
 
     @property
@@ -127,6 +129,12 @@ def load_configuration(confpath: Path, require_ups_conf: bool = True) -> Configu
                 str(confpath / "nutups.yaml"), None,
                 f"integrations.ac_devices {dev.name}: feeds: {fed}: no such UPS in ups.conf (it has: "
                 f"{', '.join(s.name for s in cfg.ups)}); its meter is not used as the load", True))
+    for target in cfg.monitor:
+        if target.name.lower() in names:  # one name, one UPS on the dashboard, in /metrics and MQTT
+            problems.append(ConfigProblem(
+                str(confpath / "nutups.yaml"), target.line,
+                f"monitor: {target.address} is named {target.name!r}, as a UPS of ups.conf; give it another "
+                "name (name:)"))
     if cfg.upsd.certfile:
         cert = Path(cfg.upsd.certfile)
         if not cert.is_absolute():

@@ -25,6 +25,7 @@ from .events.types import Event, EventType
 from .hardware.backend import Hardware
 from .hardware.gpio import GpioError
 from .hardware.simcontrol import SimControlServer, SocketInUse
+from .monitor.remote import RemoteUps
 from .notify import SystemdNotifier
 from .nut.descriptions import Descriptions
 from .nut.protocol import ServerCore
@@ -110,6 +111,8 @@ class Daemon:
         self.web = None  # nutups.web.service.WebService, when the dashboard or MQTT is on
         self.shutdown: ShutdownRunner | None = None  # the Pi's own policy (shutdown: in nutups.yaml)
         self.notifications = None  # nutups.events.notifications.Notifier, when nutups.yaml has notify: targets
+        # UPSes of other NUT servers (monitor: in nutups.yaml): watched and shown, never served
+        self.remote: list[RemoteUps] = [RemoteUps(target) for target in config.monitor]
 
     def event_log_path(self) -> Path:
         return self.config.events.event_log or self.datapath / "ups_events.log"
@@ -191,6 +194,9 @@ class Daemon:
         for name, driver in self.drivers.items():
             self._tasks.append(loop.create_task(self._supervise(name, driver), name=f"driver-{name}"))
         await self._start_controls()
+        for remote in self.remote:
+            self.engine.watch_remote(remote.state)
+            self._tasks.append(loop.create_task(remote.run(), name=f"monitor-{remote.name}"))
         try:
             self.bound = await self.server.start(all_required=self.all_listen_required)
         except ListenError as exc:
@@ -203,7 +209,7 @@ class Daemon:
 
             self.web = WebService(web, self.states, self.core, self.engine, self.datapath,
                                   self.event_log_path(), self.certfile, broker=self.config.events.mqtt,
-                                  nut_maxconn=self.config.upsd.maxconn)
+                                  nut_maxconn=self.config.upsd.maxconn, remote=self.remote)
             await self.web.start()
 
     async def _start_controls(self) -> None:
@@ -282,13 +288,14 @@ class Daemon:
                 return None
             return runner.down_by()
 
-        self.notifications = Notifier(self.config.events, self.states, self.datapath / QUEUE_FILE, plan)
+        self.notifications = Notifier(self.config.events, self.states + [r.state for r in self.remote],
+                                      self.datapath / QUEUE_FILE, plan)
         self.engine.on_event(self.notifications.on_event)
         self._tasks.append(asyncio.get_running_loop().create_task(self.notifications.run(), name="notify"))
 
     def _start_shutdown(self, settings: ShutdownSettings) -> None:
         assert self.engine is not None
-        self.shutdown = shutdown_runner(settings, self.states, self.drivers, self.engine.emit)
+        self.shutdown = shutdown_runner(settings, self.states, self.drivers, self.engine.emit, self.datapath)
         if self.shutdown is not None and self.notifications is not None:
             self.shutdown.before_command = self.notifications.before_command
         if self.shutdown is not None:
@@ -328,6 +335,9 @@ class Daemon:
             self.core.users = fresh.users
             log.info("reload: %d user(s) from upsd.users", len(fresh.users.users))
         yaml_file = str(confpath / "nutups.yaml")
+        if fresh.monitor != self.config.monitor and not [p for p in fresh.errors if p.file == yaml_file]:
+            log.warning("reload: monitor: in nutups.yaml changed; the remote UPSes are read at start: restart "
+                        "nutups to apply it")
         if self.engine is not None and not [p for p in fresh.errors if p.file == yaml_file]:
             self.engine.reload(fresh.events)
             log.info("reload: event mapping and thresholds from nutups.yaml")

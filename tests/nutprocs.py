@@ -232,13 +232,24 @@ class RealNut:
             while not sock.exists() and time.monotonic() < deadline:
                 time.sleep(0.02)
         self.log = open(self.confdir / "upsd.stderr", "wb")
-        self.upsd = subprocess.Popen([str(UPSD), "-u", "nut", "-F"], env=env,
+        self.start_upsd(names)
+        return self
+
+    def start_upsd(self, names: list[str] | None = None) -> None:
+        """upsd (again, after stop_upsd) on its port, serving the drivers already running."""
+        self.upsd = subprocess.Popen([str(UPSD), "-u", "nut", "-F"], env=self.env(),
                                      stdout=subprocess.DEVNULL, stderr=self.log)
         self.procs.append(self.upsd)
         wait_port(self.port, self.upsd)
+        names = names if names is not None else ups_names(self.confdir)
         if names:
             wait_fresh(self.port, names)
-        return self
+
+    def stop_upsd(self) -> None:
+        """Kill upsd alone (SIGKILL: a server that goes away); its drivers run on."""
+        assert self.upsd is not None
+        self.upsd.kill()
+        self.upsd.wait(5)
 
     def stop(self) -> None:
         for p in reversed(self.procs):

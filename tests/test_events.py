@@ -177,6 +177,8 @@ def test_example_configuration_loads_and_validates(tmp_path, monkeypatch):
     assert ev.leds == {"red": 17, "green": 27, "yellow": 22, "blue": 23} and ev.relay == 24 and ev.buzzer == 25
     assert set(ev.devices) == {"rack_ac", "backup_outlet", "lab_outlet", "nas_outlet", "pi_supply"}
     assert ev.devices["nas_outlet"].options == {"node_id": 5}  # a Z-Wave plug
+    assert [(t.name, t.address, t.username) for t in cfg.monitor] == [
+        ("ups@nas.local", "ups@nas.local:3493", None), ("rack", "rack@192.168.1.20:3493", "monuser")]
     assert ev.devices["pi_supply"].options == {"feeds": "ups"}  # its meter is the HAT's load on mains
     loss = ev.actions[EventType.AC_POWER_LOSS]
     assert loss.leds == [("red", "blink")] and loss.relay == "off" and loss.dashboard_notify

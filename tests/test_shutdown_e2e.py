@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from conftest import USERS
 from nutprocs import UPSMON, Nutups, RawClient, make_confdir, nut_tmpdir, poll_until, unix_socket_answers
+from runtime_trials import soc_leaving
 from test_upsmon import start_upsmon, upsmon_conf
 
 from nutups.events.log import read_events
@@ -36,6 +37,8 @@ pytestmark = [pytest.mark.skipif(not HAVE and os.environ.get("CI") != "true",
 TIMEOUT = 90.0
 CELLS = Path(__file__).parent / "data" / "cells"
 FAST = 300.0  # simulator speed until the battery is low
+NEAR_END = 20.0  # simulator speed over the last half hour: a poll (0.5 s) is 10 simulated seconds
+RESERVE = 180.0  # shutdown.reserve's default: the Pi's command runs with at least this much left
 
 PI_SCRIPT = """#!/bin/sh
 # the Pi's {what}: save what the simulator says at this moment, then mark it done
@@ -47,8 +50,11 @@ class Outage:
     """nutups serving a simulated X1202 with a shutdown policy, watched by two upsmon secondaries."""
 
     def __init__(self, grace: float, hostsync: float, cell: str | None, deadtime: int = 15,
-                 sec2_pollfreqalert: int = 1, secondaries_hostsync: int = 15, driver_options: str = "") -> None:
-        print(f"battery: {cell or 'the simulator own model'}")  # shown when the test fails
+                 sec2_pollfreqalert: int = 1, secondaries_hostsync: int = 15, driver_options: str = "",
+                 board: str = "x1202", load_w: float = 5.0) -> None:
+        print(f"battery: {cell or 'the simulator own model'} on {board} at {load_w:g} W")  # shown when the test fails
+        self.cell = cell.removesuffix(".csv") if cell else None
+        self.board, self.load_w = board, load_w
         self.base = nut_tmpdir()
         self.out = self.base / "out"
         self.out.mkdir()
@@ -61,7 +67,8 @@ class Outage:
                                              out=self.out))
             path.chmod(path.stat().st_mode | stat.S_IXUSR)
             scripts[what] = path
-        options = driver_options + (f" sim_cell = {CELLS / cell}\n" if cell else "")
+        options = (driver_options + f" board = {board}\n sim_load_w = {load_w:g}\n"
+                   + (f" sim_cell = {CELLS / self.cell}.csv\n" if cell else ""))
         make_confdir(confdir, f"[ups]\n driver = x120x\n sim = yes\n pollinterval = 0.5\n{options}", "", USERS,
                      files={"nutups.yaml": f"shutdown:\n  grace: {grace}\n  hostsync: {hostsync}\n"
                                            f"  command: {scripts['pi-off']}\n"
@@ -151,11 +158,12 @@ class Outage:
             state[key] = value.strip()
         return state
 
-    def run_low(self, soc: float = 45.0) -> None:
-        """Mains off and the simulator fast until the UPS shows LB, then at speed 1."""
-        self.sim(soc=soc)
+    def run_low(self, left_s: float = 1800.0) -> None:
+        """Mains off with ``left_s`` truly left and the simulator at NEAR_END speed until the UPS
+        shows LB, then at speed 1 (LB comes with minutes left: a fast simulator would overrun it)."""
+        self.sim(soc=soc_leaving(self.cell, self.board, self.load_w, left_s))
         self.sim(ac=False)
-        self.sim(speed=FAST)
+        self.sim(speed=NEAR_END)
         poll_until(lambda: "LB" in self.status().split(), "LB", TIMEOUT)
         self.sim(speed=1)
 
@@ -184,7 +192,7 @@ def cell(request, record_property) -> str:
 
 def test_a_blip_shorter_than_grace_shuts_nothing_down(cell):
     with Outage(grace=5, hostsync=15, cell=cell) as o:
-        o.sim(soc=22)  # so low that the driver's LB shows during the blip: only grace holds
+        o.sim(soc=soc_leaving(o.cell, o.board, o.load_w, 120))  # so low that LB shows during the blip: only grace holds
         o.sim(ac=False)
         poll_until(lambda: o.status() == "OB DISCHRG LB", "LB during the blip")
         time.sleep(max(0.0, 3.0 - o.on_battery_for()))  # the blip itself: 3 s without mains
@@ -206,7 +214,7 @@ def test_mains_lost_for_good_secondaries_first_then_the_pi_with_battery_left(rec
         poll_until(lambda: sorted(o.order()) == ["sec1", "sec2"], "both secondaries' SHUTDOWNCMD")
         message = o.shutdown_command_message()
     assert re.fullmatch(r"(FSD )?OB DISCHRG LB", seen)
-    assert pi["ac"] == "False" and float(pi["time_to_empty_s"]) > 0  # the Pi went down with battery left
+    assert pi["ac"] == "False" and float(pi["time_to_empty_s"]) >= RESERVE  # the Pi went down with the reserve left
     assert "every client logged out" in message and "mains still off" in message, message
     shutdown = [e for e in o.final_events if e.name.startswith(("SHUTDOWN", "FSD"))]
     assert shutdown == [EventType.SHUTDOWN_STARTED, EventType.FSD_SET, EventType.SHUTDOWN_COMMAND]
@@ -263,9 +271,12 @@ def test_gauge_failing_mid_outage_the_pi_still_goes_down_in_time(record_property
 
 def test_voltage_floor_under_load_takes_the_pi_down_while_the_gauge_says_plenty():
     """One 18650 (X1201) overloaded at 25 W: the sag alone takes the loaded voltage under 3.2 V at
-    60 % charge. The driver's own LB is kept out of it (critical_voltage 2.8 V): the floor decides."""
-    with Outage(grace=2, hostsync=15, cell=None,
-                driver_options=" board = x1201\n critical_voltage = 2.8\n") as o:
+    60 % charge. The driver's own LB is kept out of it (critical_voltage 2.8 V, battery.runtime.low 0
+    set with upsrw): the floor decides."""
+    with Outage(grace=2, hostsync=15, cell=None, board="x1201", driver_options=" critical_voltage = 2.8\n") as o:
+        with RawClient(o.server.port) as admin:  # the runtime's LB out of the way too, as upsrw would set it
+            assert admin.request(b"USERNAME admin\n") == b"OK\n" and admin.request(b"PASSWORD adminpass\n") == b"OK\n"
+            assert admin.request(b"SET VAR ups battery.runtime.low 0\n") == b"OK\n"
         o.sim(soc=60)
         o.sim(load_w=25)
         o.sim(ac=False)
@@ -279,3 +290,25 @@ def test_voltage_floor_under_load_takes_the_pi_down_while_the_gauge_says_plenty(
     assert "under the floor of 3.20 V (1 x 3.2 V)" in message and "every client logged out" in message, message
     assert float(pi["time_to_empty_s"]) > 0
     print(f"margin (voltage floor, 25 W on one cell): {float(pi['time_to_empty_s']):.0f} s at gauge {charge:.0f} %")
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize(("cell", "board", "load_w"), [
+    ("lco-ai2020", "x1201", 10.0), ("lgm50-chen2020-aged", "x1202", 10.0)])
+def test_drill_secondaries_first_then_the_pi_with_the_reserve_left(cell, board, load_w, record_property):
+    """The drill of issue 14 through the daemon, on two of the combinations tests/test_shutdown_drill.py
+    runs without it (a fresh and an aged pack; the outage starts 30 min before empty): LB when the estimate reaches what the shutdown needs (225 s: hostsync 15 + poweroff
+    30 + reserve 180), published as battery.runtime.low, and stock upsmon secondaries go first."""
+    with Outage(grace=5, hostsync=15, cell=cell, board=board, load_w=load_w) as o:
+        assert o.var("battery.runtime.low") == "225"
+        o.run_low()
+        pi = o.pi("pi-off")
+        poll_until(lambda: sorted(o.order()) == ["sec1", "sec2"], "both secondaries' SHUTDOWNCMD")
+        message = o.shutdown_command_message()
+    assert "every client logged out" in message, message
+    for name in ("sec1", "sec2"):
+        assert "Executing automatic power-fail shutdown" in o.upsmon_logs[name]
+    margin = float(pi["time_to_empty_s"])
+    record_property("margin_s", margin)
+    print(f"drill: {cell} on {board} at {load_w:g} W: the Pi's command with {margin / 60:.1f} min left")
+    assert margin >= RESERVE

@@ -5,9 +5,11 @@ its settings in nutups.yaml; the FSD OB LB clients see; the runner in a loop."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nutprocs import make_confdir, nut_tmpdir
@@ -339,13 +341,13 @@ def test_settings_errors_name_file_line_and_what_is_accepted():
         f"{fn}:4: shutdown.hostsync: -1 is not a number from 0 to 3600 s",
         f"{fn}:5: shutdown.command: cannot split \"poweroff 'unclosed\" into words (No closing quotation)",
         f"{fn}:6: shutdown.cells: 1.5 is not a whole number from 1 to 24",
-        f"{fn}:8: shutdown.halt: unknown setting in shutdown (known: grace, hostsync, command, reboot_command, "
+        f"{fn}:8: shutdown.halt: unknown setting in shutdown (known: grace, hostsync, poweroff, reserve, command, reboot_command, "
         "voltage_floor, cells, debounce, ups)",
     ]
     confdir = confpath_with("shutdown: [grace]\n")
     assert [str(p) for p in load_configuration(confdir).problems] == [
         f"{confdir}/nutups.yaml:1: shutdown: a list is not a mapping of shutdown settings (grace, hostsync, "
-        "command, reboot_command, voltage_floor, cells, debounce, ups)"]
+        "poweroff, reserve, command, reboot_command, voltage_floor, cells, debounce, ups)"]
     assert load_configuration(confdir).shutdown is None  # unusable: the policy stays off, and says why
 
 
@@ -495,3 +497,80 @@ def test_a_retired_runner_acts_on_nothing_more():
 
     asyncio.run(asyncio.wait_for(go(), 30))
     assert emitted == [] and not ups.fsd
+
+
+# --- what the shutdown needs: battery.runtime.low ------------------------------------------------
+
+
+def test_runtime_needed_is_hostsync_plus_poweroff_plus_reserve_or_the_longest_past_logout():
+    p, clock = policy(hostsync=15)
+    assert p.runtime_needed() == 15 + 30 + 180  # the defaults: poweroff 30 s, reserve 3 min
+    p2, _ = policy(hostsync=10, poweroff=20, reserve=60)
+    assert p2.runtime_needed() == 90
+    p2.logouts_s = [4.0, 42.0, 7.0]  # one past shutdown's logins took 42 s to leave
+    assert p2.secondaries_time() == 42 and p2.runtime_needed() == 42 + 20 + 60
+
+
+def test_the_logout_time_after_fsd_is_measured_even_past_hostsync():
+    p, clock = policy(grace=0, hostsync=15)
+    p.logins(2)
+    p.observe(ob(lb=True))  # on battery
+    p.observe(ob(lb=True))  # critical: started
+    p.observe(ob(lb=True))  # the re-check: FSD
+    assert p.phase == Phase.FSD and p.logout_measured is None
+    clock.t += 15
+    assert types(p.tick()) == ["RunCommand"]  # hostsync ran out with 2 logged in
+    clock.t += 9
+    p.logins(1)
+    assert p.logout_measured is None
+    clock.t += 1
+    p.logins(0)
+    assert p.logout_measured == 25  # the Pi's poweroff takes a while: the late logout is still seen
+
+
+def test_runner_keeps_logout_times_in_the_datapath_and_tells_the_driver(tmp_path):
+    class Driver:
+        series_cells = 1
+        needs: list = []
+
+        def shutdown_needs(self, seconds):
+            self.needs.append(seconds)
+
+    ups = UpsState("ups")
+    ups.connected = True
+    driver = Driver()
+    settings = ShutdownSettings(grace=0, hostsync=10, poweroff=20, reserve=100, command="true")
+    runner = shutdown_runner(settings, [ups], {"ups": driver}, lambda e: None, datapath=tmp_path)
+    assert driver.needs == [130]
+    # the Pi's command already runs (hostsync ran out) when the last client logs out, 37.5 s after FSD
+    runner.policy.phase, runner.policy.fsd_at, runner.policy.logged_in = Phase.COMMAND, runner.clock() - 37.5, 2
+    runner._on_logins(0)
+    assert driver.needs[-1] == pytest.approx(37.5 + 20 + 100, abs=0.5)  # longer than hostsync: the next outage allows for it
+    saved = json.loads((tmp_path / "nutups-ups-shutdown.json").read_text())
+    assert saved["logouts_s"] == [pytest.approx(37.5, abs=0.5)]
+    # a restart reads them back; a reload with other settings and the removal tell the driver too
+    driver2 = Driver()
+    driver2.needs = []
+    runner2 = shutdown_runner(settings, [ups], {"ups": driver2}, lambda e: None, datapath=tmp_path)
+    assert runner2.policy.logouts_s == saved["logouts_s"] and driver2.needs == [saved["logouts_s"][0] + 120]
+    runner2.reconfigure(ShutdownSettings(hostsync=60, reserve=300))
+    assert driver2.needs[-1] == 60 + 30 + 300
+    runner2.reconfigure(None)
+    assert driver2.needs[-1] is None
+
+
+def test_a_damaged_logout_file_is_ignored_with_a_warning(tmp_path, caplog):
+    (tmp_path / "nutups-ups-shutdown.json").write_text("{not json")
+    ups = UpsState("ups")
+    with caplog.at_level(logging.WARNING):
+        runner = shutdown_runner(ShutdownSettings(), [ups], {}, lambda e: None, datapath=tmp_path)
+    assert runner.policy.logouts_s == [] and runner.policy.runtime_needed() == 225
+    assert "ignoring" in caplog.text and "nutups-ups-shutdown.json" in caplog.text
+
+
+def test_reserve_and_poweroff_in_nutups_yaml():
+    cfg = load_configuration(confpath_with("shutdown:\n  reserve: 240\n  poweroff: 45\n"))
+    assert not cfg.problems
+    assert (cfg.shutdown.reserve, cfg.shutdown.poweroff) == (240.0, 45.0)
+    cfg = load_configuration(confpath_with("shutdown:\n  reserve: -1\n"))
+    assert [str(p).split(": ", 1)[1] for p in cfg.problems] == ["shutdown.reserve: -1 is not a number from 0 to 86400 s"]

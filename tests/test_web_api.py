@@ -68,7 +68,7 @@ def test_api_shows_what_upsc_shows(webd):
     assert "battery.charge.low" in body["rw"] and body["rw"]["battery.charge.low"]["ranges"] == [[0, 100]]
     status, listing = webd.get("/api/v1/ups")
     assert listing == [{"name": "ups", "desc": "simulated HAT", "connected": True, "stale": False,
-                        "status": listing[0]["status"]}]
+                        "status": listing[0]["status"], "remote": None}]  # ours, not another server's
     assert listing[0]["status"].split()[0] in ("OL", "OB")
     assert webd.get("/api/v1/ups/nope")[0] == 404
 

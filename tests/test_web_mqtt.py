@@ -82,7 +82,9 @@ def test_state_events_discovery_and_last_will(mosquitto):
             api = (await asyncio.to_thread(d.get, "/api/v1/ups/ups"))[1]["variables"]
             assert config["device_class"] == "battery" and config["unit_of_measurement"] == "%"
             assert config["state_topic"] == "nutups/ups/state"
-            assert config["availability_topic"] == "nutups/status"
+            assert config["availability"] == [{"topic": "nutups/status"}, {"topic": "nutups/ups/availability"}]
+            assert config["availability_mode"] == "all"
+            await watcher.wait_for(topic_is("nutups/ups/availability", "online", retain=False), "the UPS available")
             assert config["device"]["manufacturer"] == api["device.mfr"] == "Geekworm"
             assert config["device"]["model"] == api["device.model"]
             runtime = json.loads((await watcher.wait_for(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import logging
 import select
 from pathlib import Path
@@ -454,3 +455,53 @@ def test_control_socket_closes_with_an_idle_client_connected(tmp_path):
         assert not (tmp_path / "ups.sim").exists()
 
     asyncio.run(go())
+
+
+def test_battery_runtime_low_is_what_the_shutdown_needs_unless_set_with_upsrw(tmp_path):
+    src, hat, state, driver = make(statepath=tmp_path)
+    driver.poll()
+    assert state.value("battery.runtime.low") == "300"  # no shutdown policy: the NUT-style default
+    driver.shutdown_needs(225)
+    assert state.value("battery.runtime.low") == "225"
+    assert driver.set_var("battery.runtime.low", "600") == CommandResult.SUCCESS
+    driver.shutdown_needs(250)
+    assert state.value("battery.runtime.low") == "600"  # set with upsrw: it wins
+    _, _, state2, driver2 = make(statepath=tmp_path)  # and it survives a restart
+    driver2.shutdown_needs(225)
+    assert state2.value("battery.runtime.low") == "600"
+
+
+def test_lb_comes_from_the_runtime_not_from_the_gauges_percentage():
+    """At 15 % on the gauge (under battery.charge.low = 20) with hours of runtime left, no LB; LB once
+    the estimate is under what the shutdown needs. battery.charge.low set with upsrw is a trigger again."""
+    src, hat, state, driver = make(options={"critical_voltage": "2.8"})
+    driver.shutdown_needs(225)
+    hat.set(soc=15)
+    hat.set(ac=False)
+    driver.on_edge()
+    run_until(src, driver, 60)
+    assert float(state.value("battery.charge")) < 20 and float(state.value("battery.runtime")) > 1800
+    assert "LB" not in state.value("ups.status")
+    assert driver.set_var("battery.charge.low", "20") == CommandResult.SUCCESS
+    run_until(src, driver, 10)
+    assert "LB" in state.value("ups.status")
+    src2, hat2, state2, driver2 = make(options={"critical_voltage": "2.8"})
+    driver2.shutdown_needs(225)
+    hat2.set(soc=15)
+    hat2.set(ac=False)
+    driver2.on_edge()
+    driver2.poll()
+    while "LB" not in state2.value("ups.status"):
+        run_until(src2, driver2, 10)
+        assert hat2.model.soc > 0, "no LB before empty"
+    assert float(state2.value("battery.runtime")) < 225
+    assert hat2.model.time_to_empty() >= 225  # the estimate is not above the truth
+
+
+def test_settings_from_before_set_with_upsrw_keep_a_value_the_user_changed(tmp_path):
+    (tmp_path / "nutups-ups.json").write_text(json.dumps(
+        {"battery.charge.low": 20, "battery.runtime.low": 900, "learned_load_w": 5.0}))
+    src, hat, state, driver = make(statepath=tmp_path)
+    driver.shutdown_needs(225)
+    assert driver.user_set == {"battery.runtime.low"}  # 20 was the default, 900 was not
+    assert state.value("battery.runtime.low") == "900"

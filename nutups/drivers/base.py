@@ -85,6 +85,10 @@ class Driver:
     def mains_meter(self, watts: float) -> None:
         """A plug's meter reading on this UPS's supply (only where takes_mains_meter)."""
 
+    def shutdown_needs(self, seconds: float | None) -> None:
+        """The runtime the Pi's shutdown policy needs (None: no policy); a driver that judges LB
+        itself (x120x) shows LB when its estimate reaches it, the others have nothing to do."""
+
     def set_var(self, name: str, value: str) -> CommandResult | Awaitable[CommandResult]:
         return CommandResult.UNKNOWN
 

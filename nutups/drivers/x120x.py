@@ -27,12 +27,12 @@ from ..hardware.pmic import PmicError, PmicLoadMeter
 from ..hardware.sim import SimClock, SimulatedHat
 from ..state import CommandResult
 from .base import Driver, DriverError
-from .estimation import ChargeWindow, RuntimeEstimator
+from .estimation import ChargeWindow, RuntimeEstimator, pack_resistance
 from .options import Address, Choice, DataFile, Flag, Number, Text
 
 DEFAULTS = {
-    "battery.charge.low": 20,
-    "battery.runtime.low": 300,
+    "battery.charge.low": 20,  # published, but LB comes from it only once set with upsrw (the gauge under-reads)
+    "battery.runtime.low": 300,  # until a shutdown policy says what it needs (shutdown_needs)
     "experimental.battery.charge.stop": 100,
     "experimental.battery.charge.start": 95,
 }
@@ -71,7 +71,7 @@ class X120xDriver(Driver):
         "charge_line": Text("GPIO16"),
         "pld_active": Choice("high", ("high", "low"), says="high or low"),
         "pollinterval": Number(2.0, 0.1, 60),
-        "critical_voltage": Number(3.3, 2.8, 3.8),
+        "critical_voltage": Number(3.2, 2.8, 3.8),
         "lb_debounce": Number(3, 1, 50, integer=True),
         "battery_charge_warning": Number(35, 0, 100),
         "load_w": Number(5.0, 0.1, 50),
@@ -119,11 +119,14 @@ class X120xDriver(Driver):
         self.charge_warning = self.value("battery_charge_warning")
         self.sim = self.value("sim")
         self.settings = dict(DEFAULTS)
+        self.user_set: set[str] = set()  # the variables set with upsrw (they win over what nutups works out)
+        self.runtime_needed: float | None = None  # what the Pi's shutdown policy needs, seconds
         self.settings_path = (self.datapath / f"nutups-{self.section.name}.json") if self.datapath else None
         self._settings_health = WriteHealth("the settings", self.settings_path or Path("."), self.log)
         self._load_settings()
         prior = float(self.settings.get("learned_load_w") or self.value("load_w"))
-        self.estimator = RuntimeEstimator(self.capacity_mah / 1000.0, prior)
+        self.estimator = RuntimeEstimator(self.capacity_mah / 1000.0, prior,
+                                          resistance_ohm=pack_resistance(self.board.cells_parallel))
         meter = self.value("load_meter")
         self.load_meter_auto = meter == "auto"
         self.load_meter: PmicLoadMeter | None = None
@@ -159,11 +162,18 @@ class X120xDriver(Driver):
         except (OSError, ValueError) as exc:
             self.log.warning("ignoring %s: %s", self.settings_path, exc)
             return
+        if not isinstance(data, dict):
+            self.log.warning("ignoring %s: not a mapping", self.settings_path)
+            return
+        user_set = data.get("set_with_upsrw")
         for key, value in data.items():
             if key in RW_RANGES and isinstance(value, (int, float)):
                 lo, hi = RW_RANGES[key]
                 if lo <= value <= hi:
                     self.settings[key] = value
+                    # files from before set_with_upsrw held the defaults too: a value other than the default was set
+                    if (key in user_set) if isinstance(user_set, list) else value != DEFAULTS[key]:
+                        self.user_set.add(key)
             elif key == "learned_load_w" and isinstance(value, (int, float)) and 0 < value < 50:
                 self.settings[key] = value
 
@@ -171,6 +181,7 @@ class X120xDriver(Driver):
         if self.settings_path is None:
             return
         self.settings["learned_load_w"] = round(self.estimator.prior_load_w, 3)
+        self.settings["set_with_upsrw"] = sorted(self.user_set)
         try:
             self.settings_path.parent.mkdir(parents=True, exist_ok=True)
             write_atomically(self.settings_path, json.dumps(self.settings, indent=1, sort_keys=True).encode())
@@ -391,10 +402,12 @@ class X120xDriver(Driver):
             return
         on_battery = not self.mains
         runtime = self.estimator.runtime(r.soc, r.voltage, on_battery)
+        runtime_low = self.runtime_low()
+        st.set("battery.runtime.low", f"{runtime_low:g}")
         lb_now = on_battery and (
-            r.soc < self.settings["battery.charge.low"]
-            or runtime < self.settings["battery.runtime.low"]
+            runtime < runtime_low
             or r.voltage < self.critical_voltage
+            or ("battery.charge.low" in self.user_set and r.soc < self.settings["battery.charge.low"])
         )
         lb = self.low_battery.update(lb_now) if on_battery else False
         charging = bool(self.mains) and self._charging(r)
@@ -429,6 +442,31 @@ class X120xDriver(Driver):
         st.set("ups.status", " ".join(status))
         st.data_ok()
 
+    # --- what the shutdown needs ------------------------------------------------
+
+    def runtime_low(self) -> float:
+        """battery.runtime.low: set with upsrw, else what the Pi's shutdown needs, else the default."""
+        if "battery.runtime.low" in self.user_set or self.runtime_needed is None:
+            return float(self.settings["battery.runtime.low"])
+        return round(self.runtime_needed)
+
+    def shutdown_needs(self, seconds: float | None) -> None:
+        """The Pi's shutdown policy needs this much runtime for the whole shutdown (None: no policy):
+        LB shows, and battery.runtime.low says, when the estimated runtime reaches it."""
+        if seconds == self.runtime_needed:
+            return
+        self.runtime_needed = seconds
+        if seconds is not None:
+            if "battery.runtime.low" in self.user_set:
+                self.log.info("the shutdown needs %.0f s of runtime; battery.runtime.low stays at %g s (set "
+                              "with upsrw)", seconds, self.settings["battery.runtime.low"])
+            else:
+                self.log.info("LB when the estimated runtime reaches %.0f s (what the shutdown needs)", seconds)
+        if self.reading is not None:
+            self._publish()
+        else:
+            self.state.set("battery.runtime.low", f"{self.runtime_low():g}")
+
     # --- NUT interface ---------------------------------------------------------
 
     def _init_variables(self) -> None:
@@ -448,7 +486,8 @@ class X120xDriver(Driver):
         if self.sim:
             st.set("driver.parameter.sim", "yes")
         for key, (lo, hi) in RW_RANGES.items():
-            st.set(key, f"{self.settings[key]:g}", rw=True, ranges=[(lo, hi)])
+            value = self.runtime_low() if key == "battery.runtime.low" else self.settings[key]
+            st.set(key, f"{value:g}", rw=True, ranges=[(lo, hi)])
 
     def set_var(self, name: str, value: str) -> CommandResult:
         key = name.lower()
@@ -466,6 +505,8 @@ class X120xDriver(Driver):
         if stop < 100 and start >= stop:
             return CommandResult.INVALID_ARGUMENT
         self.settings[key] = int(number) if number.is_integer() else number
+        if key in ("battery.charge.low", "battery.runtime.low"):
+            self.user_set.add(key)
         self.window.stop, self.window.start = stop, start
         self.state.set(key, f"{self.settings[key]:g}")
         self._save_settings()

@@ -46,6 +46,7 @@ class Snapshot:
     dc_out_ok: bool | None = None
     temperature: float | None = None
     current: float | None = None
+    low_battery: bool | None = None  # LB as another NUT server's UPS reports it (from_flags)
 
     @classmethod
     def from_state(cls, ups: UpsState) -> Snapshot:
@@ -63,6 +64,31 @@ class Snapshot:
             charge=num("battery.charge"), fault=(ups.value("ups.alarm") or "ALARM") if "ALARM" in tokens else None,
             stale=ups.stale, fsd=ups.fsd, fsd_by_policy=ups.fsd_by_policy,
         )
+
+
+# ups.status flags of another server's UPS that are a fault here (UPS_FAULT), in words
+FAULT_FLAGS = {"OFF": "UPS output off", "OVER": "UPS overloaded", "RB": "battery needs replacing",
+               "ALARM": "UPS alarm"}
+
+
+def snapshot_from_flags(ups: UpsState) -> Snapshot:
+    """A UPS judged by its own status flags (a UPS of another NUT server, nutups/monitor):
+    OL/OB is mains, LB is a low battery, OFF/OVER/RB/ALARM a fault, FSD the remote primary's.
+    Its battery.voltage is not a cell of ours: no voltage thresholds apply."""
+    tokens = ups.status_tokens()
+    faults = [FAULT_FLAGS[t] for t in FAULT_FLAGS if t in tokens]
+    if "ALARM" in tokens and ups.value("ups.alarm"):
+        faults[-1] = f"UPS alarm: {ups.value('ups.alarm')}"
+    try:
+        charge = float(ups.value("battery.charge") or "")
+    except ValueError:
+        charge = None
+    return Snapshot(
+        mains=True if "OL" in tokens else False if "OB" in tokens else None,
+        charging="CHRG" in tokens if tokens else None, charge=charge,
+        fault=", ".join(faults) or None, stale=ups.stale, fsd="FSD" in tokens,
+        low_battery="LB" in tokens if tokens else None,
+    )
 
 
 class _Level:
@@ -100,6 +126,7 @@ class EventDetector:
         self.t = thresholds or Thresholds()
         n = self.t.debounce
         self.mains = _Level(1)  # the PLD edge is debounced in hardware
+        self.low_battery = _Level(1)  # another server's LB flag: that server has judged it already
         self.charging = _Level(n)
         self.dc_out = _Level(n)
         self.voltage_level = 0  # 0 normal, 1 low, 2 critical
@@ -152,6 +179,10 @@ class EventDetector:
                        (EventType.CHARGING_STOPPED, "charging stopped"), value=s.charge, unit="%")
         if s.voltage is not None:
             self._voltage(s.voltage, first)
+        if s.low_battery is not None:
+            self._edge(self.low_battery, s.low_battery, (EventType.BATTERY_VOLTAGE_LOW, "low battery (LB)"),
+                       (EventType.BATTERY_VOLTAGE_RECOVERED, "battery no longer low"), bad=True, value=s.charge,
+                       unit="%")
         if s.charge is not None and s.mains:
             if not self.full and s.charge >= t.full:
                 self.full = True

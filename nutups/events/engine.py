@@ -14,7 +14,7 @@ from typing import Any
 from ..external import run_program
 from ..state import UpsState
 from .config import EventsConfig
-from .detector import EventDetector, Snapshot
+from .detector import EventDetector, Snapshot, snapshot_from_flags
 from .log import EventLog
 from .outputs import BUZZER_PATTERNS, LED_PATTERNS, RELAY_STATES, Outputs
 from .types import Event, EventType
@@ -44,8 +44,17 @@ class EventEngine:
         self.recent: list[Event] = []
         self.outlets = None  # Outlets, when the relay or plugs are NUT outlets
         self._listeners: list[Callable[[Event], None]] = []
+        self._by_flags: set[str] = set()  # UPSes of other NUT servers (watch_remote)
         for s in states:
             s.on_publish(self.observe)
+
+    def watch_remote(self, state: UpsState) -> None:
+        """Also watch a UPS of another NUT server (nutups/monitor): its events come from its
+        status flags (OB, LB, OFF ...), its mapping's actions run as for ours; it sets no
+        baseline on the Pi's outputs."""
+        self.detectors[state.name] = EventDetector(state.name, self.emit, self.config.thresholds)
+        self._by_flags.add(state.name)
+        state.on_publish(self.observe)
 
     def on_event(self, listener: Callable[[Event], None]) -> None:
         """Call ``listener(event)`` for each event, once it is in the log (the dashboard,
@@ -62,6 +71,9 @@ class EventEngine:
             detector.use(config.thresholds)
 
     def observe(self, state: UpsState) -> None:
+        if state.name in self._by_flags:
+            self.detectors[state.name].observe(snapshot_from_flags(state))
+            return
         snap = Snapshot.from_state(state)
         if self.extra and state is self.states[0]:
             snap.temperature = self.extra.get("temperature")

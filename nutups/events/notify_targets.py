@@ -40,6 +40,10 @@ def _apprise():
     import apprise  # late: loading apprise's plugins takes half a second, and only notify: needs it
 
     logging.getLogger(apprise.LOGGER_NAME).propagate = False  # its lines can carry secrets: see module doc
+    # urllib3 (under apprise's requests) logs each request's path at DEBUG (nutups -v), and the path holds
+    # Telegram's bot token and Discord's and Slack's webhook tokens
+    for name in ("urllib3", "requests_oauthlib", "oauthlib"):
+        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger(name).level))
     return apprise
 
 

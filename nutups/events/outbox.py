@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..durable import WriteHealth, write_atomically
 from .types import Event, EventType
 
 log = logging.getLogger("nutups.notifications")
@@ -105,6 +106,8 @@ class Outbox:
         self.queues: dict[str, list[Message]] = {}
         self.next_id = 1
         self._save_pending = False
+        self._health = WriteHealth("the notification queue", path or Path("."), log)
+        self.dropped = 0  # messages dropped because more than MAX_QUEUED waited (said once per burst)
         if path is not None:
             self._load(path)
 
@@ -138,8 +141,10 @@ class Outbox:
         queue.append(message)
         if len(queue) > MAX_QUEUED:
             dropped = queue.pop(0)
-            log.warning("notify %s: more than %d messages wait; the oldest (%s of %s) is dropped (the event log "
-                        "has it)", target, MAX_QUEUED, dropped.first.get("type"), dropped.first.get("time"))
+            self.dropped += 1
+            if self.dropped == 1:  # said once per burst; the count comes when the queue drains
+                log.warning("notify %s: more than %d messages wait; the oldest (%s of %s) are dropped (the event "
+                            "log has them)", target, MAX_QUEUED, dropped.first.get("type"), dropped.first.get("time"))
         self._changed()
         return message
 
@@ -166,6 +171,10 @@ class Outbox:
         if message in queue:
             queue.remove(message)
             self._changed()
+        if self.dropped and not queue:
+            log.warning("notify %s: the queue drained; %d older message(s) had been dropped (the event log has "
+                        "them)", message.target, self.dropped)
+            self.dropped = 0
 
     def failed(self, message: Message) -> None:
         message.attempts += 1
@@ -218,14 +227,10 @@ class Outbox:
             return
         data = {"version": FILE_VERSION, "next_id": self.next_id,
                 "messages": [m.to_json() for m in sorted(self.pending(), key=lambda m: m.id)]}
-        tmp = self.path.with_name(self.path.name + ".tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "w") as f:
-                json.dump(data, f, separators=(",", ":"))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
+            write_atomically(self.path, json.dumps(data, separators=(",", ":")).encode())
         except OSError as exc:
-            log.error("notify: cannot save the queue %s: %s; waiting messages are lost if nutups stops",
-                      self.path, exc.strerror or exc)
+            self._health.failed(exc, "waiting messages are kept in memory (lost if nutups stops)")
+        else:
+            self._health.ok("the waiting messages are kept")

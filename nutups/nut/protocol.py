@@ -413,10 +413,13 @@ class Session:
         from a throttled address the answer (whatever it is) waits (nut/throttle.py)."""
         throttle = self.core.throttle
         at = throttle.answer_at(self.addr)
+        if at > throttle.clock():
+            # throttled: refused late and not checked, so that parallel connections guess no faster
+            # than one connection (the dashboard's 429 does the same)
+            self.hold_until = at
+            return False
         if not allowed and not self.core.users.authenticate(self.username, self.password):
             throttle.failed(self.addr, self.username, "NUT", at)
-        if at > throttle.clock():
-            self.hold_until = at
         return allowed
 
     # --- simple commands ----------------------------------------------------

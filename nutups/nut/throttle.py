@@ -2,7 +2,8 @@
 
 After ``LIMIT`` failures within ``WINDOW`` seconds, every further attempt from that address
 is answered only at ``answer_at``: the first waits ``FIRST_DELAY`` s, and each failure after
-that doubles the wait, up to ``MAX_DELAY``.  Attempts are queued one after another, so
+that doubles the wait, up to ``MAX_DELAY`` from now however many attempts come at once.  An
+attempt made during a wait is refused at its end without its password being checked, so
 parallel connections from one address do not guess faster than one.  Another address is
 never delayed (a stock upsmon secondary always gets in), and an address quiet for a ``WINDOW``
 after its last wait is forgotten.  An IPv6 source counts by its /64 (one host owns a whole /64).
@@ -151,7 +152,8 @@ class LoginThrottle:
                 entry.failures.popleft()
             if entry.delay or len(entry.failures) >= self.limit:  # throttled until forgotten
                 entry.delay = min(self.max_delay, entry.delay * 2 if entry.delay else self.first_delay)
-                entry.not_before = max(at, entry.not_before) + entry.delay
+                # never more than max_delay from now, however many attempts came at once
+                entry.not_before = min(max(at, entry.not_before) + entry.delay, now + self.max_delay)
             entry.unreported += 1
             name = printable(username)
             if name not in entry.users and len(entry.users) < 5:

@@ -6,6 +6,11 @@ on battery and critical -> set FSD -> wait for the secondaries to log out, at mo
 HOSTSYNC -> SHUTDOWNCMD) with what a Pi on an X120X needs besides:
 
 - ``grace``: an outage shorter than this does nothing, however critical it looks.
+- What the shutdown needs (:meth:`ShutdownPolicy.runtime_needed`): the secondaries' time
+  (``hostsync``, or longer where past shutdowns showed the logins took longer to leave),
+  the Pi's ``poweroff`` time and a ``reserve``.  The runner hands it to the driver, which
+  publishes it as battery.runtime.low and shows LB when the estimated runtime reaches it
+  (unless a value set with upsrw wins), so every NUT client sees LB at that moment.
 - Critical is LB as the driver computes it (the x120x driver debounces it), OR the
   loaded battery voltage under ``voltage_floor`` per cell for ``debounce`` readings
   in a row, whatever the gauge says (MAX17043-class gauges read 6 % with about 29 %
@@ -112,6 +117,8 @@ class ShutdownPolicy:
         self.attempts = 0  # runs of the Pi's command
         self.done = False  # the Pi's command ran successfully
         self.retry_at: float | None = None  # when a failed command runs again
+        self.logouts_s: list[float] = []  # from FSD to the last logout, in past shutdowns (the runner keeps them)
+        self.logout_measured: float | None = None  # this shutdown's, once every client logged out
         if self.floor is None:
             log.warning("[%s]: the driver does not say how many cells are in series: the voltage floor is "
                         "off (set shutdown.cells to turn it on)", ups)
@@ -120,6 +127,14 @@ class ShutdownPolicy:
         self.settings = settings
         self.cells = settings.cells or self.driver_cells
         self.floor = settings.voltage_floor * self.cells if self.cells else None
+
+    def secondaries_time(self) -> float:
+        """Seconds the other hosts get to log out: hostsync, or the longest past shutdowns showed."""
+        return max([self.settings.hostsync, *self.logouts_s])
+
+    def runtime_needed(self) -> float:
+        """Seconds of battery the whole shutdown needs: the secondaries, the Pi's poweroff, the reserve."""
+        return self.secondaries_time() + self.settings.poweroff + self.settings.reserve
 
     @property
     def under_way(self) -> bool:
@@ -185,6 +200,10 @@ class ShutdownPolicy:
         return []
 
     def logins(self, count: int) -> list[Action]:
+        if count == 0 and self.logged_in > 0 and self.phase in (Phase.FSD, Phase.COMMAND) \
+                and self.logout_measured is None:
+            self.logout_measured = self.clock() - self.fsd_at
+            log.info("[%s]: every client logged out %.1f s after FSD", self.ups, self.logout_measured)
         self.logged_in = count
         if self.phase == Phase.FSD:
             return self._maybe_command(self.clock())
@@ -252,6 +271,7 @@ class ShutdownPolicy:
 
     def _set_fsd(self, now: float, why: str) -> list[Action]:
         self.phase, self.fsd_at = Phase.FSD, now
+        self.logout_measured = None
         log.warning("[%s]: %s; FSD set (point of no return); waiting up to %g s for %d logged-in client(s) "
                     "to log out", self.ups, why, self.settings.hostsync, self.logged_in)
         return [SetFsd(), Emit(EventType.FSD_SET, f"forced shutdown set by the Pi's shutdown policy ({why})"),

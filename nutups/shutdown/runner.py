@@ -4,11 +4,14 @@ and carries out what it decides (events, the FSD latch, the Pi's command)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from ..drivers.base import Driver
+from ..durable import write_atomically
 from ..events.types import Event
 from ..external import RunTimeout, run_program
 from ..state import UpsState
@@ -28,6 +31,7 @@ from .settings import ShutdownSettings
 log = logging.getLogger("nutups.shutdown")
 
 COMMAND_TIMEOUT_S = 120.0  # `systemctl poweroff` returns at once; a stuck command must not hang us
+LOGOUTS_KEPT = 5  # past shutdowns whose logout times count
 
 
 def _number(state: UpsState, name: str) -> float | None:
@@ -55,19 +59,77 @@ def reading_of(state: UpsState, driver: Driver | None, clock: Callable[[], float
     )
 
 
+class LogoutHistory:
+    """How long the other hosts took to log out after FSD in past shutdowns, kept in the datapath
+    (``nutups-<ups>-shutdown.json``) so that the next outage's battery.runtime.low allows for it."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+
+    def load(self) -> list[float]:
+        if self.path is None:
+            return []
+        try:
+            data = json.loads(self.path.read_text())
+            values = [float(v) for v in data.get("logouts_s", [])]
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            log.warning("ignoring %s: %s", self.path, exc)
+            return []
+        return [v for v in values if 0 <= v <= 86400][-LOGOUTS_KEPT:]
+
+    def save(self, values: list[float]) -> None:
+        if self.path is None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(self.path, json.dumps({"logouts_s": [round(v, 1) for v in values[-LOGOUTS_KEPT:]]})
+                             .encode())
+        except OSError as exc:
+            log.warning("cannot save the logout times to %s: %s", self.path, exc.strerror)
+
+
 class ShutdownRunner:
     def __init__(self, policy: ShutdownPolicy, state: UpsState, driver: Driver | None,
-                 emit: Callable[[Event], None], clock: Callable[[], float] = time.monotonic) -> None:
+                 emit: Callable[[Event], None], clock: Callable[[], float] = time.monotonic,
+                 history: LogoutHistory | None = None) -> None:
         self.policy = policy
         self.state = state
         self.driver = driver
         self.emit = emit
         self.clock = clock
+        self.history = history or LogoutHistory(None)
+        policy.logouts_s = self.history.load()
+        self._recorded = False  # this shutdown's logout time is saved
         self._wake = asyncio.Event()
         self._commands: set[asyncio.Task] = set()
         self.retired = False  # replaced by a reload: its listeners on the UPS do nothing more
         # awaited just before the Pi's command runs (the notifications' last try; bounded by its own limit)
         self.before_command: Callable[[str, list[str], bool], Awaitable[None]] | None = None
+        self.tell_driver()
+
+    def tell_driver(self) -> None:
+        """The driver publishes what the shutdown needs as battery.runtime.low (None: no policy)."""
+        if self.driver is None:
+            return
+        if self.retired or not self.policy.enabled:
+            self.driver.shutdown_needs(None)
+        else:
+            self.driver.shutdown_needs(self.policy.runtime_needed())
+
+    def _record_logout(self) -> None:
+        measured = self.policy.logout_measured
+        if measured is None or self._recorded:
+            return
+        self._recorded = True
+        self.policy.logouts_s = [*self.policy.logouts_s, measured][-LOGOUTS_KEPT:]
+        self.history.save(self.policy.logouts_s)
+        if measured > self.policy.settings.hostsync:
+            log.warning("[%s]: the other hosts took %.0f s to log out, longer than hostsync (%g s): the next "
+                        "outage allows for it in battery.runtime.low", self.policy.ups, measured,
+                        self.policy.settings.hostsync)
+        self.tell_driver()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -77,12 +139,12 @@ class ShutdownRunner:
             if self.retired:
                 return
             try:
-                loop.call_soon_threadsafe(lambda: self._carry_out(self.policy.logins(count)))
+                loop.call_soon_threadsafe(lambda: self._on_logins(count))
             except RuntimeError:  # the loop is closed: the daemon is stopping
                 pass
 
         self.state.on_logins(logins)
-        self._carry_out(self.policy.logins(self.state.numlogins))
+        self._on_logins(self.state.numlogins)
         try:
             while not self.retired:
                 self._wake.clear()
@@ -102,6 +164,10 @@ class ShutdownRunner:
             for task in self._commands:
                 task.cancel()
 
+    def _on_logins(self, count: int) -> None:
+        self._carry_out(self.policy.logins(count))
+        self._record_logout()
+
     def reconfigure(self, settings: ShutdownSettings | None) -> None:
         """SIGHUP: the new `shutdown:` (None: removed), unless a shutdown is under way."""
         policy = self.policy
@@ -120,11 +186,13 @@ class ShutdownRunner:
             log.info("reload: shutdown: removed from nutups.yaml; the shutdown policy is off")
         else:
             log.info("reload: %s", describe(policy))
+        self.tell_driver()
         self._wake.set()  # grace may have moved the deadline
 
     def retire(self) -> None:
         """A reload replaces this runner (another UPS): it stops acting on anything."""
         self.retired = True
+        self.tell_driver()
         self._wake.set()
 
     def _carry_out(self, actions: list[Action]) -> None:
@@ -177,7 +245,7 @@ class ShutdownRunner:
 
 
 def shutdown_runner(settings: ShutdownSettings, states: list[UpsState], drivers: dict[str, Driver],
-                    emit: Callable[[Event], None]) -> ShutdownRunner | None:
+                    emit: Callable[[Event], None], datapath: Path | None = None) -> ShutdownRunner | None:
     """The runner for the UPS that powers this Pi (``shutdown.ups``, else the first)."""
     if not states:
         return None
@@ -187,8 +255,10 @@ def shutdown_runner(settings: ShutdownSettings, states: list[UpsState], drivers:
                   settings.ups, ", ".join(s.name for s in states), state.name)
     driver = drivers.get(state.name)
     policy = ShutdownPolicy(settings, state.name, driver.series_cells if driver is not None else None)
+    history = LogoutHistory(datapath / f"nutups-{state.name}-shutdown.json" if datapath is not None else None)
+    runner = ShutdownRunner(policy, state, driver, emit, history=history)
     log.info("%s", describe(policy))
-    return ShutdownRunner(policy, state, driver, emit)
+    return runner
 
 
 def watched_state(settings: ShutdownSettings, states: list[UpsState]) -> UpsState:
@@ -199,6 +269,8 @@ def watched_state(settings: ShutdownSettings, states: list[UpsState]) -> UpsStat
 
 def describe(policy: ShutdownPolicy) -> str:
     s = policy.settings
-    return (f"[{policy.ups}]: shutdown policy on: grace {s.grace:g} s, hostsync {s.hostsync:g} s, floor "
+    return (f"[{policy.ups}]: shutdown policy on: grace {s.grace:g} s, hostsync {s.hostsync:g} s, LB with "
+            f"{policy.runtime_needed():.0f} s of runtime left ({policy.secondaries_time():g} s for the other hosts "
+            f"+ {s.poweroff:g} s poweroff + {s.reserve:g} s reserve), floor "
             + (f"{policy.floor:.2f} V" if policy.floor is not None else "off")
             + f", command {s.command!r}, reboot_command {s.reboot_command!r}")

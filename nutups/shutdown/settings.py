@@ -14,6 +14,8 @@ from ..config.schema import Checked, Fields, Number, Section, Text
 class ShutdownSettings:
     grace: float = 30.0  # seconds on battery before anything may start
     hostsync: float = 15.0  # seconds after FSD for the other logged-in hosts to log out
+    poweroff: float = 30.0  # seconds the Pi takes from its command to off
+    reserve: float = 180.0  # seconds of battery kept in hand beyond what the shutdown takes
     command: str = "systemctl poweroff"  # the Pi goes down, mains still off
     reboot_command: str = "systemctl reboot"  # used instead when mains is back by then
     voltage_floor: float = 3.2  # volts per cell under load: under it the Pi goes down, whatever the gauge says
@@ -29,6 +31,8 @@ class ShutdownSettings:
 SETTINGS = {"shutdown": Fields({
     "grace": Number(0, 86400, unit="s"),
     "hostsync": Number(0, 3600, unit="s"),
+    "poweroff": Number(0, 3600, unit="s"),
+    "reserve": Number(0, 86400, unit="s"),
     "command": Text("a command (split into words as a shell would, but run without one)"),
     "reboot_command": Text("a command (split into words as a shell would, but run without one)"),
     "voltage_floor": Number(2.5, 4.0, unit="V per cell"),
@@ -51,7 +55,7 @@ def build_shutdown_settings(values: dict[str, Any], walk: Checked, confpath: Pat
             except ValueError as exc:
                 walk.bad(f"shutdown.{key}", f"cannot split {given[key]!r} into words ({exc})")
                 del given[key]
-    for key in ("grace", "hostsync", "voltage_floor"):
+    for key in ("grace", "hostsync", "poweroff", "reserve", "voltage_floor"):
         if key in given:
             given[key] = float(given[key])
     return ShutdownSettings(**given)

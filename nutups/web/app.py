@@ -20,6 +20,7 @@ from aiohttp import web
 
 from ..events.log import event_timestamp, matches, parse_time, read_events
 from ..events.types import EventType
+from ..monitor.protocol import NutError, ProtocolError
 from ..nut.protocol import ServerCore, Session
 from ..parseconf import quote
 from ..state import UpsState
@@ -41,7 +42,7 @@ EVENTS_LIMIT = 1000
 NUT_ERRORS = {
     "ACCESS-DENIED": 403, "UNKNOWN-UPS": 404, "CMD-NOT-SUPPORTED": 404, "VAR-NOT-SUPPORTED": 404,
     "READONLY": 409, "INVALID-VALUE": 400, "TOO-LONG": 400, "INVALID-ARGUMENT": 400,
-    "DATA-STALE": 503, "DRIVER-NOT-CONNECTED": 503,
+    "DATA-STALE": 503, "DRIVER-NOT-CONNECTED": 503, "USERNAME-REQUIRED": 403,
 }
 # the driver's TRACKING result for a SET -> the HTTP status that says the same
 DRIVER_ERRORS = {"INVALID-ARGUMENT": 400, "UNKNOWN": 404, "FAILED": 502}
@@ -83,8 +84,11 @@ class Dashboard:
 
     def __init__(self, states: list[UpsState], core: ServerCore, live: LiveFeed,
                  history: HistoryStore | None, event_log: Path | None, metrics_registry: Any,
-                 secure_cookies: bool = False) -> None:
+                 secure_cookies: bool = False, remote: dict[str, Any] | None = None) -> None:
         self.states = {s.name.lower(): s for s in states}
+        # lower-case name -> nutups.monitor.RemoteUps: a UPS of another NUT server, whose
+        # controls go to that server with the credentials configured for it
+        self.remote = remote or {}
         self.core = core
         self.live = live
         self.history = history
@@ -139,7 +143,7 @@ class Dashboard:
         first = {
             "session": {"user": entry.username, "csrf": entry.csrf} if entry is not None else None,
             "ups": [{"name": s.name, "desc": s.desc, "connected": s.connected, "stale": s.stale,
-                     "vars": state_snapshot(s)} for s in self.states.values()],
+                     "vars": state_snapshot(s), "remote": self._remote_address(s)} for s in self.states.values()],
             "types": [str(t) for t in EventType],
         }
         # inert JSON inside <script>: "</" cannot end the element early
@@ -163,7 +167,13 @@ class Dashboard:
     async def list_ups(self, request: web.Request) -> web.Response:
         return web.json_response([
             {"name": s.name, "desc": s.desc, "connected": s.connected, "stale": s.stale,
-             "status": state_snapshot(s).get("ups.status")} for s in self.states.values()])
+             "status": state_snapshot(s).get("ups.status"), "remote": self._remote_address(s)}
+            for s in self.states.values()])
+
+    def _remote_address(self, state: UpsState) -> str | None:
+        """UPS@HOST:PORT of a UPS of another NUT server; None for ours."""
+        remote = self.remote.get(state.name.lower())
+        return None if remote is None else remote.target.address
 
     async def get_ups(self, request: web.Request) -> web.Response:
         s = self._state(request)
@@ -172,7 +182,8 @@ class Dashboard:
         return web.json_response({"name": s.name, "desc": s.desc, "connected": s.connected, "stale": s.stale,
                                   "variables": state_snapshot(s), "commands": s.sorted_commands(), "rw": rw,
                                   "history": self.history.variables(s.name) if self.history else [],
-                                  "outputs": self.live.outputs_of(s.name) or {}})
+                                  "outputs": self.live.outputs_of(s.name) or {},
+                                  "remote": self._remote_address(s)})
 
     async def events(self, request: web.Request) -> web.Response:
         try:
@@ -267,14 +278,16 @@ class Dashboard:
         return response
 
     async def login(self, request: web.Request) -> web.Response:
-        refused = self._throttled(request)
-        if refused is not None:
-            return refused
         try:
             body = await request.json()
             username, password = str(body["username"]), str(body["password"])
         except (ValueError, KeyError, TypeError):
             return _error(400, 'send {"username": ..., "password": ...}')
+        # the throttle is asked after the body is read, with no await between its answer and the count:
+        # requests whose bodies were held back cannot all be checked in the same moment
+        refused = self._throttled(request)
+        if refused is not None:
+            return refused
         found = self.logins.login(username, password)
         if found is None:  # logged (once a minute per address) and emitted by the throttle's report
             self.core.throttle.failed(request.remote or "", username, "dashboard")
@@ -322,6 +335,10 @@ class Dashboard:
             except ValueError:
                 return _error(400, 'the body is JSON: {"param": ...} or nothing')
             param = body.get("param") if isinstance(body, dict) else None
+        remote = self.remote.get(s.name.lower())
+        if remote is not None:
+            return await self._forward(request, who, remote, f"INSTCMD {cmd}",
+                                       remote.instcmd(cmd, None if param is None else str(param)))
         line = f"INSTCMD {s.name} {cmd}" + (f' "{quote(str(param))}"' if param is not None else "")
         return self._nut(request, who, line)
 
@@ -340,10 +357,36 @@ class Dashboard:
             value = body["value"]
         except (ValueError, KeyError, TypeError):
             return _error(400, 'send {"value": ...}')
+        remote = self.remote.get(s.name.lower())
+        if remote is not None:
+            return await self._forward(request, who, remote, f"SET VAR {var}", remote.set_var(var, str(value)))
         answer = self._nut(request, who, f'SET VAR {s.name} {var} "{quote(str(value))}"', tracking=True)
         if isinstance(answer, web.Response):
             return answer
         return await self._driver_result(answer)
+
+    async def _forward(self, request: web.Request, who: tuple[str, str], remote: Any, what: str,
+                       action) -> web.Response:
+        """A control of a UPS of another NUT server: what the logged-in user asked for, sent
+        there with the credentials configured for that UPS; that server's rights decide."""
+        where = f"{remote.name} ({remote.target.address} as {remote.target.username or 'no user'})"
+        try:
+            await action
+        except NutError as exc:
+            log.info("dashboard user %s from %s: %s on %s: refused: %s", who[0], request.remote, what,
+                     where, exc)
+            if exc.by_driver:  # as a local driver's result (_driver_result)
+                return web.json_response({"error": exc.code, "by": "driver"},
+                                         status=DRIVER_ERRORS.get(exc.code, 502))
+            return web.json_response({"error": exc.code}, status=NUT_ERRORS.get(exc.code, 502))
+        except ValueError as exc:  # a value that cannot go into a NUT request (not ASCII)
+            return _error(400, f"not sent: {exc}")
+        except (OSError, TimeoutError, ProtocolError) as exc:
+            log.warning("dashboard user %s from %s: %s on %s: %s", who[0], request.remote, what, where,
+                        getattr(exc, "strerror", None) or str(exc) or type(exc).__name__)
+            return web.json_response({"error": "REMOTE-UNREACHABLE"}, status=502)
+        log.info("dashboard user %s from %s: %s on %s: OK", who[0], request.remote, what, where)
+        return web.json_response({"result": "OK"})
 
     async def _driver_result(self, tid: str) -> web.Response:
         """What the driver made of a SET the server passed on (NUT's TRACKING result): OK only

@@ -6,6 +6,9 @@ Topics (``nutups`` is ``topic_prefix``):
   which the broker publishes when the connection dies, even after a ``kill -9``.
 - ``nutups/<ups>/state``: the variables as a JSON object (retained), within a second of
   a change; ``nutups/<ups>/event``: each event record as the event log has it.
+- ``nutups/<ups>/availability``: ``online`` (retained) while that UPS has fresh data,
+  ``offline`` while it has none (a driver that cannot read, a remote server gone): Home
+  Assistant then shows its entities as unavailable, not the last values as current.
 - ``<discovery_prefix>/<component>/<node>/<ups>_<what>/config``: Home Assistant
   discovery (retained), sent again when Home Assistant announces ``online`` on
   ``<discovery_prefix>/status`` (it forgets entities when it restarts).
@@ -87,6 +90,7 @@ class MqttPublisher:
         self._dirty: set[str] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._discovered: dict[str, tuple] = {}  # ups -> what its discovery described
+        self._available: dict[str, bool] = {}  # ups -> the availability last sent
         self.connected = asyncio.Event()
         for state in states:
             state.on_publish(self.observe)
@@ -114,7 +118,13 @@ class MqttPublisher:
         self._timer = None
         dirty, self._dirty = self._dirty, set()
         for name, state in self.states.items():
-            if not (everything or name in dirty) or not state.connected:
+            if not (everything or name in dirty):
+                continue
+            available = state.connected and not state.stale
+            if everything or self._available.get(name) != available:
+                self._available[name] = available
+                self._put(f"{self.prefix}/{name}/availability", "online" if available else "offline", True)
+            if not state.connected:
                 continue
             values = state_snapshot(state)
             if not everything and values == self._sent.get(name):
@@ -148,7 +158,10 @@ class MqttPublisher:
         serial = values.get("device.serial") or values.get("ups.serial")
         if serial:
             device["serial_number"] = serial
-        common = {"device": device, "availability_topic": self.status_topic, "payload_available": "online",
+        # available while nutups runs and this UPS has fresh data
+        common = {"device": device, "availability": [{"topic": self.status_topic},
+                                                     {"topic": f"{self.prefix}/{ups}/availability"}],
+                  "availability_mode": "all", "payload_available": "online",
                   "payload_not_available": "offline", "origin": {"name": "nutups"}}
         out = []
 
@@ -166,9 +179,18 @@ class MqttPublisher:
                 fields, state_topic=state_topic, payload_on="ON", payload_off="OFF",
                 value_template=f"{{{{ 'ON' if '{flag}' in value_json['ups.status'].split() else 'OFF' }}}}"))
         command_topic = f"{self.prefix}/{ups}/command"
+        # a UPS that takes no commands here (another NUT server's: its controls are the dashboard's
+        # alone) shows its outlets read-only, and no buttons
+        takes_commands = state.instcmd_handler is not None
         for var in values:
             m = re.match(r"^outlet\.(\d+)\.status$", var)
-            if m:
+            if m and not takes_commands:
+                n = m.group(1)
+                entity("binary_sensor", f"outlet_{n}", {
+                    "name": values.get(f"outlet.{n}.desc") or f"Outlet {n}", "state_topic": state_topic,
+                    "value_template": f"{{{{ 'ON' if value_json['outlet.{n}.status'] == 'on' else 'OFF' }}}}",
+                    "payload_on": "ON", "payload_off": "OFF", "device_class": "power"})
+            elif m:
                 n = m.group(1)
                 entity("switch", f"outlet_{n}", {
                     "name": values.get(f"outlet.{n}.desc") or f"Outlet {n}", "state_topic": state_topic,
@@ -176,7 +198,7 @@ class MqttPublisher:
                     "state_off": "off", "command_topic": command_topic,
                     "payload_on": f"outlet.{n}.load.on", "payload_off": f"outlet.{n}.load.off",
                     "device_class": "outlet"})
-        if self.settings.expose_commands:
+        if self.settings.expose_commands and takes_commands:
             for cmd in state.sorted_commands():
                 if not OUTLET_COMMAND.match(cmd):
                     entity("button", "cmd_" + node_id(cmd), {"name": cmd, "command_topic": command_topic,
@@ -189,7 +211,8 @@ class MqttPublisher:
         state = self.states.get(ups)
         cmd = payload.strip()
         if state is None or state.instcmd_handler is None:
-            log.warning("MQTT: command %r for unknown UPS %r ignored", cmd, ups)
+            log.warning("MQTT: command %r for %s ignored", cmd, "unknown UPS " + repr(ups) if state is None else
+                        f"{ups}, which takes no commands here (another NUT server's UPS: its dashboard controls)")
             return
         if cmd.lower() not in state.commands:
             log.warning("MQTT: %s has no command %r", ups, cmd)

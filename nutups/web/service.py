@@ -32,9 +32,12 @@ class WebService:
 
     def __init__(self, settings: WebSettings, states: list[UpsState], core: ServerCore,
                  engine: EventEngine | None, datapath: Path, event_log: Path | None,
-                 certfile: str | None = None, broker: dict | None = None, nut_maxconn: int = 1024) -> None:
+                 certfile: str | None = None, broker: dict | None = None, nut_maxconn: int = 1024,
+                 remote: list | None = None) -> None:
         self.settings = settings
-        self.states = states
+        # the UPSes of other NUT servers (nutups.monitor.RemoteUps) are shown as ours are
+        self.remote = {r.name.lower(): r for r in remote or []}
+        self.states = states + [r.state for r in remote or []]
         self.core = core
         self.engine = engine
         self.datapath = datapath
@@ -85,7 +88,7 @@ class WebService:
                           self.certfile, getattr(exc, "strerror", None) or exc)
                 return
         dashboard = Dashboard(self.states, self.core, self.live, self.history, self.event_log, registry,
-                              secure_cookies=context is not None)
+                              secure_cookies=context is not None, remote=self.remote)
         self.gate = ConnectionGate(connection_cap(self.nut_maxconn))
         app = dashboard.application()
         app.middlewares.insert(0, self.gate.middleware)

@@ -61,12 +61,16 @@ function timeText(ts) {
 
 // --- a UPS panel ------------------------------------------------------------------
 
-function panel(name, desc) {
+function panel(name, desc, remote) {
   if (ups.has(name)) return ups.get(name);
   const el = $("#ups-template").content.firstElementChild.cloneNode(true);
   el.dataset.ups = name;
   $(".ups-name", el).textContent = name;
   $(".ups-desc", el).textContent = desc || "";
+  if (remote) {  // a UPS of another NUT server (monitor: in nutups.yaml)
+    el.dataset.remote = remote;
+    $(".stale", el).textContent = `No answer with fresh data from ${remote}.`;
+  }
   const entry = { el, vars: {}, range: 3600, series: {}, info: null };
   ups.set(name, entry);
   $("#upses").append(el);
@@ -111,7 +115,9 @@ function show(name, vars, full) {
   const flags = status.split(/\s+/);
   $(".status-words", el).textContent = statusWords(status);
   const badge = $(".badge", el);
-  badge.className = "badge " + (flags.includes("OB") ? "bad" : flags.includes("ALARM") ? "warn" : "good");
+  // no status (a stale UPS shows no values): no colour either, never a reassuring green
+  badge.className = "badge " + (!status ? "none" : flags.includes("OB") ? "bad"
+    : flags.includes("ALARM") ? "warn" : "good");
   const mains = flags.includes("OL") ? "present" : flags.includes("OB") ? "lost" : "–";
   const mainsEl = $(".mains-words", el);
   mainsEl.textContent = mains;
@@ -245,6 +251,7 @@ async function details(name) {
   if (status !== 200) return;
   const entry = ups.get(name);
   entry.info = data;
+  $(".ups-desc", entry.el).textContent = data.desc || "";  // a remote UPS's desc comes with its server's answer
   const form = $(".rw", entry.el);
   form.replaceChildren();
   for (const [v, spec] of Object.entries(data.rw)) {
@@ -522,7 +529,7 @@ async function start() {
     $("#filter-type").append(o);
   }
   for (const u of first.ups) {
-    const entry = panel(u.name, u.desc);
+    const entry = panel(u.name, u.desc, u.remote);
     $(".stale", entry.el).hidden = u.connected && !u.stale;
     entry.el.classList.toggle("is-stale", !u.connected || u.stale);
     show(u.name, u.vars, true);

@@ -1,0 +1,1 @@
+"""Watching the UPSes of other NUT servers as a NUT client (upsmon, PeaNUT) does."""
