@@ -41,7 +41,8 @@ CHANGE_EVERY = 0.05
 LOCKSTEP_CONNS = 10
 POLLERS = 50
 POLL_EVERY = 0.1
-DDL = Path(os.environ.get("NUTUPS_DDL", "/work/shared/data/nut-ddl"))
+# the device the benchmark serves is in the repository's DDL subset (tests/data/nut-ddl); $NUTUPS_DDL may name another copy
+DDL = Path(os.environ.get("NUTUPS_DDL", Path(__file__).resolve().parents[1] / "tests" / "data" / "nut-ddl"))
 DEVICE = DDL / "APC" / "APC__Smart-UPS_1500__usbhid-ups__2.7.2__01.dev"
 # numeric variables of that dump that the state changer walks through
 CHANGING = ["ups.load", "battery.charge", "input.voltage", "output.voltage", "battery.runtime"]

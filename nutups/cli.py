@@ -216,6 +216,55 @@ def sim(confpath: Path | None, statepath: Path | None, ups: str | None, words: t
 @main.command()
 @confpath_option
 @datapath_option
+@click.option("--ups", "only", default=None, help="Only this UPS (a section of ups.conf).")
+@click.option("--json", "as_json", is_flag=True, help="The learned figures as JSON.")
+def battery(confpath: Path | None, datapath: Path | None, only: str | None, as_json: bool) -> None:
+    """What nutups has learned of each HAT's battery: capacity, resistance, cycles, replace."""
+    import json
+
+    from .battery.learning import judge
+    from .battery.report import report
+    from .battery.store import load_record, record_path
+    from .datapath import resolve_datapath
+    from .hardware.boards import BOARDS
+
+    confpath = confpath or (default_confpath() if default_confpath().is_dir() else None)
+    if confpath is None:
+        raise click.ClickException("no configuration (give --confpath): nutups battery reports the x120x "
+                                   "UPSes of ups.conf")
+    cfg = load_configuration(confpath, require_ups_conf=False)
+    datapath = datapath or cfg.datapath or resolve_datapath(None)  # as serve: --datapath wins
+    sections = [u for u in cfg.ups if u.driver == "x120x" and (only is None or u.name == only)]
+    if not sections:
+        raise click.ClickException(f"no x120x UPS{' ' + only if only else ''} in {confpath}/ups.conf")
+    out = {}
+    for u in sections:
+        opts = u.options
+        board = BOARDS.get((opts.get("board") or "x1202").lower(), BOARDS["x1202"])
+        try:
+            nominal = float(opts.get("capacity_mah") or board.capacity_mah) / 1000.0
+            below = float(opts.get("battery_replace_below") or 70) / 100.0
+            new = float(opts.get("battery_resistance_new") or 0) or None
+        except ValueError as exc:
+            raise click.ClickException(f"[{u.name}] in ups.conf: {exc}") from None
+        record = load_record(record_path(datapath, u.name))
+        k = judge(record, nominal, below, new)
+        if as_json:
+            out[u.name] = {"capacity_nominal_ah": nominal, "capacity_ah": k.capacity_ah,
+                           "capacity_sigma_ah": k.capacity_sigma_ah, "capacity_pct": k.capacity_pct,
+                           "outages": k.outages, "resistance_ohm": k.resistance_ohm,
+                           "resistance_new_ohm": k.resistance_new_ohm, "cycles": round(k.cycles, 3),
+                           "replace": k.replace, "replace_reason": k.replace_reason,
+                           "history": [list(h) for h in k.history]}
+        else:
+            click.echo(report(u.name, k, record, below))
+    if as_json:
+        click.echo(json.dumps(out, indent=1))
+
+
+@main.command()
+@confpath_option
+@datapath_option
 @click.option("--type", "types", multiple=True, metavar="TYPE", help="Only these event types (repeatable).")
 @click.option("--since", default=None, help="From this time: ISO 8601 (UTC) or 30s, 10m, 2h, 1d ago.")
 @click.option("--until", default=None, help="Up to this time (same forms).")

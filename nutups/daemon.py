@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .battery.testing import BatteryTest
 from .config import ConfigError, ConfigProblem
 from .configuration import Configuration, load_configuration
 from .drivers import DRIVERS, Driver, DriverError, NutSocketDriver, driver_factory
@@ -189,6 +190,7 @@ class Daemon:
 
             self._tasks.append(loop.create_task(
                 self.engine.outlets.poll(plug_reading, self._supply_meters()), name="outlets"))
+        self._battery_tests()
         if self.config.shutdown is not None:
             self._start_shutdown(self.config.shutdown)
         for name, driver in self.drivers.items():
@@ -275,6 +277,31 @@ class Daemon:
         if not fed:
             return None
         return lambda name, watts: fed[name].mains_meter(watts) if name in fed else None
+
+    def _battery_tests(self) -> None:
+        """test.battery.start.quick/.deep/stop for each x120x UPS a plug with a timer of its own
+        feeds (`feeds:`): without one the commands are not there (upscmd -l tells the truth)."""
+        names = {s.name.lower(): s.name for s in self.states}
+        devices = self.engine.devices if self.engine is not None else {}
+        for dev_cfg in self.config.events.devices.values():
+            ups = dev_cfg.options.get("feeds")
+            driver = self.drivers.get(names.get(str(ups).lower(), "")) if ups is not None else None
+            plug = devices.get(dev_cfg.name)
+            if driver is None or plug is None or not driver.takes_battery_tests:
+                continue
+            if not getattr(plug, "has_timer", False):
+                log.info("%s feeds [%s] but has no timer of its own: no battery test through it",
+                         plug.name, driver.state.name)
+                continue
+            def say(text: str, ups: str = driver.state.name, engine: EventEngine = self.engine) -> None:
+                log.info("[%s] %s", ups, text)
+                engine.emit(Event(EventType.BATTERY_TEST, ups, text))
+
+            BatteryTest(driver.state, driver, plug, say,
+                        quick_s=driver.value("battery_test_quick"),
+                        deep_margin_s=driver.value("battery_test_margin"),
+                        grace_s=driver.value("battery_test_grace"))
+            log.info("battery tests of [%s] switch %s", driver.state.name, plug.name)
 
     def _start_notifier(self) -> None:
         """`notify:` targets: events mapped to them become messages, queued in the datapath."""

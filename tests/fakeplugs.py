@@ -51,6 +51,9 @@ class FakeKasaPlug:
         self.requests: list[dict] = []
         self.hang = False
         self.broken = False  # answer every command with an error, as a plug in trouble does
+        self.rules: list[dict] = []  # count_down rules: the plug runs them itself
+        self._countdown: asyncio.TimerHandle | None = None
+        self.on_switch = None  # called with the new state whenever the relay moves
         self.connections = 0  # open client connections
         self.all_closed = asyncio.Event()
         self.server: asyncio.AbstractServer | None = None
@@ -97,8 +100,19 @@ class FakeKasaPlug:
                 elif module == "system" and method == "get_sysinfo":
                     out[module][method] = dict(SYSINFO, relay_state=int(self.on))
                 elif module == "system" and method == "set_relay_state":
-                    self.on = bool(params["state"])
+                    self.set_relay(bool(params["state"]))
                     out[module][method] = {"err_code": 0}
+                elif module == "count_down" and method == "delete_all_rules":
+                    self.rules.clear()
+                    if self._countdown is not None:
+                        self._countdown.cancel()
+                    out[module][method] = {"err_code": 0}
+                elif module == "count_down" and method == "add_rule":
+                    self.rules.append(dict(params))
+                    if params.get("enable"):  # as the plug does: its own clock runs the rule
+                        self._countdown = asyncio.get_running_loop().call_later(
+                            params["delay"], self._run_rule, bool(params["act"]))
+                    out[module][method] = {"id": f"rule{len(self.rules)}", "err_code": 0}
                 elif module == "emeter" and method == "get_realtime":
                     out[module][method] = {"voltage_mv": self.voltage_mv, "current_ma": 55,
                                            "power_mw": self.power_mw if self.on else 0, "total_wh": 1000,
@@ -111,6 +125,17 @@ class FakeKasaPlug:
                 else:
                     out[module][method] = {"err_code": -1, "err_msg": "module not support"}
         return out
+
+    def set_relay(self, on: bool) -> None:
+        changed = on != self.on
+        self.on = on
+        if changed and self.on_switch is not None:
+            self.on_switch(on)
+
+    def _run_rule(self, act: bool) -> None:
+        self._countdown = None
+        self.rules.clear()
+        self.set_relay(act)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -181,6 +206,20 @@ class FakeShelly:
         self.hang = False
         self.runner: web.AppRunner | None = None
         self.port = 0
+        self.on_switch = None  # called with the new state whenever the relay moves
+        self._flip_back: asyncio.TimerHandle | None = None  # toggle_after (Gen2+) / timer (Gen1)
+
+    def set_relay(self, on: bool, flip_after: str | None = None) -> None:
+        """Move the relay; with ``flip_after`` (seconds) the device itself moves it back then."""
+        if self._flip_back is not None:
+            self._flip_back.cancel()
+            self._flip_back = None
+        changed = on != self.on
+        self.on = on
+        if flip_after:
+            self._flip_back = asyncio.get_running_loop().call_later(float(flip_after), self.set_relay, not on)
+        if changed and self.on_switch is not None:
+            self.on_switch(on)
 
     async def start(self, port: int = 0) -> FakeShelly:
         app = web.Application()
@@ -232,13 +271,14 @@ class FakeShelly:
         if path == "/shelly":
             return web.json_response({"gen": 2, "id": "shellyplusplugs"} if self.gen >= 2 else {"type": "SHPLG-S"})
         if self.gen >= 2 and path == "/rpc/Switch.Set":
-            self.on = q.get("on") == "true"
-            return web.json_response({"was_on": not self.on})
+            was = self.on
+            self.set_relay(q.get("on") == "true", q.get("toggle_after"))
+            return web.json_response({"was_on": was})
         if self.gen >= 2 and path == "/rpc/Switch.GetStatus":
             return web.json_response({"id": 0, "output": self.on, "apower": self.power_w if self.on else 0,
                                       "voltage": 229.5, "current": 0.04})
         if self.gen == 1 and path == "/relay/0":
-            self.on = q.get("turn") == "on"
+            self.set_relay(q.get("turn") == "on", q.get("timer"))
             return web.json_response({"ison": self.on})
         if self.gen == 1 and path == "/status":
             return web.json_response({"relays": [{"ison": self.on}], "meters": [{"power": self.power_w if self.on else 0}]})

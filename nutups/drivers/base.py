@@ -32,6 +32,8 @@ class Driver:
     name = "driver"
     # The driver takes a plug's energy meter on its supply as its load (mains_meter).
     takes_mains_meter: ClassVar[bool] = False
+    # The driver runs battery tests through a plug that feeds it (nutups.battery.testing).
+    takes_battery_tests: ClassVar[bool] = False
     # Cells in series behind battery.voltage, when the driver knows (the shutdown
     # policy's voltage floor is per cell); None: unknown.
     series_cells: int | None = None

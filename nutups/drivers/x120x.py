@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..battery.learning import BatteryKnowledge, BatteryLearner
+from ..battery.store import load_record, record_path, save_record
 from ..debounce import Debounce
 from ..durable import WriteHealth, write_atomically
 from ..hardware.backend import Hardware, SimulatedHardware
@@ -56,11 +58,13 @@ RW_RANGES = {
 class X120xDriver(Driver):
     """`driver = x120x`.  Options: board, capacity_mah, i2c_bus, i2c_address, gpiochip,
     pld_line, charge_line, pld_active, pollinterval, load_w, critical_voltage,
-    lb_debounce, battery_charge_warning, load_meter, sim (with sim_load_w, sim_chip, sim_cell)."""
+    lb_debounce, battery_charge_warning, load_meter, battery_replace_below, battery_rest,
+    battery_resistance_new, sim (with sim_load_w, sim_chip, sim_cell)."""
 
     name = "x120x"
     series_cells = 1  # every X120X is 1S: more cells only add capacity (hardware/boards.py)
     takes_mains_meter = True
+    takes_battery_tests = True
     options = {
         "board": Choice("x1202", tuple(BOARDS), says=f"unknown (one of {', '.join(BOARDS)})"),
         "capacity_mah": Number(None, 100, 200000),  # None: the board's
@@ -80,6 +84,13 @@ class X120xDriver(Driver):
         "sim_load_w": Number(5.0),
         "sim_chip": Text("MAX17048"),
         "sim_cell": DataFile(CellCurves.load),
+        # what is learned of the pack (nutups.battery) and the battery tests through a feeds: plug
+        "battery_resistance_new": Number(0, 0, 2),
+        "battery_replace_below": Number(70, 10, 100),
+        "battery_rest": Number(600, 0, 7200),
+        "battery_test_quick": Number(60, 1, 600),
+        "battery_test_margin": Number(600, 0, 86400),
+        "battery_test_grace": Number(30, 1, 600),
     }
 
     @classmethod
@@ -127,6 +138,10 @@ class X120xDriver(Driver):
         prior = float(self.settings.get("learned_load_w") or self.value("load_w"))
         self.estimator = RuntimeEstimator(self.capacity_mah / 1000.0, prior,
                                           resistance_ohm=pack_resistance(self.board.cells_parallel))
+        self.battery = self._battery_learner()
+        self._use_learned()
+        self.battery_test_kind: str | None = None  # set while a battery test (nutups.battery.testing) runs
+        self._load_fresh = False
         meter = self.value("load_meter")
         self.load_meter_auto = meter == "auto"
         self.load_meter: PmicLoadMeter | None = None
@@ -149,6 +164,37 @@ class X120xDriver(Driver):
         self.edge_seen = asyncio.Event()
         self.poll_now = asyncio.Event()  # wakes the poll loop (a new simulator speed)
         self._reader_fd: int | None = None
+
+    def _battery_learner(self) -> BatteryLearner:
+        """What is learned of the pack (nutups.battery), kept in the datapath."""
+        path = record_path(self.datapath, self.section.name) if self.datapath else None
+        record = load_record(path, self.log) if path else None
+        new = self.value("battery_resistance_new") or None
+        health = WriteHealth("the battery record", path or Path("."), self.log)
+        return BatteryLearner(
+            self.capacity_mah / 1000.0, record,
+            replace_below=self.value("battery_replace_below") / 100.0,
+            rest_s=self.value("battery_rest"), resistance_new_ohm=new,
+            on_change=lambda rec: self._learned(path, rec, health), log=self.log.info)
+
+    def _learned(self, path, record, health) -> None:
+        if path is not None:
+            save_record(path, record, health)
+        if getattr(self, "battery", None) is not None:
+            self._use_learned()
+
+    def _use_learned(self) -> None:
+        """The runtime estimate takes the measured capacity once it is known to within 10 % (the
+        resistance stays the estimator's own: at full, as mains drops, is not where it matters)."""
+        k = self.battery.knowledge()
+        measured = k.capacity_for_runtime()
+        if measured != k.nominal_ah:  # else leave the estimator as it is (nominal, or what it was told)
+            self.estimator.use_measured(measured, self.estimator.resistance_ohm)
+
+    def battery_knowledge(self) -> BatteryKnowledge:
+        """The pack as learned: measured capacity, resistance, cycles, replace (for the runtime
+        estimate: ``capacity_for_runtime()`` and ``resistance_ohm``)."""
+        return self.battery.knowledge()
 
     # --- persisted settings ------------------------------------------------
 
@@ -284,8 +330,10 @@ class X120xDriver(Driver):
             self.estimator.stop()
             self._save_settings()
             self.low_battery.reset(False)
+            self.battery.mains_back(now)
         else:
             self.estimator.start(now)
+            self.battery.mains_lost(now, kind=self.battery_test_kind or "outage")
         if self.mains is not None:
             self.log.info("mains %s", "restored" if mains else "lost")
         self.mains = mains
@@ -315,10 +363,11 @@ class X120xDriver(Driver):
                 self.reading = None
         if self.reading is not None and self.mains is False:
             self.estimator.add(self.clock(), self.reading.soc, self.reading.voltage)
+        self._learn()
         self._cross_check()
         if self.reading is not None and self.charger is not None:
             try:
-                if self.window.update(self.reading.soc):
+                if self.window.update(self.reading.soc) and not self.battery.holding_charger(self.clock()):
                     self.charger.enable_charging()
                 else:
                     self.charger.disable_charging()
@@ -349,6 +398,24 @@ class X120xDriver(Driver):
         self._problem("load meter", None)
         self.estimator.measure(now, watts)
         self.load_w = watts
+        self._load_fresh = True
+
+    def _learn(self) -> None:
+        """Feed the battery learner this poll's reading (nutups.battery.learning)."""
+        r, now = self.reading, self.clock()
+        fresh, self._load_fresh = self._load_fresh, False
+        if r is None or self.mains is None:
+            return
+        if self.mains:
+            held = self.charger is not None and not self.charger.charging_enabled
+            allowed = self.window.charging_allowed and not self.battery.holding_charger(now)
+            self.battery.on_mains(now, r.voltage, resting=held or not self._charging(r),
+                                  full=allowed and r.raw_soc >= 99.5)
+        elif self.load_w is not None:
+            self.battery.on_battery(now, r.voltage, self.load_w, "pmic", fresh)
+        else:
+            source = "plug" if self.estimator.on_mains else "prior"
+            self.battery.on_battery(now, r.voltage, self.estimator.prior_load_w, source, False)
 
     def _charging(self, r: GaugeReading) -> bool:
         """On mains, whether the charger is at work (not paused by the window, not yet full)."""
@@ -416,6 +483,9 @@ class X120xDriver(Driver):
             status.append("CHRG")
         if lb:
             status.append("LB")
+        known = self.battery.knowledge()
+        if known.replace:
+            status.append("RB")
         alarms = [v for k, v in self._errors.items() if k in ("charge control", "mains cross-check")]
         if alarms:
             status.insert(0, "ALARM")
@@ -439,8 +509,26 @@ class X120xDriver(Driver):
         else:
             st.delete("ups.realpower")
         st.set("experimental.battery.charge.raw", f"{r.raw_soc:.1f}")
+        self._publish_battery(known)
         st.set("ups.status", " ".join(status))
         st.data_ok()
+
+    def _publish_battery(self, k: BatteryKnowledge) -> None:
+        """What is learned of the pack, as NUT variables (battery.capacity is the measured
+        capacity once there is one, else the nominal one)."""
+        st = self.state
+        st.set("battery.capacity", f"{k.capacity_ah if k.capacity_ah is not None else k.nominal_ah:.2f}")
+        st.set("battery.capacity.nominal", f"{k.nominal_ah:.2f}")
+        st.set("experimental.battery.capacity.outages", str(k.outages))
+        if k.capacity_pct is not None:
+            st.set("experimental.battery.capacity.percent", f"{k.capacity_pct:.0f}")
+        if k.resistance_ohm is not None:
+            st.set("experimental.battery.resistance", f"{k.resistance_ohm:.4f}")
+        st.set("experimental.battery.cycles", f"{k.cycles:.2f}")
+        if k.replace_reason:
+            st.set("experimental.battery.replace.reason", k.replace_reason)
+        else:
+            st.delete("experimental.battery.replace.reason")
 
     # --- what the shutdown needs ------------------------------------------------
 
@@ -477,7 +565,8 @@ class X120xDriver(Driver):
             ("ups.mfr", "Geekworm"), ("ups.model", model),
             ("driver.name", "x120x"), ("driver.version", __version__), ("driver.version.internal", __version__),
             ("battery.type", "Li-ion"), ("battery.voltage.nominal", f"{NOMINAL_CELL_VOLTAGE:.1f}"),
-            ("battery.capacity", f"{self.capacity_mah / 1000:.1f}"),
+            ("battery.capacity", f"{self.capacity_mah / 1000:.2f}"),
+            ("battery.capacity.nominal", f"{self.capacity_mah / 1000:.2f}"),
             ("battery.charge.warning", f"{self.charge_warning:.0f}"),
             ("driver.parameter.pollinterval", f"{self.pollinterval:g}"),
             ("driver.parameter.board", self.board.name),

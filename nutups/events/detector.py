@@ -46,6 +46,7 @@ class Snapshot:
     dc_out_ok: bool | None = None
     temperature: float | None = None
     current: float | None = None
+    replace: str | None = None  # why, while RB is in ups.status
     low_battery: bool | None = None  # LB as another NUT server's UPS reports it (from_flags)
 
     @classmethod
@@ -63,6 +64,8 @@ class Snapshot:
             mains=mains, charging="CHRG" in tokens if tokens else None, voltage=num("battery.voltage"),
             charge=num("battery.charge"), fault=(ups.value("ups.alarm") or "ALARM") if "ALARM" in tokens else None,
             stale=ups.stale, fsd=ups.fsd, fsd_by_policy=ups.fsd_by_policy,
+            replace=(ups.value("experimental.battery.replace.reason") or "replace the battery")
+            if "RB" in tokens else None,
         )
 
 
@@ -136,6 +139,7 @@ class EventDetector:
         self.hot = _Level(n)
         self.over = _Level(n)
         self.fault: str | None = None
+        self.replace: str | None = None
         self.stale: bool | None = None
         self.fsd = False
         self._started = False
@@ -194,6 +198,10 @@ class EventDetector:
             if s.fault:
                 self._event(EventType.UPS_FAULT, s.fault)
             self.fault = s.fault
+        if (s.replace is None) != (self.replace is None):
+            if s.replace:
+                self._event(EventType.BATTERY_REPLACE, f"replace the battery: {s.replace}")
+            self.replace = s.replace
         if s.dc_out_ok is not None:
             self._edge(self.dc_out, s.dc_out_ok, (EventType.DC_OUT_RESTORED, "the Pi's 5 V supply is back"),
                        (EventType.DC_OUT_LOSS, "the Pi's 5 V supply is below its limit"), bad=False)

@@ -51,6 +51,14 @@ class AcDevice:
     async def switch(self, on: bool) -> None:
         raise NotImplementedError
 
+    # Whether the device can switch back by a timer of its own (switch_for): what a battery test
+    # through it needs, so that the plug comes back on even when nutups dies mid-test.
+    has_timer = False
+
+    async def switch_for(self, on: bool, seconds: int) -> None:
+        """Switch to ``on`` now, and back by the device's own countdown after ``seconds``."""
+        raise NotImplementedError(f"{self.name}: a {self.kind} device has no countdown timer")
+
     async def do(self, action: str) -> PowerReading | None:
         if action == "turn_on":
             await self.switch(True)
@@ -166,6 +174,17 @@ class ShellyDevice(AcDevice):
             await self._call(f"/rpc/Switch.Set?id={self.channel}&on={'true' if on else 'false'}")
         else:
             await self._call(f"/relay/{self.channel}?turn={'on' if on else 'off'}")
+
+    has_timer = True
+
+    async def switch_for(self, on: bool, seconds: int) -> None:
+        """Gen2+: Switch.Set's toggle_after; Gen1: /relay's timer (both flip back after that long)."""
+        seconds = max(int(seconds), 1)
+        if await self._generation() >= 2:
+            await self._call(f"/rpc/Switch.Set?id={self.channel}&on={'true' if on else 'false'}"
+                             f"&toggle_after={seconds}")
+        else:
+            await self._call(f"/relay/{self.channel}?turn={'on' if on else 'off'}&timer={seconds}")
 
     async def close(self) -> None:
         session, self._session = self._session, None
@@ -308,6 +327,29 @@ class KasaDevice(AcDevice):
     async def switch(self, on: bool) -> None:
         async def go() -> None:
             dev = await self._connect()
+            await (dev.turn_on() if on else dev.turn_off())
+
+        await self._kasa(go())
+
+    @property
+    def has_timer(self) -> bool:  # type: ignore[override]
+        """Countdown rules are the legacy (IOT) protocol's: `protocol: legacy` says the plug speaks it
+        (the newer SMART protocol of an EP25 hardware 2.6 has none that nutups sets)."""
+        return self.cfg.options.get("protocol") == "legacy"
+
+    async def switch_for(self, on: bool, seconds: int) -> None:
+        """A countdown rule (the Kasa app's timer: count_down add_rule, act = the state to reach
+        when it runs out), then the switch. The legacy (IOT) protocol only."""
+        seconds = max(int(seconds), 1)
+
+        async def go() -> None:
+            dev = await self._connect()
+            query = getattr(dev, "_query_helper", None)
+            if query is None:
+                raise ConnectionError("this Kasa device's protocol has no countdown rules")
+            await query("count_down", "delete_all_rules")
+            await query("count_down", "add_rule", {"enable": 1, "delay": seconds, "act": int(not on),
+                                                   "name": "nutups battery test"})
             await (dev.turn_on() if on else dev.turn_off())
 
         await self._kasa(go())

@@ -33,6 +33,8 @@ class EventType(StrEnum):
     SHUTDOWN_CANCELLED = "SHUTDOWN_CANCELLED"
     SHUTDOWN_COMMAND = "SHUTDOWN_COMMAND"
     ACTION_FAILED = "ACTION_FAILED"
+    BATTERY_REPLACE = "BATTERY_REPLACE"
+    BATTERY_TEST = "BATTERY_TEST"
     AUTH_FAILURE = "AUTH_FAILURE"
 
 
@@ -65,6 +67,10 @@ SOURCES: dict[EventType, tuple[str, str]] = {
     EventType.SHUTDOWN_COMMAND: ("shutdown", "the Pi's own shutdown command (or reboot_command, mains "
                                              "being back) having run"),
     EventType.ACTION_FAILED: ("actions", "an action that failed or timed out"),
+    EventType.BATTERY_TEST: ("battery_test", "each step of test.battery.start.quick/.deep and test.battery.stop "
+                                             "(a plug marked feeds: cuts the HAT's mains)"),
+    EventType.BATTERY_REPLACE: ("driver", "RB in ups.status: the capacity learned from outages under "
+                                          "battery_replace_below, or the resistance doubled (nutups battery)"),
     EventType.AUTH_FAILURE: ("server", "wrong user names or passwords from one address, on the NUT port or "
                                        "the dashboard (at most one event per address a minute)"),
 }

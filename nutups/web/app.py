@@ -13,11 +13,14 @@ import json
 import logging
 import math
 import re
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from ..battery.learning import BatteryRecord
+from ..battery.store import load_record, record_path
 from ..events.log import event_timestamp, matches, parse_time, read_events
 from ..events.types import EventType
 from ..monitor.protocol import NutError, ProtocolError
@@ -84,7 +87,8 @@ class Dashboard:
 
     def __init__(self, states: list[UpsState], core: ServerCore, live: LiveFeed,
                  history: HistoryStore | None, event_log: Path | None, metrics_registry: Any,
-                 secure_cookies: bool = False, remote: dict[str, Any] | None = None) -> None:
+                 secure_cookies: bool = False, datapath: Path | None = None,
+                 remote: dict[str, Any] | None = None) -> None:
         self.states = {s.name.lower(): s for s in states}
         # lower-case name -> nutups.monitor.RemoteUps: a UPS of another NUT server, whose
         # controls go to that server with the credentials configured for it
@@ -96,6 +100,7 @@ class Dashboard:
         self.registry = metrics_registry
         self.logins = Logins(lambda: core.users)
         self.secure_cookies = secure_cookies
+        self.datapath = datapath  # where the battery records are (nutups.battery.store)
         self._history_queries: asyncio.Semaphore | None = None  # one at a time, in one worker thread
         self._page = (STATIC / "index.html").read_text()
 
@@ -107,6 +112,7 @@ class Dashboard:
         r.add_get("/metrics", self.metrics)
         r.add_get("/api/v1/ups", self.list_ups)
         r.add_get("/api/v1/ups/{name}", self.get_ups)
+        r.add_get("/api/v1/ups/{name}/battery", self.get_battery)
         r.add_get("/api/v1/events", self.events)
         r.add_get("/api/v1/events/types", self.event_types)
         r.add_get("/api/v1/history/{name}", self.get_history)
@@ -184,6 +190,21 @@ class Dashboard:
                                   "history": self.history.variables(s.name) if self.history else [],
                                   "outputs": self.live.outputs_of(s.name) or {},
                                   "remote": self._remote_address(s)})
+
+    async def get_battery(self, request: web.Request) -> web.Response:
+        """What is learned of the UPS's battery (nutups battery --json has the judged figures):
+        the capacity after each outage, the outages and the resistance measurements."""
+        s = self._state(request)
+        record = BatteryRecord()
+        if self.datapath is not None:
+            record = await asyncio.to_thread(load_record, record_path(self.datapath, s.name))
+        return web.json_response({
+            "name": s.name,
+            "history": [[o.time, o.capacity()[0], o.learned_ah] for o in record.outages
+                        if o.learned_ah is not None and o.capacity() is not None],
+            "outages": [asdict(o) for o in record.outages[-50:]],
+            "resistances": [asdict(r) for r in record.resistances[-50:]],
+            "discharged_ah": record.discharged_ah})
 
     async def events(self, request: web.Request) -> web.Response:
         try:

@@ -56,12 +56,17 @@ SENSORS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("input.voltage", "input_voltage", {"name": "Input voltage", "device_class": "voltage",
                                         "unit_of_measurement": "V", "state_class": "measurement"}),
     ("ups.status", "status", {"name": "Status", "icon": "mdi:information-outline"}),
+    # the capacity measured from outages, % of nominal (nutups.battery; there once one outage measured it)
+    ("experimental.battery.capacity.percent", "battery_capacity", {
+        "name": "Battery capacity", "unit_of_measurement": "%", "state_class": "measurement",
+        "icon": "mdi:battery-heart-variant"}),
 )
 # (status flag, key, Home Assistant fields): on while the flag is in ups.status
 BINARY_SENSORS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("OL", "mains", {"name": "Mains power", "device_class": "power"}),
     ("CHRG", "charging", {"name": "Charging", "device_class": "battery_charging"}),
     ("LB", "low_battery", {"name": "Low battery", "device_class": "battery"}),
+    ("RB", "replace_battery", {"name": "Replace battery", "device_class": "problem"}),
 )
 
 

@@ -88,7 +88,8 @@ class WebService:
                           self.certfile, getattr(exc, "strerror", None) or exc)
                 return
         dashboard = Dashboard(self.states, self.core, self.live, self.history, self.event_log, registry,
-                              secure_cookies=context is not None, remote=self.remote)
+                              secure_cookies=context is not None, datapath=self.datapath,
+                              remote=self.remote)
         self.gate = ConnectionGate(connection_cap(self.nut_maxconn))
         app = dashboard.application()
         app.middlewares.insert(0, self.gate.middleware)

@@ -122,6 +122,8 @@ function show(name, vars, full) {
   const mainsEl = $(".mains-words", el);
   mainsEl.textContent = mains;
   mainsEl.className = "value mains-words " + (mains === "lost" ? "bad-text" : "");
+  $(".battery-health .replace", el).hidden = !flags.includes("RB");
+  if ("experimental.battery.capacity.outages" in vars) batteryHistory(name);
   const charge = Number(entry.vars["battery.charge"]);
   const fill = $(".charge .fill", el);
   fill.style.width = isFinite(charge) ? `${Math.max(0, Math.min(100, charge))}%` : "0";
@@ -276,6 +278,35 @@ async function details(name) {
     b.addEventListener("click", () => command(name, c));
     return b;
   }));
+}
+
+// --- battery health: the capacity learned after each outage --------------------------------
+
+async function batteryHistory(name) {
+  const entry = ups.get(name);
+  if (!entry || entry.vars["battery.capacity.nominal"] === undefined) return;
+  const { status, data } = await api(`/api/v1/ups/${encodeURIComponent(name)}/battery`);
+  if (status !== 200) return;
+  const svg = $(".capacity-history svg", entry.el);
+  const nominal = Number(entry.vars["battery.capacity.nominal"]);
+  const pts = data.history.map(([t, , learned]) => [t, learned]);
+  svg.replaceChildren();
+  svg.dataset.points = String(pts.length);
+  const top = Math.max(nominal * 1.2, ...pts.map(([, v]) => v * 1.05));
+  const y = (v) => 80 - (v / top) * 80;
+  const ns = "http://www.w3.org/2000/svg";
+  const ref = document.createElementNS(ns, "line");
+  for (const [k, v] of Object.entries({ x1: 0, x2: 300, y1: y(nominal), y2: y(nominal), class: "nominal" })) {
+    ref.setAttribute(k, v);
+  }
+  svg.append(ref);
+  if (!pts.length) return;
+  const t0 = pts[0][0], t1 = pts[pts.length - 1][0];
+  const x = (t) => (t1 > t0 ? ((t - t0) / (t1 - t0)) * 300 : 150);
+  const line = document.createElementNS(ns, "polyline");
+  line.setAttribute("points", pts.map(([t, v]) => `${x(t).toFixed(1)},${y(v).toFixed(1)}`).join(" "));
+  line.setAttribute("class", "learned");
+  svg.append(line);
 }
 
 // --- charts (SVG, drawn here) ----------------------------------------------------------
