@@ -225,7 +225,6 @@ def battery(confpath: Path | None, datapath: Path | None, only: str | None, as_j
     from .battery.learning import judge
     from .battery.report import report
     from .battery.store import load_record, record_path
-    from .datapath import resolve_datapath
     from .hardware.boards import BOARDS
 
     confpath = confpath or (default_confpath() if default_confpath().is_dir() else None)
