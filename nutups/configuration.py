@@ -135,6 +135,16 @@ def load_configuration(confpath: Path, require_ups_conf: bool = True) -> Configu
                 str(confpath / "nutups.yaml"), target.line,
                 f"monitor: {target.address} is named {target.name!r}, as a UPS of ups.conf; give it another "
                 "name (name:)"))
+    mqtt = cfg.web.mqtt
+    if mqtt.publish and mqtt.expose_commands:  # MQTT commands run with this user's rights (as a NUT client)
+        user = mqtt.command_user
+        if user is None or user not in cfg.users.users:
+            why = ("no command_user" if user is None else
+                   f"command_user: {user} is not a user of {confpath / 'upsd.users'}")
+            problems.append(ConfigProblem(
+                str(confpath / "nutups.yaml"), None,
+                f"integrations.mqtt: expose_commands with {why}: every MQTT command (outlet switches too) is "
+                "refused; name a user of upsd.users whose instcmds and actions allow them", True))
     if cfg.upsd.certfile:
         cert = Path(cfg.upsd.certfile)
         if not cert.is_absolute():

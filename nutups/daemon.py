@@ -185,8 +185,8 @@ class Daemon:
             def plug_reading(reading) -> None:
                 if reading.voltage is not None:
                     first.set("input.voltage", f"{reading.voltage:.1f}")
-                if reading.current is not None and not engine.sensors.available()["current"]:
-                    engine.extra["current"] = reading.current  # the overcurrent source on a Pi
+                if reading.current is not None:
+                    engine.plug_current(reading.current)  # the overcurrent source on a Pi
 
             self._tasks.append(loop.create_task(
                 self.engine.outlets.poll(plug_reading, self._supply_meters()), name="outlets"))
@@ -311,7 +311,7 @@ class Daemon:
 
         def plan(ups: str):
             runner = self.shutdown
-            if runner is None or runner.retired or runner.state.name != ups:
+            if runner is None or runner.state.name != ups:  # a retired runner is replaced at once
                 return None
             return runner.down_by()
 
@@ -382,7 +382,7 @@ class Daemon:
     async def _after_sim_change(self) -> None:
         """The simulator changed: read its sensors now, not at the next sensor poll."""
         if self.engine is not None and self.engine.sensors is not None:
-            self.engine.extra = await self.engine.sensors.read()
+            await self.engine.read_sensors()
             if self.states:
                 self.engine.observe(self.states[0])
 

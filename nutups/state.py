@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+log = logging.getLogger("nutups.state")
 
 
 class CommandResult(StrEnum):
@@ -19,6 +22,43 @@ class CommandResult(StrEnum):
 
 # A driver's handler returns a result at once, or an awaitable that gives one.
 CommandHandler = Callable[..., "CommandResult | Awaitable[CommandResult]"]
+
+
+def client_status(raw: str, fsd: bool, policy_low_battery: bool) -> str:
+    """ups.status as clients see it (the one place that reads ups.status): upsd puts FSD in
+    front while the latch is set; LB is added on battery when the Pi's own policy set it."""
+    if not fsd:
+        return raw
+    if policy_low_battery:
+        tokens = raw.split()
+        if "OB" in tokens and "LB" not in tokens:
+            raw = f"{raw} LB"
+    return f"FSD {raw}"
+
+
+class Subscription:
+    """What a subscription returns: ``cancel()`` ends it (the listener is called no more)."""
+
+    __slots__ = ("_listeners", "_listener")
+
+    def __init__(self, listeners: list, listener: Callable) -> None:
+        self._listeners = listeners
+        self._listener = listener
+
+    def cancel(self) -> None:
+        try:
+            self._listeners.remove(self._listener)
+        except ValueError:
+            pass
+
+
+def _call_each(listeners: list, what: str, *args) -> None:
+    """Call every listener; one that raises is logged with its traceback and the others run."""
+    for listener in tuple(listeners):
+        try:
+            listener(*args)
+        except Exception:
+            log.exception("a %s listener (%s) failed", what, getattr(listener, "__qualname__", listener))
 
 
 @dataclass(slots=True)
@@ -74,7 +114,12 @@ class UpsState:
         self.setvar_handler: CommandHandler | None = None
         self._publish_listeners: list[Callable[[UpsState], None]] = []
         self.read_errors = 0  # readings the driver could not make (data_stale calls), for /metrics
+        # the driver's last save of what SET changed (None: it keeps nothing; False: applied but not kept
+        # over a restart, a full or read-only card); written by the driver, read by the dashboard's API
+        self.settings_kept: bool | None = None
         self._change_listeners: list[Callable[[str, str], None]] = []
+        self._view: tuple[int, dict[str, str]] | None = None
+        self._flags: tuple[int, frozenset[str]] | None = None
 
     @property
     def stamp(self) -> int:
@@ -119,16 +164,37 @@ class UpsState:
         """The FSD latch was set by the Pi's own shutdown policy (not a client's FSD)."""
         return self._fsd_low_battery
 
-    def served_status(self, value: str) -> str:
-        """ups.status as clients see it: upsd puts FSD in front while the latch is set;
-        LB is added on battery when the Pi's own policy set it."""
-        if not self._fsd:
-            return value
-        if self._fsd_low_battery:
-            tokens = value.split()
-            if "OB" in tokens and "LB" not in tokens:
-                value = f"{value} LB"
-        return f"FSD {value}"
+    # --- the client view (upsd's: what every client, web side and observer reads) --
+
+    @property
+    def client_status(self) -> str | None:
+        """ups.status as clients see it (FSD, the policy's LB); None without one."""
+        return self.client_variables().get("ups.status")
+
+    def client_variables(self) -> dict[str, str]:
+        """Every variable by name as clients see it; built once per version (do not change it)."""
+        cached = self._view
+        if cached is not None and cached[0] == self.version:
+            return cached[1]
+        version = self.version
+        values = {v.name: v.value for v in self.sorted_variables()}
+        if self._fsd:
+            for name, value in values.items():
+                if name.lower() == "ups.status":
+                    values[name] = client_status(value, True, self._fsd_low_battery)
+                    break
+        self._view = (version, values)
+        return values
+
+    def status_flags(self) -> frozenset[str]:
+        """The flags of ups.status as clients see it (OL, OB, LB, FSD, ...)."""
+        cached = self._flags
+        if cached is not None and cached[0] == self.version:
+            return cached[1]
+        version = self.version
+        flags = frozenset((self.client_status or "").split())
+        self._flags = (version, flags)
+        return flags
 
     # --- logins (upsd: NUMLOGINS, LIST CLIENT) ----------------------------
 
@@ -140,13 +206,13 @@ class UpsState:
     @numlogins.setter
     def numlogins(self, value: int) -> None:
         self._numlogins = value
-        for listener in self._login_listeners:
-            listener(value)
+        _call_each(self._login_listeners, "login", value)
 
-    def on_logins(self, listener: Callable[[int], None]) -> None:
-        """Call ``listener(count)`` on every LOGIN and logout.  It runs on the NUT
-        server's thread: hand the news to your own loop (call_soon_threadsafe)."""
+    def on_logins(self, listener: Callable[[int], None]) -> Subscription:
+        """Call ``listener(count)`` on every LOGIN and logout (on the drivers' loop, as every
+        write of the state)."""
         self._login_listeners.append(listener)
+        return Subscription(self._login_listeners, listener)
 
     # --- freshness (upsd: DATAOK / DATASTALE / MAXAGE) -----------------
 
@@ -166,27 +232,29 @@ class UpsState:
         self._stale_reason = reason
         self._published()
 
-    def on_publish(self, listener: Callable[[UpsState], None]) -> None:
+    def on_publish(self, listener: Callable[[UpsState], None]) -> Subscription:
         """Call ``listener(state)`` after each full reading (or failed one) the driver delivers.
 
         The subscription for whole readings: the event engine, the history, the dashboard
-        and MQTT all observe the state through it (on the drivers' loop)."""
+        and MQTT all observe the state through it (on the drivers' loop).  A listener that
+        raises is logged with its traceback; the driver and the other listeners go on."""
         self._publish_listeners.append(listener)
+        return Subscription(self._publish_listeners, listener)
 
-    def on_change(self, listener: Callable[[str, str], None]) -> None:
+    def on_change(self, listener: Callable[[str, str], None]) -> Subscription:
         """Call ``listener(kind, key)`` when a variable (kind "var") or a command ("cmd") is
         added, changed or removed (``key``: its lower-case name), or when the driver
         attaches or detaches (kind "connected", key "").  The driver host uses it
         to push updates down a NUT driver socket; with no listener it costs one test."""
         self._change_listeners.append(listener)
+        return Subscription(self._change_listeners, listener)
 
     def _changed(self, kind: str, key: str) -> None:
-        for listener in self._change_listeners:
-            listener(kind, key)
+        if self._change_listeners:
+            _call_each(self._change_listeners, "change", kind, key)
 
     def _published(self) -> None:
-        for listener in self._publish_listeners:
-            listener(self)
+        _call_each(self._publish_listeners, "publish", self)
 
     def fresh_until(self) -> float:
         """Clock time until which the data counts as fresh (-inf when stale now)."""
@@ -302,5 +370,3 @@ class UpsState:
             self._sorted_cmds = cached
         return cached[1]
 
-    def status_tokens(self) -> list[str]:
-        return (self.value("ups.status") or "").split()

@@ -201,6 +201,8 @@ class FakeShelly:
         self.refused = 0  # requests answered 401
         self.on = False
         self.power_w = 8.5 if gen >= 2 else 7.0  # what the meter reads while on
+        self.current_a = 0.04  # what the meter's ammeter reads (Gen2+)
+        self.currents: list[float] = []  # readings served first, one per status request, before current_a
         self._released = asyncio.Event()
         self.calls: list[str] = []
         self.hang = False
@@ -276,7 +278,8 @@ class FakeShelly:
             return web.json_response({"was_on": was})
         if self.gen >= 2 and path == "/rpc/Switch.GetStatus":
             return web.json_response({"id": 0, "output": self.on, "apower": self.power_w if self.on else 0,
-                                      "voltage": 229.5, "current": 0.04})
+                                      "voltage": 229.5,
+                                      "current": self.currents.pop(0) if self.currents else self.current_a})
         if self.gen == 1 and path == "/relay/0":
             self.set_relay(q.get("turn") == "on", q.get("timer"))
             return web.json_response({"ison": self.on})

@@ -174,3 +174,23 @@ def test_binary_garbage_config_is_an_error_not_a_crash(tmp_path):
 def test_version():
     out = subprocess.run([sys.executable, "-m", "nutups.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("nutups, version ")
+
+
+@pytest.mark.parametrize(("extra", "why"), [
+    ("", "no command_user"),
+    ("    command_user: nobody\n", "command_user: nobody is not a user of"),
+])
+def test_mqtt_commands_without_a_usable_user_are_a_warning_in_config_check(tmp_path, extra, why):
+    """MQTT commands go through the NUT core with command_user's rights: without one, all are refused."""
+    (tmp_path / "ups.conf").write_text("[ups]\n driver = x120x\n sim = yes\n")
+    (tmp_path / "upsd.users").write_text("[admin]\n password = p\n instcmds = ALL\n")
+    (tmp_path / "upsd.users").chmod(0o640)
+    (tmp_path / "nutups.yaml").write_text("integrations:\n  mqtt:\n    host: 127.0.0.1\n    publish: true\n"
+                                          "    expose_commands: true\n" + extra)
+    r = CliRunner().invoke(main, ["config", "check", "--confpath", str(tmp_path)])
+    assert r.exit_code == 0, r.output  # a warning: the daemon runs, without MQTT commands
+    assert f"{tmp_path}/nutups.yaml: warning: integrations.mqtt: expose_commands with {why}" in r.output
+    (tmp_path / "nutups.yaml").write_text("integrations:\n  mqtt:\n    host: 127.0.0.1\n    publish: true\n"
+                                          "    expose_commands: true\n    command_user: admin\n")
+    r = CliRunner().invoke(main, ["config", "check", "--confpath", str(tmp_path)])
+    assert "expose_commands" not in r.output

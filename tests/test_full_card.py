@@ -13,6 +13,7 @@ import pytest
 from conftest import USERS
 from nutprocs import make_confdir, nut_tmpdir, poll_until
 from test_datapath import SIM_UPS, Run
+from webprocs import WebDaemon, basic
 
 from nutups.events.log import read_events
 
@@ -143,3 +144,27 @@ def test_doctor_reports_a_read_only_datapath(tmp_path):
         assert r.returncode == 1
     finally:
         umount(card)
+
+
+@pytest.mark.timeout(120)
+def test_the_api_says_when_a_value_is_applied_but_not_kept():
+    """Issue 16: POST .../var/... answered OK when the value was applied but could not be saved."""
+    d = WebDaemon()
+    d.datapath.mkdir(parents=True)
+    mount("--bind", str(d.datapath), str(d.datapath))
+    try:
+        mount("-o", "remount,bind,ro", str(d.datapath))
+        d.start()
+        try:
+            admin = basic("admin", "adminpass")
+            status, body, _ = d.request("POST", "/api/v1/ups/ups/var/battery.charge.low", {"value": 30}, admin)
+            assert status == 200 and body["result"] == "OK" and body["saved"] is False, body
+            assert "not kept over a restart" in body["warning"]
+            assert d.get("/api/v1/ups/ups")[1]["variables"]["battery.charge.low"] == "30"  # applied
+            mount("-o", "remount,bind,rw", str(d.datapath))
+            status, body, _ = d.request("POST", "/api/v1/ups/ups/var/battery.charge.low", {"value": 31}, admin)
+            assert (status, body) == (200, {"result": "OK"})  # kept again
+        finally:
+            d.stop()
+    finally:
+        umount(d.datapath)

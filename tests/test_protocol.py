@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from nutups.nut.descriptions import Descriptions
+from nutups.nut.effects import EffectRunner, apply_here
 from nutups.nut.protocol import ServerCore
 from nutups.nut.users import User, UserTable
 from nutups.parseconf import Line, LineTokenizer, quote, split_line
@@ -89,10 +90,10 @@ def test_range_and_enum_checks(core):
 
 
 def test_async_driver_command_is_tracked(core):
-    loop = asyncio.new_event_loop()
-    try:
-        core.call_driver = lambda handler, args: asyncio.run_coroutine_threadsafe(handler(*args), loop)
-        gate = loop.create_future()
+    """The core hands the command over as an effect; the driver's result, when it comes,
+    reaches tracking through command_done."""
+    async def go():
+        gate = asyncio.get_running_loop().create_future()
 
         async def slow(cmd, param):
             await gate
@@ -102,13 +103,24 @@ def test_async_driver_command_is_tracked(core):
         s = core.session("x")
         out = s.receive(b"USERNAME admin\nPASSWORD pw\nSET TRACKING ON\nINSTCMD hat load.off\n")
         tid = out.splitlines()[-1].split()[-1]
+        [effect] = core.effects
+        assert (effect.kind, effect.name, effect.value) == ("INSTCMD", "load.off", None)
+        results = []
+        reported = asyncio.Event()
+
+        def report(*result) -> None:
+            results.append(result)
+            core.command_done(*result)
+            reported.set()
+
+        EffectRunner(report).apply(core.take_effects())
         assert s.receive(b"GET TRACKING " + tid + b"\n") == b"PENDING\n"
         gate.set_result(None)
-        loop.run_until_complete(asyncio.sleep(0))
-        loop.run_until_complete(asyncio.sleep(0))
+        await reported.wait()
+        assert results == [(effect.ticket, CommandResult.SUCCESS, "SUCCESS")]
         assert s.receive(b"GET TRACKING " + tid + b"\n") == b"SUCCESS\n"
-    finally:
-        loop.close()
+
+    asyncio.run(go())
 
 
 def test_driver_exception_is_ok_then_failed_in_tracking_and_logged(core):
@@ -123,6 +135,8 @@ def test_driver_exception_is_ok_then_failed_in_tracking_and_logged(core):
     assert s.receive(b"USERNAME admin\nPASSWORD pw\nINSTCMD hat load.off\n") == b"OK\nOK\nOK\n"
     out = s.receive(b"SET TRACKING ON\nINSTCMD hat load.off\n")
     tid = out.split()[-1]
+    assert s.receive(b"GET TRACKING " + tid + b"\n") == b"PENDING\n"
+    apply_here(core)
     assert s.receive(b"GET TRACKING " + tid + b"\n") == b"ERR FAILED\n"
     assert warnings == ["INSTCMD load.off on hat failed: relay stuck"] * 2
 

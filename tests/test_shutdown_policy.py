@@ -385,6 +385,9 @@ def test_policy_fsd_shows_fsd_ob_lb_to_clients_and_logs_one_start():
 
 
 def test_logins_reach_the_listener():
+    """LOGIN and logout are effects of the server's core, carried out on the drivers' loop."""
+    from nutups.nut.effects import apply_here
+
     ups = UpsState("ups")
     counts = []
     ups.on_logins(counts.append)
@@ -395,7 +398,10 @@ def test_logins_reach_the_listener():
     core = ServerCore.for_states([ups], users)
     s = core.session("127.0.0.1")
     assert s.receive(b"USERNAME mon\nPASSWORD pw\nLOGIN ups\n") == b"OK\nOK\nOK\n"
+    assert counts == [] and ups.numlogins == 0  # nothing written on the server's thread
+    apply_here(core)
     s.close()
+    apply_here(core)
     assert counts == [1, 0]
 
 

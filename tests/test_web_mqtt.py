@@ -25,7 +25,7 @@ WAIT_S = 20  # the most any one expected message may take (a bound, not a pause)
 
 def daemon_yaml(port: int, extra: str = "") -> str:
     return (f"outputs:\n  relay: 17\n  buzzer: 27\nintegrations:\n  mqtt:\n    host: 127.0.0.1\n"
-            f"    port: {port}\n    publish: true\n{extra}")
+            f"    port: {port}\n    publish: true\n    command_user: admin\n{extra}")
 
 
 class Watcher:

@@ -233,8 +233,10 @@ class X120xDriver(Driver):
             write_atomically(self.settings_path, json.dumps(self.settings, indent=1, sort_keys=True).encode())
         except OSError as exc:  # in force until the next save works; said once (durable.py)
             self._settings_health.failed(exc, "the settings stay in force but are not kept over a restart")
+            self.state.settings_kept = False
         else:
             self._settings_health.ok("the settings are kept")
+            self.state.settings_kept = True
 
     # --- hardware --------------------------------------------------------------
 

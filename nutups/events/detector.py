@@ -51,7 +51,7 @@ class Snapshot:
 
     @classmethod
     def from_state(cls, ups: UpsState) -> Snapshot:
-        tokens = ups.status_tokens()
+        tokens = ups.status_flags()
         mains = True if "OL" in tokens else False if "OB" in tokens else None
 
         def num(name: str) -> float | None:
@@ -78,7 +78,7 @@ def snapshot_from_flags(ups: UpsState) -> Snapshot:
     """A UPS judged by its own status flags (a UPS of another NUT server, nutups/monitor):
     OL/OB is mains, LB is a low battery, OFF/OVER/RB/ALARM a fault, FSD the remote primary's.
     Its battery.voltage is not a cell of ours: no voltage thresholds apply."""
-    tokens = ups.status_tokens()
+    tokens = ups.status_flags()
     faults = [FAULT_FLAGS[t] for t in FAULT_FLAGS if t in tokens]
     if "ALARM" in tokens and ups.value("ups.alarm"):
         faults[-1] = f"UPS alarm: {ups.value('ups.alarm')}"

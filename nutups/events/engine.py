@@ -9,6 +9,7 @@ import os
 import shlex
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ..external import run_program
@@ -20,6 +21,21 @@ from .outputs import BUZZER_PATTERNS, LED_PATTERNS, RELAY_STATES, Outputs
 from .types import Event, EventType
 
 log = logging.getLogger("nutups.events")
+
+
+# A host sensor's name in available() -> the field of its reading in read()'s answer
+SENSOR_FIELDS = {"temperature": "temperature", "dc_out": "dc_out_ok", "current": "current"}
+
+
+@dataclass
+class SensorReadings:
+    """The latest reading of each sensor of the HAT's host, each field with one writer: the
+    host sensors for what they have (available()), a smart plug's meter for the current
+    when they have none.  None: nothing read (yet)."""
+
+    temperature: float | None = None
+    dc_out_ok: bool | None = None
+    current: float | None = None
 
 
 class EventEngine:
@@ -39,7 +55,11 @@ class EventEngine:
         self.detectors = {s.name: EventDetector(s.name, self.emit, config.thresholds, self._baseline)
                           for s in states}
         self.states = states
-        self.extra: dict[str, Any] = {}  # the latest sensor readings
+        self.readings = SensorReadings()
+        available = sensors.available() if sensors is not None else {}
+        # the fields the host sensors write; the rest are a plug's (the current on a Pi)
+        self._sensor_fields = tuple(SENSOR_FIELDS[k] for k, there in available.items()
+                                    if there and k in SENSOR_FIELDS)
         self._tasks: set[asyncio.Task] = set()
         self.recent: list[Event] = []
         self.outlets = None  # Outlets, when the relay or plugs are NUT outlets
@@ -75,11 +95,26 @@ class EventEngine:
             self.detectors[state.name].observe(snapshot_from_flags(state))
             return
         snap = Snapshot.from_state(state)
-        if self.extra and state is self.states[0]:
-            snap.temperature = self.extra.get("temperature")
-            snap.dc_out_ok = self.extra.get("dc_out_ok")
-            snap.current = self.extra.get("current")
+        if state is self.states[0]:
+            r = self.readings
+            snap.temperature, snap.dc_out_ok, snap.current = r.temperature, r.dc_out_ok, r.current
         self.detectors[state.name].observe(snap)
+
+    async def read_sensors(self) -> None:
+        """Read the host sensors now; each of their fields takes its new value (a sensor
+        without an answer this time keeps its last one)."""
+        if self.sensors is None:
+            return
+        values = await self.sensors.read()
+        for name in self._sensor_fields:
+            if name in values:
+                setattr(self.readings, name, values[name])
+
+    def plug_current(self, amps: float) -> None:
+        """A smart plug's meter read ``amps``: the current the overcurrent events watch,
+        unless the host sensors measure it themselves (the simulated HAT does)."""
+        if "current" not in self._sensor_fields:
+            self.readings.current = amps
 
     def emit(self, event: Event) -> None:
         actions = self.config.actions.get(event.type)
@@ -191,7 +226,7 @@ class EventEngine:
         while True:
             if self.sensors is not None:
                 try:
-                    self.extra = await self.sensors.read()
+                    await self.read_sensors()
                 except Exception as exc:  # a sensor must never stop the events
                     log.warning("sensor read failed: %s", exc)
             await asyncio.sleep(every)

@@ -87,7 +87,7 @@ class Notifier:
         out: dict[str, Any] = {}
         state = self.states.get(ups)
         if state is not None:
-            out = {"status": state.value("ups.status") or "", "charge": _number(state, "battery.charge"),
+            out = {"status": state.client_status or "", "charge": _number(state, "battery.charge"),
                    "runtime": _number(state, "battery.runtime")}
         plan = self.shutdown_plan(ups) if self.shutdown_plan is not None else None
         if plan is not None:

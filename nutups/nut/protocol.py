@@ -1,25 +1,27 @@
 """The NUT network protocol (NETVER 1.3) as upsd 2.8 speaks it: bytes in, bytes out, no I/O.
 
-One table maps each command to its handler and to whether it needs
-USERNAME and PASSWORD first (server/netcmds.h).  Each handler checks its
+One table maps each command to its handler and to the rights it checks first
+(server/netcmds.h: USERNAME and PASSWORD set, then an action of upsd.users).  Each handler checks its
 arguments in upsd's own order, so that every error a client can provoke is
 the error upsd would send.  Rules that surprise are cited from upsd's
 sources (server/net*.c) or from what Debian's upsd 2.8.0 does.
+
+The core writes no UpsState: what a request changes (a command or a SET for a driver,
+FSD, the number of logins) is an effect, collected in ``ServerCore.effects`` for the
+drivers' loop to carry out (nutups/nut/effects.py); a driver's result comes back
+through ``ServerCore.command_done``.  Everything here runs on one thread.
 """
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from .. import __version__
 from ..parseconf import PLAIN_LINE, Line, LineTokenizer, quote
-from ..state import CommandResult, UpsState, Variable
+from ..state import CommandResult, UpsState, Variable, client_status
 from .descriptions import Descriptions
 from .throttle import LoginThrottle
 from .users import UserTable
@@ -79,7 +81,8 @@ OK = b"OK\n"
 
 
 class Tracker:
-    """Results of SET and INSTCMD requests sent with TRACKING on (shared by all clients)."""
+    """Results of SET and INSTCMD requests sent with TRACKING on (shared by all clients).
+    It lives on the server's thread alone: results reach it there (ServerCore.command_done)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._entries: dict[str, tuple[float, str]] = {}
@@ -88,17 +91,18 @@ class Tracker:
     def add(self) -> str:
         now = self._clock()
         if len(self._entries) > 64:
-            # purge in place: results complete from the drivers' thread meanwhile
             for tid, (born, _) in list(self._entries.items()):
                 if now - born >= TRACKING_KEEP:
-                    self._entries.pop(tid, None)
+                    del self._entries[tid]
         tid = str(uuid.uuid4()).upper()
         self._entries[tid] = (now, "PENDING")
         return tid
 
     def complete(self, tid: str, result: CommandResult | str) -> None:
-        if tid in self._entries:
-            self._entries[tid] = (self._entries[tid][0], str(getattr(result, "value", result)))
+        """A result; one that comes after its entry was purged (TRACKING_KEEP) is dropped."""
+        entry = self._entries.get(tid)
+        if entry is not None:
+            self._entries[tid] = (entry[0], str(getattr(result, "value", result)))
 
     def get(self, tid: str) -> str:
         entry = self._entries.get(tid)
@@ -107,26 +111,79 @@ class Tracker:
         return entry[1]
 
 
-def call_here(handler: Callable, args: tuple) -> Future:
-    """``ServerCore.call_driver`` without a server (tests, tools): the handler runs right here;
-    an awaitable result is awaited on the running event loop."""
-    future: Future = Future()
-    try:
-        result = handler(*args)
-        if inspect.isawaitable(result):
-            async def wait(awaitable=result) -> None:
-                try:
-                    future.set_result(await awaitable)
-                except Exception as exc:
-                    future.set_exception(exc)
+# --- effects: what a request asks of the drivers' loop ---------------------------------
 
-            asyncio.get_running_loop().create_task(wait())
-        else:
-            future.set_result(result)
-    except Exception as exc:  # a driver's bug, or no loop for its awaitable: the command failed
-        if not future.done():
-            future.set_exception(exc)
-    return future
+
+@dataclass(slots=True, frozen=True)
+class RunCommand:
+    """Run a driver's INSTCMD (``name``, ``value`` its parameter) or SET (``name`` to ``value``);
+    its result comes back to ``ServerCore.command_done(ticket, ...)``."""
+
+    ups: UpsState
+    kind: str  # "INSTCMD" or "SET"
+    name: str
+    value: str | None
+    what: str  # "INSTCMD load.off on ups", for the log
+    ticket: int
+
+
+@dataclass(slots=True, frozen=True)
+class SetFsd:
+    """A primary's FSD: the UPS's forced-shutdown latch is set."""
+
+    ups: UpsState
+
+
+@dataclass(slots=True, frozen=True)
+class LoginsChanged:
+    """The number of clients logged into the UPS is now ``count`` (LOGIN, logout)."""
+
+    ups: UpsState
+    count: int
+
+
+Effect = RunCommand | SetFsd | LoginsChanged
+
+
+class ReplyCache:
+    """Replies by raw request line, each with what it depends on: the UPS (None: nothing),
+    the thing in it the reply tells about (a Variable, the UpsState, or nothing) and that
+    thing's stamp when the reply was built.  Bounded in entries and bytes."""
+
+    __slots__ = ("entries", "get", "size", "hits", "stores", "clears")
+
+    def __init__(self) -> None:
+        # raw request line -> (reply, UPS it depends on or None, source, its stamp then, command word)
+        self.entries: dict[bytes, tuple[bytes, UpsState | None, object, int, str]] = {}
+        self.get = self.entries.get
+        self.size = 0  # bytes of the lines and replies kept
+        self.hits = 0
+        self.stores = 0
+        self.clears = 0
+
+    def __contains__(self, raw: bytes) -> bool:
+        return raw in self.entries
+
+    def __getitem__(self, raw: bytes):
+        return self.entries[raw]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def store(self, raw: bytes, reply: bytes, ups: UpsState | None, source: object, stamp: int,
+              command: str) -> None:
+        self.size += len(raw) + len(reply)
+        if len(self.entries) >= REPLY_CACHE_SIZE or self.size > REPLY_CACHE_BYTES:
+            self.entries.clear()  # bounded: spelling variants must not grow it without end
+            self.clears += 1
+            self.size = len(raw) + len(reply)
+        self.entries[raw] = (reply, ups, source, stamp, command)
+        self.stores += 1
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.size = 0
+        self.clears += 1
 
 
 @dataclass
@@ -138,18 +195,26 @@ class ServerCore:
     descriptions: Descriptions
     tls_available: bool = False
     clock: Callable[[], float] = time.monotonic
-    # Runs a driver's command handler: takes (handler, args), returns a concurrent.futures.Future
-    # of its CommandResult.  The server runs handlers on the drivers' event loop.
-    call_driver: Callable[[Callable, tuple], Future] = call_here
     log: Callable[[str], None] = lambda message: None
     warn: Callable[[str], None] = lambda message: None  # a command the driver could not carry out
     tracker: Tracker = field(init=False)
     throttle: LoginThrottle = field(default_factory=LoginThrottle)  # failed logins per address
     sessions: list[Session] = field(default_factory=list)
-    # raw request line -> (reply, UPS it depends on or None, what in it the reply
-    # tells about (a Variable or the UpsState), its stamp then, command word)
-    reply_cache: dict[bytes, tuple[bytes, UpsState | None, object, int, str]] = field(default_factory=dict)
-    reply_cache_bytes: int = 0
+    reply_cache: ReplyCache = field(default_factory=ReplyCache)
+    # What requests ask of the drivers' loop, in order; the server hands them over in one go.
+    effects: list[Effect] = field(default_factory=list)
+    # The server's own records (upsd's): clients' FSD latches and logins, mirrored to the
+    # UpsStates by effects; a client's next request sees them at once.
+    fsd_set: set[str] = field(default_factory=set)  # lower-case UPS names
+    logins: dict[str, int] = field(default_factory=dict)
+    # commands handed to a driver: ticket -> (tracking id or None, what, who waits for the result)
+    _pending: dict[int, tuple[str | None, str, Callable[[CommandResult], None] | None]] = field(
+        default_factory=dict)
+    _tickets: int = 0
+    # The door of the dashboard and MQTT into this core, set by the server that runs it:
+    # ``await control(addr, username, password, request line)`` -> (last reply line, the
+    # driver's result, or None when the request was refused).
+    control: Callable | None = None
     # Counters for /metrics: plain increments on the server thread, read when scraped.
     connections_total: int = 0
     requests: dict[str, int] = field(default_factory=lambda: dict.fromkeys([*_COMMANDS, "UNKNOWN"], 0))
@@ -162,20 +227,63 @@ class ServerCore:
         return cls({s.name.lower(): s for s in states}, users or UserTable(), kw.pop("descriptions", None)
                    or Descriptions.load(), **kw)
 
-    def command_done(self, tid: str | None, what: str, future: Future) -> None:
-        """A driver finished a SET or INSTCMD: its result to tracking; a failure to the log."""
-        if future.cancelled():
-            outcome, why = CommandResult.FAILED, "cancelled"
-        elif future.exception() is not None:
-            exc = future.exception()
-            outcome, why = CommandResult.FAILED, str(exc) or type(exc).__name__
-        else:
-            outcome = future.result()
-            why = str(getattr(outcome, "value", outcome))
+    @property
+    def reply_cache_bytes(self) -> int:
+        return self.reply_cache.size
+
+    def take_effects(self) -> list[Effect]:
+        """The effects collected so far, in order (the list starts anew)."""
+        effects = self.effects
+        if effects:
+            self.effects = []
+        return effects
+
+    def hand_to_driver(self, ups: UpsState, kind: str, name: str, value: str | None, what: str,
+                       tid: str | None, waiter: Callable[[CommandResult], None] | None) -> None:
+        self._tickets += 1
+        self._pending[self._tickets] = (tid, what, waiter)
+        self.effects.append(RunCommand(ups, kind, name, value, what, self._tickets))
+
+    def command_done(self, ticket: int, outcome: CommandResult, why: str) -> None:
+        """A driver finished a SET or INSTCMD: its result to tracking and to whoever waits
+        for it; a failure to the log."""
+        entry = self._pending.pop(ticket, None)
+        if entry is None:
+            return
+        tid, what, waiter = entry
         if outcome != CommandResult.SUCCESS:
             self.warn(f"{what} failed: {why}")
         if tid is not None:
             self.tracker.complete(tid, outcome)
+        if waiter is not None:
+            waiter(outcome)
+
+    def fsd(self, ups: UpsState) -> bool:
+        """The FSD latch as clients see it: a client's (set here at once) or the policy's."""
+        return ups.fsd or ups.name.lower() in self.fsd_set
+
+    def set_fsd(self, ups: UpsState) -> None:
+        key = ups.name.lower()
+        if key not in self.fsd_set:
+            self.fsd_set.add(key)
+            self.reply_cache.clear()  # ups.status changes before the UPS's version does
+        self.effects.append(SetFsd(ups))
+
+    def count_login(self, ups: UpsState, change: int) -> None:
+        key = ups.name.lower()
+        count = self.logins[key] = self.logins.get(key, 0) + change
+        self.effects.append(LoginsChanged(ups, count))
+
+    def numlogins(self, ups: UpsState) -> int:
+        return self.logins.get(ups.name.lower(), 0)
+
+    def status_of(self, ups: UpsState, var: Variable) -> str:
+        """ups.status as clients see it (quoted), with a client's FSD set a moment ago."""
+        if ups.fsd:
+            return quote(ups.client_status or "")
+        if ups.name.lower() in self.fsd_set:  # the loop has not set the latch yet
+            return quote(client_status(var.value, True, ups.fsd_by_policy))
+        return quote(var.value)
 
     def session(self, addr: str) -> Session:
         self.connections_total += 1
@@ -196,7 +304,7 @@ class Session:
     __slots__ = (
         "core", "addr", "username", "password", "login_ups", "tracking", "tls",
         "close_requested", "starttls_requested", "last_heard", "_tok", "_out", "closed",
-        "_cache_ups", "_cache_source", "_cache_stamp", "_now", "hold_until",
+        "_cache_ups", "_cache_source", "_cache_stamp", "_now", "on_result", "hold_until",
     )
 
     def __init__(self, core: ServerCore, addr: str) -> None:
@@ -217,6 +325,8 @@ class Session:
         self._cache_source: Variable | UpsState | _Unchanging = _UNCHANGING
         self._cache_stamp = 0
         self._now = self.last_heard
+        # who hears a command's result (the dashboard and MQTT wait for it; NUT clients use TRACKING)
+        self.on_result: Callable[[CommandResult], None] | None = None
         self.hold_until = 0.0  # a throttled login's answer waits until then (core.throttle.clock)
 
     # --- I/O boundary ----------------------------------------------------
@@ -238,6 +348,7 @@ class Session:
         out = self._out
         core = self.core
         cache = core.reply_cache
+        cache_get = cache.get
         now = core.clock()
         self._now = now
         end = len(data)
@@ -251,10 +362,11 @@ class Session:
             stop = end if nl < 0 else nl + 1
             raw = data[pos:stop]
             if idle and nl >= 0:
-                hit = cache.get(raw)
+                hit = cache_get(raw)
                 if hit is not None:
                     reply, ups, source, stamp, command = hit
                     if ups is None or (source.stamp == stamp and now <= ups.fresh_until()):
+                        cache.hits += 1
                         core.requests[command] += 1
                         out.append(reply)
                         size += len(reply)
@@ -317,7 +429,7 @@ class Session:
             return
         self.closed = True
         if self.login_ups is not None:
-            self.login_ups.numlogins -= 1
+            self.core.count_login(self.login_ups, -1)
             self.login_ups = None
         try:
             self.core.sessions.remove(self)
@@ -339,7 +451,7 @@ class Session:
             self._out.append(ERR_UNKNOWN_COMMAND)
             return
         self.core.requests[command] += 1
-        handler, needs_user = entry
+        handler, needs_user, action = entry
         if needs_user:
             if self.username is None:
                 self._out.append(ERR_USERNAME_REQUIRED)
@@ -347,7 +459,29 @@ class Session:
             if self.password is None:
                 self._out.append(ERR_PASSWORD_REQUIRED)
                 return
+        if action is not None:
+            self._with_right(handler, words[1:], action)
+            return
         handler(self, words[1:])
+
+    def _with_right(self, handler: Callable[[Session, UpsState], None], args: list[str], action: str) -> None:
+        """netcmds.h's rights column: one UPS name, an existing UPS, then the action in upsd.users."""
+        if len(args) != 1:
+            self._out.append(ERR_INVALID_ARGUMENT)
+            return
+        if action == "LOGIN" and self.login_ups is not None:  # netuser.c checks this first
+            self._out.append(ERR_ALREADY_LOGGED_IN)
+            return
+        ups = self._ups(args[0])
+        if ups is None:
+            return
+        if not self._guard(self.core.users.check_action(self.username, self.password, action)):
+            # a wrong password: the throttle reports it
+            if action == "LOGIN" and self.core.users.authenticate(self.username, self.password):
+                self.core.log(f"Login denied for {self.username}@{self.addr} on UPS [{ups.name}]")
+            self._out.append(ERR_ACCESS_DENIED)
+            return
+        handler(self, ups)
 
     def _ups(self, name: str) -> UpsState | None:
         ups = self.core.upses.get(name.lower())
@@ -370,16 +504,10 @@ class Session:
         ups = self._cache_ups
         if ups is _NOT_CACHEABLE:
             return
-        core = self.core
-        cache = core.reply_cache
-        core.reply_cache_bytes += len(raw) + len(reply)
-        if len(cache) >= REPLY_CACHE_SIZE or core.reply_cache_bytes > REPLY_CACHE_BYTES:
-            cache.clear()  # bounded: spelling variants must not grow it without end
-            core.reply_cache_bytes = len(raw) + len(reply)
         if ups is None:
-            cache[raw] = (reply, None, _UNCHANGING, 0, command)
+            self.core.reply_cache.store(raw, reply, None, _UNCHANGING, 0, command)
         else:
-            cache[raw] = (reply, ups, self._cache_source, self._cache_stamp, command)
+            self.core.reply_cache.store(raw, reply, ups, self._cache_source, self._cache_stamp, command)
 
     def _readable_ups(self, name: str) -> UpsState | None:
         """The UPS for a read-only GET/LIST, whose reply may then be cached (until the
@@ -468,22 +596,8 @@ class Session:
             self.password = args[0]
             self._out.append(OK)
 
-    def cmd_login(self, args: list[str]) -> None:
-        if len(args) != 1:
-            self._out.append(ERR_INVALID_ARGUMENT)
-            return
-        if self.login_ups is not None:
-            self._out.append(ERR_ALREADY_LOGGED_IN)
-            return
-        ups = self._ups(args[0])
-        if ups is None:
-            return
-        if not self._guard(self.core.users.check_action(self.username, self.password, "LOGIN")):
-            if self.core.users.authenticate(self.username, self.password):  # a wrong password: the throttle reports
-                self.core.log(f"Login denied for {self.username}@{self.addr} on UPS [{ups.name}]")
-            self._out.append(ERR_ACCESS_DENIED)
-            return
-        ups.numlogins += 1
+    def cmd_login(self, ups: UpsState) -> None:
+        self.core.count_login(ups, +1)
         self.login_ups = ups
         self.core.log(f"User {self.username}@{self.addr} logged into UPS [{ups.name}]")
         self._out.append(OK)
@@ -499,36 +613,15 @@ class Session:
         # command pipelined behind LOGOUT in the same segment is still answered.
         self.close_requested = True
 
-    def _primary(self, args: list[str], action: str, reply: bytes) -> None:
-        if len(args) != 1:
-            self._out.append(ERR_INVALID_ARGUMENT)
-            return
-        ups = self._ups(args[0])
-        if ups is None:
-            return
-        if not self._guard(self.core.users.check_action(self.username, self.password, action)):
-            self._out.append(ERR_ACCESS_DENIED)
-            return
-        self._out.append(reply)
+    def cmd_primary(self, ups: UpsState) -> None:
+        self._out.append(b"OK PRIMARY-GRANTED\n")
 
-    def cmd_primary(self, args: list[str]) -> None:
-        self._primary(args, "PRIMARY", b"OK PRIMARY-GRANTED\n")
+    def cmd_master(self, ups: UpsState) -> None:
+        self._out.append(b"OK MASTER-GRANTED\n")
 
-    def cmd_master(self, args: list[str]) -> None:
-        self._primary(args, "MASTER", b"OK MASTER-GRANTED\n")
-
-    def cmd_fsd(self, args: list[str]) -> None:
-        if len(args) != 1:
-            self._out.append(ERR_INVALID_ARGUMENT)
-            return
-        ups = self._ups(args[0])
-        if ups is None:
-            return
-        if not self._guard(self.core.users.check_action(self.username, self.password, "FSD")):
-            self._out.append(ERR_ACCESS_DENIED)
-            return
+    def cmd_fsd(self, ups: UpsState) -> None:
         self.core.log(f"Client {self.username}@{self.addr} set FSD on UPS [{ups.name}]")
-        ups.fsd = True
+        self.core.set_fsd(ups)
         self._out.append(b"OK FSD-SET\n")
 
     # --- GET (server/netget.c) ---------------------------------------------
@@ -557,7 +650,7 @@ class Session:
             self._cache_ups = _NOT_CACHEABLE
             ups = self._ups(args[1])
             if ups is not None and self._available(ups):
-                out.append(f"NUMLOGINS {args[1]} {ups.numlogins}\n".encode())
+                out.append(f"NUMLOGINS {args[1]} {self.core.numlogins(ups)}\n".encode())
             return
         if sub == "UPSDESC":
             ups = self._ups(args[1])
@@ -607,7 +700,7 @@ class Session:
             return
         if var.name.lower() == "ups.status":
             # FSD and the policy's LB change it too (the version, not the stamp)
-            value = ups.served_status(var.value) if ups.fsd else quote(var.value)
+            value = self.core.status_of(ups, var)
         else:
             self._depends_on(var)
             value = quote(var.value)
@@ -705,14 +798,14 @@ class Session:
         ups = self._readable_ups(upsname)
         if ups is None:
             return
-        fsd = ups.fsd
+        fsd = self.core.fsd(ups)
         only_rw = sub == "RW"
         lines = [f"BEGIN LIST {sub} {upsname}\n"]
         for var in ups.sorted_variables():
             if only_rw and not var.rw:
                 continue
             if fsd and var.name.lower() == "ups.status":
-                value = ups.served_status(var.value)
+                value = self.core.status_of(ups, var)
             else:
                 value = quote(var.value)
             lines.append(f'{sub} {upsname} {var.name} "{value}"\n')
@@ -759,6 +852,7 @@ class Session:
         if ups is None or not self._available(ups):
             return
         if not self._guard(self.core.users.check_action(self.username, self.password, "SET")):
+            self.core.log(f"Set variable denied: {self.username}@{self.addr} may not set {name} on {ups.name}")
             out.append(ERR_ACCESS_DENIED)
             return
         var = ups.variables.get(name.lower())
@@ -783,7 +877,7 @@ class Session:
             out.append(ERR_SET_FAILED)
             return
         self.core.log(f"Set variable: {self.username}@{self.addr} set {var.name} on {ups.name} to {value}")
-        self._run(ups.setvar_handler, (var.name, value), f"SET {var.name} on {ups.name}")
+        self._run(ups, "SET", var.name, value, f"SET {var.name} on {ups.name}")
 
     # --- INSTCMD (server/netinstcmd.c) --------------------------------------
 
@@ -800,6 +894,8 @@ class Session:
             self._out.append(ERR_CMD_NOT_SUPPORTED)
             return
         if not self._guard(self.core.users.check_instcmd(self.username, self.password, args[1])):
+            self.core.log(f"Instant command denied: {self.username}@{self.addr} may not do {command} "
+                          f"on {ups.name}")
             self._out.append(ERR_ACCESS_DENIED)
             return
         if ups.instcmd_handler is None:
@@ -811,16 +907,15 @@ class Session:
             + (f" with value {param}" if param is not None else "")
             + f" on {ups.name}"
         )
-        self._run(ups.instcmd_handler, (command, param), f"INSTCMD {command} on {ups.name}")
+        self._run(ups, "INSTCMD", command, param, f"INSTCMD {command} on {ups.name}")
 
-    def _run(self, handler: Callable, handler_args: tuple, what: str) -> None:
+    def _run(self, ups: UpsState, kind: str, name: str, value: str | None, what: str) -> None:
         """Hand a request to the driver and answer OK (or OK TRACKING id) at once: upsd answers
         once it passed the command on (netinstcmd.c, netset.c).  The driver's result goes to
-        tracking, and a failure to the log, when it comes."""
+        tracking, and a failure to the log, when it comes (command_done)."""
         core = self.core
         tid = core.tracker.add() if self.tracking else None
-        core.call_driver(handler, handler_args).add_done_callback(
-            lambda future: core.command_done(tid, what, future))
+        core.hand_to_driver(ups, kind, name, value, what, tid, self.on_result)
         self._out.append(b"OK TRACKING " + tid.encode() + b"\n" if tid else OK)
 
 
@@ -845,22 +940,23 @@ _FAST: dict[tuple[bytes, bytes], tuple[Callable[..., None], int, str]] = {
 }
 _PLAIN_LINE = PLAIN_LINE.fullmatch
 
-_COMMANDS: dict[str, tuple[Callable[[Session, list[str]], None], bool]] = {
-    # name: (handler, needs USERNAME and PASSWORD first)
-    "VER": (Session.cmd_ver, False),
-    "NETVER": (Session.cmd_netver, False),
-    "PROTVER": (Session.cmd_netver, False),
-    "HELP": (Session.cmd_help, False),
-    "STARTTLS": (Session.cmd_starttls, False),
-    "GET": (Session.cmd_get, False),
-    "LIST": (Session.cmd_list, False),
-    "USERNAME": (Session.cmd_username, False),
-    "PASSWORD": (Session.cmd_password, False),
-    "LOGIN": (Session.cmd_login, True),
-    "LOGOUT": (Session.cmd_logout, False),
-    "PRIMARY": (Session.cmd_primary, True),
-    "MASTER": (Session.cmd_master, True),
-    "FSD": (Session.cmd_fsd, True),
-    "SET": (Session.cmd_set, True),
-    "INSTCMD": (Session.cmd_instcmd, True),
+_COMMANDS: dict[str, tuple[Callable[..., None], bool, str | None]] = {
+    # name: (handler, needs USERNAME and PASSWORD first, the upsd.users action it needs on the
+    # one UPS it names (netcmds.h FLAG_USER and the action checks; the handler gets the UPS))
+    "VER": (Session.cmd_ver, False, None),
+    "NETVER": (Session.cmd_netver, False, None),
+    "PROTVER": (Session.cmd_netver, False, None),
+    "HELP": (Session.cmd_help, False, None),
+    "STARTTLS": (Session.cmd_starttls, False, None),
+    "GET": (Session.cmd_get, False, None),
+    "LIST": (Session.cmd_list, False, None),
+    "USERNAME": (Session.cmd_username, False, None),
+    "PASSWORD": (Session.cmd_password, False, None),
+    "LOGIN": (Session.cmd_login, True, "LOGIN"),
+    "LOGOUT": (Session.cmd_logout, False, None),
+    "PRIMARY": (Session.cmd_primary, True, "PRIMARY"),
+    "MASTER": (Session.cmd_master, True, "MASTER"),
+    "FSD": (Session.cmd_fsd, True, "FSD"),
+    "SET": (Session.cmd_set, True, None),  # SET VAR checks SET after the UPS's availability
+    "INSTCMD": (Session.cmd_instcmd, True, None),  # its right is per command (instcmds)
 }

@@ -3,9 +3,12 @@
 It runs in a thread of its own on a plain epoll loop: a NUT request is a
 few bytes answered from memory, and the generic asyncio machinery costs more
 per request than the answer does (about 25 us a round trip, which kept
-nutups's latency behind upsd's).  The drivers stay on the asyncio loop; a
-command for a driver is handed over to that loop, and the reply (OK, or OK
-TRACKING id) goes back at once, as upsd answers once it passed the command on.
+nutups's latency behind upsd's).  The drivers stay on the asyncio loop; what
+requests change (a command for a driver, FSD, logins) goes to that loop as the
+protocol core's effects, all of one round in one call_soon_threadsafe, and the
+reply (OK, or OK TRACKING id) goes back at once, as upsd answers once it passed
+the command on.  The drivers' results come back over the server's wake pipe.
+The dashboard and MQTT send their commands through the same core (``control``).
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from concurrent.futures import Future
+from collections import deque
 
+from ..parseconf import quote
+from ..state import CommandResult
+from .effects import EffectRunner
 from .protocol import ServerCore, Session
 
 log = logging.getLogger("nutups.server")
@@ -112,6 +117,11 @@ class NutServer:
         self._wake_r, self._wake_w = -1, -1
         self._queued = 0  # unsent answers of all connections together (bytes)
         self._refusing = False  # MAXCONN reached and a connection refused since the last accept
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._effects = EffectRunner(self._report)
+        # what the loop sends the server's thread (drivers' results, control requests), with a
+        # byte on the wake pipe
+        self._inbox: deque[tuple] = deque()
         self._holding: list[tuple[float, int, _Conn]] = []  # heap: (send at, seq, conn) of throttled logins
         self._hold_seq = 0
         self._starved = False  # out of descriptors since the last accept (one line per burst)
@@ -123,8 +133,8 @@ class NutServer:
         """Bind every LISTEN address and start serving; return those bound.
         Raises ListenError when none could be bound, or, with ``all_required`` (as
         upsd without ALLOW_NOT_ALL_LISTENERS), when any could not."""
-        loop = asyncio.get_running_loop()
-        self.core.call_driver = lambda handler, args: _call_on_loop(loop, handler, args)
+        self._loop = asyncio.get_running_loop()
+        self.core.control = self.control
         bound: list[tuple[str, int]] = []
         failures: list[tuple[str, int, str]] = []
         for host, port in self.listen:
@@ -162,6 +172,7 @@ class NutServer:
             self._ep.register(fd, _IN)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         self._ep.register(self._wake_r, _IN)
         self._thread = threading.Thread(target=self._run, name="nut-server", daemon=True)
         self._thread.start()
@@ -175,9 +186,87 @@ class NutServer:
         if self._thread is None:
             return
         self._stop = True
-        os.write(self._wake_w, b"x")
+        self._wake()
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 2)
         self._thread = None
+        await self._effects.close()
+
+    # --- what the loop sends the server's thread ---------------------------------
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:  # the pipe is full: the thread is woken already
+            pass
+        except OSError:  # closed: the server has stopped
+            pass
+
+    def _report(self, ticket: int, outcome: CommandResult, why: str) -> None:
+        """A driver's result (on the loop): to the core, on the server's thread."""
+        self._inbox.append(("done", ticket, outcome, why))
+        self._wake()
+
+    async def control(self, addr: str, username: str | None, password: str | None,
+                      line: str) -> tuple[str, asyncio.Future | None]:
+        """Run one privileged request (INSTCMD or SET VAR) as this user (None: as an anonymous
+        client) through the core, as a NUT client with TRACKING on would: the same rights,
+        DATA-STALE, audit line and tracking.  Returns the core's last reply line and, when the
+        request was passed on to the driver, a future of the driver's CommandResult."""
+        loop = asyncio.get_running_loop()
+        if any(c in text for text in (username or "", password or "", line) for c in "\r\n\0"):
+            return "ERR INVALID-ARGUMENT", None  # one request line, never two
+        if self._thread is None:
+            return "ERR DRIVER-NOT-CONNECTED", None
+        answered: asyncio.Future = loop.create_future()
+        result: asyncio.Future = loop.create_future()
+        self._inbox.append(("control", addr, username, password, line, loop, answered, result))
+        self._wake()
+        return await answered
+
+    def _drain_inbox(self) -> None:
+        inbox = self._inbox
+        while inbox:
+            item = inbox.popleft()
+            try:
+                if item[0] == "done":
+                    self.core.command_done(item[1], item[2], item[3])
+                else:
+                    self._control(*item[1:])
+            except Exception:  # a bug must cost one request, never the server
+                log.exception("error carrying out %s", item[0])
+                if item[0] == "control":
+                    item[5].call_soon_threadsafe(_resolve, item[6], ("ERR FAILED", None))  # loop, answered
+
+    def _control(self, addr: str, username: str | None, password: str | None, line: str,
+                 loop: asyncio.AbstractEventLoop, answered: asyncio.Future, result: asyncio.Future) -> None:
+        session = Session(self.core, addr)  # not a connection: not listed, not counted
+
+        def tell(future: asyncio.Future, value: object) -> None:
+            try:
+                loop.call_soon_threadsafe(_resolve, future, value)
+            except RuntimeError:  # the loop is closed
+                pass
+
+        # the driver's result comes later, through the core (command_done), on this thread
+        session.on_result = lambda outcome: tell(result, outcome)
+        login = "" if username is None else f'USERNAME "{quote(username)}"\nPASSWORD "{quote(password or "")}"\n'
+        reply = session.receive(f"{login}SET TRACKING ON\n{line}\n".encode())
+        held = session.hold_until  # a throttled address: the core answered nothing more
+        session.close()
+        lines = reply.decode(errors="replace").strip().splitlines()
+        last = "ERR ACCESS-DENIED" if held or not lines else lines[-1]
+        passed_on = last.startswith("OK TRACKING ")
+        tell(answered, (last, result if passed_on else None))
+
+    def _hand_over(self) -> None:
+        """This round's effects to the loop, in one call."""
+        effects = self.core.take_effects()
+        if self._loop is None:
+            return
+        try:
+            self._loop.call_soon_threadsafe(self._effects.apply, effects)
+        except RuntimeError:  # the loop is closed: the daemon is stopping
+            pass
 
     # --- the I/O thread ----------------------------------------------------------------
 
@@ -211,9 +300,12 @@ class NutServer:
                         self._accept(self._listeners[fd])
                     elif fd == self._wake_r:
                         try:
-                            os.read(self._wake_r, 64)
+                            os.read(self._wake_r, 4096)
                         except BlockingIOError:
                             pass
+                        self._drain_inbox()
+                if self.core.effects:
+                    self._hand_over()
                 now = time.monotonic()
                 if now >= next_sweep:
                     next_sweep = now + sweep_every
@@ -221,6 +313,8 @@ class NutServer:
         finally:
             for conn in list(self._conns.values()):
                 self._close(conn)
+            if self.core.effects:  # the logins of the connections just closed
+                self._hand_over()
             for sock in self._listeners.values():
                 sock.close()
             self._listeners.clear()
@@ -545,13 +639,6 @@ class NutServer:
         log.debug("Disconnect %s", conn.session.addr)
 
 
-def _call_on_loop(loop: asyncio.AbstractEventLoop, handler: Callable, args: tuple) -> Future:
-    """Run a driver's command handler on the driver's loop; a Future gives its result."""
-
-    async def invoke():
-        result = handler(*args)
-        if isinstance(result, Awaitable):
-            result = await result
-        return result
-
-    return asyncio.run_coroutine_threadsafe(invoke(), loop)
+def _resolve(future: asyncio.Future, value: object) -> None:
+    if not future.done():
+        future.set_result(value)

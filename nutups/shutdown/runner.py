@@ -14,7 +14,7 @@ from ..drivers.base import Driver
 from ..durable import write_atomically
 from ..events.types import Event
 from ..external import RunTimeout, run_program
-from ..state import UpsState
+from ..state import Subscription, UpsState
 from .policy import (
     DEFAULT_RUNTIME_LOW,
     RECHECK_S,
@@ -45,7 +45,7 @@ def reading_of(state: UpsState, driver: Driver | None, clock: Callable[[], float
     """What the UPS says now.  While its data is stale, mains comes from the driver's
     own line (the PLD edge still works when the gauge does not)."""
     fresh = state.connected and not state.stale
-    tokens = state.status_tokens() if fresh else []
+    tokens = state.status_flags() if fresh else frozenset()
     if "OL" in tokens:
         mains: bool | None = True
     elif "OB" in tokens:
@@ -104,7 +104,8 @@ class ShutdownRunner:
         self._recorded = False  # this shutdown's logout time is saved
         self._wake = asyncio.Event()
         self._commands: set[asyncio.Task] = set()
-        self.retired = False  # replaced by a reload: its listeners on the UPS do nothing more
+        self._subscriptions: list[Subscription] = []
+        self._running = True
         # awaited just before the Pi's command runs (the notifications' last try; bounded by its own limit)
         self.before_command: Callable[[str, list[str], bool], Awaitable[None]] | None = None
         self.tell_driver()
@@ -113,7 +114,7 @@ class ShutdownRunner:
         """The driver publishes what the shutdown needs as battery.runtime.low (None: no policy)."""
         if self.driver is None:
             return
-        if self.retired or not self.policy.enabled:
+        if not self._running or not self.policy.enabled:
             self.driver.shutdown_needs(None)
         else:
             self.driver.shutdown_needs(self.policy.runtime_needed())
@@ -132,21 +133,14 @@ class ShutdownRunner:
         self.tell_driver()
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.state.on_publish(lambda state: None if self.retired else self._carry_out(self.policy.observe(
-            reading_of(state, self.driver, self.clock))))
-        def logins(count: int) -> None:  # on the NUT server's thread
-            if self.retired:
-                return
-            try:
-                loop.call_soon_threadsafe(lambda: self._on_logins(count))
-            except RuntimeError:  # the loop is closed: the daemon is stopping
-                pass
-
-        self.state.on_logins(logins)
+        self._subscriptions = [  # both called on this loop, as every write of the state
+            self.state.on_publish(lambda state: self._carry_out(self.policy.observe(
+                reading_of(state, self.driver, self.clock)))),
+            self.state.on_logins(self._on_logins),
+        ]
         self._on_logins(self.state.numlogins)
         try:
-            while not self.retired:
+            while self._running:
                 self._wake.clear()
                 deadline = self.policy.deadline()
                 if deadline is not None and self.clock() >= deadline:
@@ -161,8 +155,14 @@ class ShutdownRunner:
                 except TimeoutError:
                     pass
         finally:
+            self._unsubscribe()
             for task in self._commands:
                 task.cancel()
+
+    def _unsubscribe(self) -> None:
+        for subscription in self._subscriptions:
+            subscription.cancel()
+        self._subscriptions = []
 
     def _on_logins(self, count: int) -> None:
         self._carry_out(self.policy.logins(count))
@@ -191,7 +191,8 @@ class ShutdownRunner:
 
     def retire(self) -> None:
         """A reload replaces this runner (another UPS): it stops acting on anything."""
-        self.retired = True
+        self._unsubscribe()
+        self._running = False
         self.tell_driver()
         self._wake.set()
 

@@ -2,8 +2,8 @@
 (Server-Sent Events) and /metrics.  Every asset is served from this package: no CDN.
 
 Controls go through the NUT server core as a NUT client would send them (USERNAME,
-PASSWORD, INSTCMD or SET VAR), so the dashboard grants exactly what upscmd and upsrw
-would, checked by the same code.
+PASSWORD, INSTCMD or SET VAR, with TRACKING), so the dashboard grants exactly what upscmd
+and upsrw would, checked by the same code, and answers with the driver's result.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from ..battery.store import load_record, record_path
 from ..events.log import event_timestamp, matches, parse_time, read_events
 from ..events.types import EventType
 from ..monitor.protocol import NutError, ProtocolError
-from ..nut.protocol import ServerCore, Session
+from ..nut.protocol import ServerCore
 from ..parseconf import quote
-from ..state import UpsState
+from ..state import CommandResult, UpsState
 from .connections import LIVE_CLIENTS
 from .history import HistoryStore
 from .live import LiveFeed, state_snapshot
@@ -361,7 +361,7 @@ class Dashboard:
             return await self._forward(request, who, remote, f"INSTCMD {cmd}",
                                        remote.instcmd(cmd, None if param is None else str(param)))
         line = f"INSTCMD {s.name} {cmd}" + (f' "{quote(str(param))}"' if param is not None else "")
-        return self._nut(request, who, line)
+        return await self._nut(request, who, line)
 
     async def set_var(self, request: web.Request) -> web.Response:
         who = self._who(request)
@@ -381,10 +381,12 @@ class Dashboard:
         remote = self.remote.get(s.name.lower())
         if remote is not None:
             return await self._forward(request, who, remote, f"SET VAR {var}", remote.set_var(var, str(value)))
-        answer = self._nut(request, who, f'SET VAR {s.name} {var} "{quote(str(value))}"', tracking=True)
-        if isinstance(answer, web.Response):
-            return answer
-        return await self._driver_result(answer)
+        answer = await self._nut(request, who, f'SET VAR {s.name} {var} "{quote(str(value))}"')
+        if answer.status == 200 and s.settings_kept is False:  # applied, but the card did not take it
+            return web.json_response({"result": "OK", "saved": False,
+                                      "warning": "applied, but not kept over a restart: the datapath cannot be "
+                                                 "written (full or read-only); nutups doctor says more"})
+        return answer
 
     async def _forward(self, request: web.Request, who: tuple[str, str], remote: Any, what: str,
                        action) -> web.Response:
@@ -396,7 +398,7 @@ class Dashboard:
         except NutError as exc:
             log.info("dashboard user %s from %s: %s on %s: refused: %s", who[0], request.remote, what,
                      where, exc)
-            if exc.by_driver:  # as a local driver's result (_driver_result)
+            if exc.by_driver:  # as a local driver's refusal (_nut)
                 return web.json_response({"error": exc.code, "by": "driver"},
                                          status=DRIVER_ERRORS.get(exc.code, 502))
             return web.json_response({"error": exc.code}, status=NUT_ERRORS.get(exc.code, 502))
@@ -409,38 +411,25 @@ class Dashboard:
         log.info("dashboard user %s from %s: %s on %s: OK", who[0], request.remote, what, where)
         return web.json_response({"result": "OK"})
 
-    async def _driver_result(self, tid: str) -> web.Response:
-        """What the driver made of a SET the server passed on (NUT's TRACKING result): OK only
-        once the driver applied it; its refusal (nan, an object) as the error it gave."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + SET_WAIT_S
-        result = self.core.tracker.get(tid)
-        while result == "PENDING" and loop.time() < deadline:
-            await asyncio.sleep(0.02)
-            result = self.core.tracker.get(tid)
-        if result == "SUCCESS":
-            return web.json_response({"result": "OK"})
-        if result == "PENDING":
-            return web.json_response({"result": "PENDING", "tracking": tid}, status=202)
-        code = result.removeprefix("ERR ").split()[0]
-        return web.json_response({"error": code, "by": "driver"}, status=DRIVER_ERRORS.get(code, 502))
-
-    def _nut(self, request: web.Request, who: tuple[str, str], line: str,
-             tracking: bool = False) -> web.Response | str:
-        """Run one privileged NUT request as this user, through the server core's own checks;
-        with ``tracking``, the tracking id of a request the server passed on to the driver."""
+    async def _nut(self, request: web.Request, who: tuple[str, str], line: str) -> web.Response:
+        """Run one privileged NUT request as this user through the server core (its rights,
+        DATA-STALE, audit line and tracking); answer with what the driver made of it: OK only
+        once the driver carried it out, its refusal as the error it gave (``"by": "driver"``),
+        202 with the tracking id when it takes longer than SET_WAIT_S."""
+        if self.core.control is None:
+            return _error(503, "the NUT server is not running")
         username, password = who
-        session = Session(self.core, f"dashboard:{request.remote}")
+        last, result = await self.core.control(f"dashboard:{request.remote}", username, password, line)
+        if result is None:
+            code = last.removeprefix("ERR ").split()[0]
+            return web.json_response({"error": code}, status=NUT_ERRORS.get(code, 502))
+        tracking = last.removeprefix("OK TRACKING ").strip()
         try:
-            reply = session.receive((f'USERNAME "{quote(username)}"\nPASSWORD "{quote(password)}"\n'
-                                     + ("SET TRACKING ON\n" if tracking else "") + f"{line}\n").encode())
-        finally:
-            session.close()
-        last = reply.decode(errors="replace").strip().splitlines()[-1]
-        if tracking and last.startswith("OK TRACKING "):
-            return last.removeprefix("OK TRACKING ").strip()
-        if last.startswith("OK"):
+            outcome = await asyncio.wait_for(asyncio.shield(result), SET_WAIT_S)
+        except TimeoutError:
+            return web.json_response({"result": "PENDING", "tracking": tracking}, status=202)
+        if outcome == CommandResult.SUCCESS:
             return web.json_response({"result": "OK"})
-        code = last.removeprefix("ERR ").split()[0]
-        return web.json_response({"error": code}, status=NUT_ERRORS.get(code, 502))
+        code = outcome.value.removeprefix("ERR ").split()[0]
+        return web.json_response({"error": code, "by": "driver"}, status=DRIVER_ERRORS.get(code, 502))
 

@@ -94,6 +94,7 @@ MQTT_PUBLISH = Fields({
     "topic_prefix": Topic(),
     "discovery_prefix": Topic(can_be_off=True),
     "expose_commands": Flag(),
+    "command_user": Text("a user of upsd.users"),
     "tls": Flag(),
     "ca_file": Converted(Text("a file path"), _path),
     "cert_file": Converted(Text("a file path"), _path),
@@ -120,6 +121,8 @@ class MqttPublishSettings:
     topic_prefix: str = "nutups"
     discovery_prefix: str | None = "homeassistant"
     expose_commands: bool = False
+    # the upsd.users account MQTT commands run as (its instcmds are what MQTT may do); none: none
+    command_user: str | None = None
     tls: bool = False
     ca_file: Path | None = None
     cert_file: Path | None = None

@@ -76,7 +76,7 @@ def readings(state: UpsState) -> dict[str, float]:
             continue
         if math.isfinite(number):
             out[name] = number
-    status = state.status_tokens()
+    status = state.status_flags()
     if "OL" in status:
         out[MAINS] = 1.0
     elif "OB" in status:

@@ -20,11 +20,8 @@ QUEUE_LIMIT = 512  # messages a slow client may fall behind before it is dropped
 
 
 def state_snapshot(state: UpsState) -> dict[str, Any]:
-    """The variables as a client sees them (ups.status with FSD, as upsd shows it)."""
-    values = {v.name: v.value for v in state.sorted_variables()}
-    if state.fsd and "ups.status" in values:
-        values["ups.status"] = "FSD " + values["ups.status"]
-    return values
+    """The variables as a client sees them (UpsState's client view: FSD, the policy's LB)."""
+    return dict(state.client_variables())
 
 
 class LiveFeed:

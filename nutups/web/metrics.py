@@ -75,9 +75,7 @@ class UpsCollector:
                     family = families[name] = GaugeMetricFamily(metric_name(name), f"NUT variable {name}",
                                                                 labels=["ups"])
                 family.add_metric([state.name], number)
-            flags = set(state.status_tokens())
-            if state.fsd:
-                flags.add("FSD")
+            flags = state.status_flags()  # the client view: FSD, and the policy's LB
             for flag in STATUS_FLAGS:
                 status.add_metric([flag, state.name], 1.0 if flag in flags else 0.0)
             info.add_metric([*device.values(), state.name], 1.0)
@@ -97,6 +95,13 @@ class UpsCollector:
             for command, count in dict(core.requests).items():
                 requests.add_metric([command], count)
             yield requests
+            cache = core.reply_cache
+            for name, count, text in (("hits", cache.hits, "NUT requests answered from the reply cache"),
+                                      ("stores", cache.stores, "NUT replies stored in the reply cache"),
+                                      ("clears", cache.clears, "Times the reply cache was emptied")):
+                family = CounterMetricFamily(f"nutups_reply_cache_{name}", text)
+                family.add_metric([], count)
+                yield family
         events = CounterMetricFamily("nutups_events", "Events by type", labels=["type"])
         for kind in EventType:
             events.add_metric([str(kind)], self.events.by_type.get(str(kind), 0))

@@ -13,17 +13,19 @@ Topics (``nutups`` is ``topic_prefix``):
   discovery (retained), sent again when Home Assistant announces ``online`` on
   ``<discovery_prefix>/status`` (it forgets entities when it restarts).
 - ``nutups/<ups>/command``: a command to run (an outlet switch always; any other command
-  only with ``expose_commands: true``, which also makes buttons for them).
+  only with ``expose_commands: true``, which also makes buttons for them), as the
+  upsd.users account ``command_user``, through the NUT server's core as a NUT client's
+  (rights, DATA-STALE, the audit line, tracking); ``nutups/<ups>/result`` then says the
+  driver's result (OK, FAILED) or why the core refused it.
 
 Like the dashboard it observes the states (UpsState.on_publish) and the events
-(EventEngine.on_event); it never asks anything of the NUT server.
+(EventEngine.on_event); commands go through the NUT server's core (ServerCore.control).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import logging
 import re
@@ -31,6 +33,7 @@ import socket
 from typing import Any
 
 from ..events.types import Event
+from ..nut.protocol import ServerCore
 from ..state import CommandResult, UpsState
 from .config import MqttPublishSettings
 from .live import state_snapshot
@@ -40,6 +43,7 @@ log = logging.getLogger("nutups.mqtt")
 COALESCE_S = 0.25  # changes within this are sent as one state message (well within a second)
 RETRY_S = (1, 2, 5, 10, 30, 60)  # waits before reconnecting to the broker
 OUTLET_COMMAND = re.compile(r"^outlet\.(\d+)\.load\.(on|off)$")
+COMMAND_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 # (variable, component, key, Home Assistant fields)
 SENSORS: tuple[tuple[str, str, dict[str, Any]], ...] = (
@@ -78,8 +82,11 @@ def node_id(text: str) -> str:
 class MqttPublisher:
     """Keeps one connection to the broker and publishes what the states and events do."""
 
-    def __init__(self, settings: MqttPublishSettings, broker: dict[str, Any], states: list[UpsState]) -> None:
+    def __init__(self, settings: MqttPublishSettings, broker: dict[str, Any], states: list[UpsState],
+                 core: ServerCore | None = None) -> None:
         self.settings = settings
+        self.core = core  # the NUT server's core: commands go through it
+        self._commands: set[asyncio.Task] = set()
         self.host = str(broker.get("host", "127.0.0.1"))
         self.port = int(broker.get("port", 8883 if settings.tls else 1883))
         self.username = broker.get("username")
@@ -212,24 +219,52 @@ class MqttPublisher:
 
     # --- commands from the broker ----------------------------------------------------------
 
-    async def command(self, ups: str, payload: str) -> None:
+    def _spawn_command(self, ups: str, payload: str) -> None:
+        """A command from the broker runs as a task of its own: a slow plug holds up no message."""
+        task = asyncio.get_running_loop().create_task(self.command(ups, payload))
+        self._commands.add(task)
+        task.add_done_callback(self._command_finished)
+
+    def _command_finished(self, task: asyncio.Task) -> None:
+        self._commands.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.warning("MQTT: a command failed: %s", str(exc) or type(exc).__name__)
+
+    async def command(self, ups: str, payload: str) -> str | None:
+        """Run a command from the broker through the NUT server's core; publish and return
+        its result: OK, FAILED, or the core's refusal (ACCESS-DENIED, DATA-STALE, ...)."""
         state = self.states.get(ups)
         cmd = payload.strip()
         if state is None or state.instcmd_handler is None:
             log.warning("MQTT: command %r for %s ignored", cmd, "unknown UPS " + repr(ups) if state is None else
                         f"{ups}, which takes no commands here (another NUT server's UPS: its dashboard controls)")
-            return
-        if cmd.lower() not in state.commands:
-            log.warning("MQTT: %s has no command %r", ups, cmd)
-            return
+            return None
+        if not COMMAND_NAME.match(cmd):
+            log.warning("MQTT: %r on %s is not a command name; ignored", cmd[:80], ups)
+            return None
         if not OUTLET_COMMAND.match(cmd.lower()) and not self.settings.expose_commands:
             log.warning("MQTT: command %s refused: set integrations.mqtt.expose_commands to allow it", cmd)
-            return
-        result = state.instcmd_handler(state.commands[cmd.lower()], None)
-        if inspect.isawaitable(result):
-            result = await result
-        level = logging.INFO if result == CommandResult.SUCCESS else logging.WARNING
-        log.log(level, "MQTT: %s on %s: %s", cmd, ups, getattr(result, "value", result))
+            return None
+        control = self.core.control if self.core is not None else None
+        if control is None:
+            log.warning("MQTT: command %s on %s: the NUT server is not running", cmd, ups)
+            return None
+        user = self.settings.command_user
+        entry = self.core.users.users.get(user) if user else None
+        # without command_user: as a client that gave no USERNAME (USERNAME-REQUIRED)
+        last, pending = await control("mqtt", user, (entry.password if entry else None) or "",
+                                      f"INSTCMD {state.name} {cmd}")
+        outcome = await pending if pending is not None else None
+        if outcome is None:
+            result = last.removeprefix("ERR ")
+            hint = "" if user else " (set integrations.mqtt.command_user to a user of upsd.users)"
+            log.warning("MQTT: %s on %s refused: %s%s", cmd, ups, result, hint)
+        else:
+            result = "OK" if outcome == CommandResult.SUCCESS else "FAILED"
+            log.log(logging.INFO if result == "OK" else logging.WARNING, "MQTT: %s on %s: %s", cmd, ups, result)
+        self._put(f"{self.prefix}/{ups}/result", json.dumps({"command": cmd, "result": result}), False)
+        return result
 
     # --- the connection ----------------------------------------------------------------------
 
@@ -295,11 +330,7 @@ class MqttPublisher:
                     if payload == "online":  # Home Assistant (re)started: it needs the discovery again
                         self._queue_states(everything=True)
                 elif topic.endswith("/command"):
-                    ups = topic[len(self.prefix) + 1: -len("/command")]
-                    try:
-                        await self.command(ups, payload)
-                    except Exception as exc:  # a driver's failure must not end the connection
-                        log.warning("MQTT: command %r on %s failed: %s", payload, ups, exc)
+                    self._spawn_command(topic[len(self.prefix) + 1: -len("/command")], payload)
         finally:
             self.connected.clear()
 

@@ -55,7 +55,7 @@ class WebService:
 
     async def start(self) -> None:
         if self.settings.mqtt.publish:
-            self.mqtt = MqttPublisher(self.settings.mqtt, self.broker, self.states)
+            self.mqtt = MqttPublisher(self.settings.mqtt, self.broker, self.states, self.core)
             if self.engine is not None:
                 self.engine.on_event(self.mqtt.on_event)
             self._tasks.append(asyncio.get_running_loop().create_task(self.mqtt.run(), name="mqtt"))

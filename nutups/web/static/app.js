@@ -468,7 +468,8 @@ async function control(name, path, body) {
     $("#login-dialog").showModal();
     return;
   }
-  out.textContent = status === 200 ? "Done." : `Refused: ${(data && data.error) || status}`;
+  out.textContent = status === 200 ? (data && data.warning ? `Done, but ${data.warning}.` : "Done.")
+    : `Refused: ${(data && data.error) || status}`;
   out.className = "control-result " + (status === 200 ? "" : "error");
 }
 
