@@ -87,6 +87,7 @@ def test_control_socket_protocol(simd):
     assert request(sock, {"cmd": "get"})["ok"] is True
 
 
+@pytest.mark.realnut
 @needs_upsc
 def test_upsc_and_mains_loss_through_nutups_sim(simd):
     port, statepath, _, _ = simd
@@ -113,6 +114,7 @@ def test_i2c_fault_via_cli_gives_stale_then_recovers(simd):
     assert "Errno 121" in (base / "stderr").read_text()
 
 
+@pytest.mark.realnut
 @needs_upsc
 def test_upsrw_list_and_set(simd):
     port, _, _, _ = simd
