@@ -21,6 +21,7 @@ from nutprocs import RawClient, free_port, poll_until, wait_port  # noqa: E402
 
 from nutups.config.nutconf import UpsSection  # noqa: E402
 from nutups.drivers.x120x import X120xDriver  # noqa: E402
+from nutups.hardware.backend import SimulatedHardware  # noqa: E402
 from nutups.hardware.sim import SimClock, SimulatedHat  # noqa: E402
 from nutups.state import UpsState  # noqa: E402
 
@@ -170,7 +171,7 @@ def runtime_errors(load_w: float, minutes=(2, 5, 15)) -> dict[int, float]:
     hat = SimulatedHat("x1202", clock=clock)
     state = UpsState("ups", clock=clock)
     driver = X120xDriver(state, UpsSection("ups", 0, "x120x", None, None, {"sim": "yes"}), Path("."),
-                         clock=clock, hardware=hat)
+                         clock=clock, hardware=SimulatedHardware(hat))
     driver._init_variables()
     state.connected = True
     driver.poll()

@@ -4,37 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sys
 from pathlib import Path
 
 import click
 
 from . import __version__
-from .config import ConfigError, Configuration, default_confpath, load_configuration
+from .config import ConfigError
 from .config.nutconf import UpsSection, parse_listen
-
-
-class _JournalFormatter(logging.Formatter):
-    """`<priority>message` lines, which journald files under the right level."""
-
-    LEVELS = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        prio = self.LEVELS.get(record.levelno, 6)
-        return "\n".join(f"<{prio}>{line}" for line in text.splitlines())
-
-
-def setup_logging(verbose: int) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if os.environ.get("JOURNAL_STREAM"):
-        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+from .configuration import Configuration, default_confpath, load_configuration
+from .paths import resolve_datapath, resolve_statepath
+from .process import setup_logging
 
 
 def _listen_option(values: tuple[str, ...]) -> list[tuple[str, int]]:
@@ -116,8 +96,6 @@ def serve(confpath: Path | None, listen: tuple[str, ...], statepath: Path | None
 
     setup_logging(verbose)
     log = logging.getLogger("nutups")
-    if statepath is None and os.environ.get("NUT_STATEPATH"):
-        statepath = Path(os.environ["NUT_STATEPATH"])
     if confpath is None and not default_confpath().is_dir():
         simulate = sim or not hat_present()
         if simulate and not sim:
@@ -143,7 +121,8 @@ def serve(confpath: Path | None, listen: tuple[str, ...], statepath: Path | None
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--web") from None
     try:
-        daemon = Daemon(cfg, listen=_listen_option(listen) or None, statepath=statepath)
+        daemon = Daemon(cfg, listen=_listen_option(listen) or None,
+                        statepath=resolve_statepath(statepath, cfg.upsd.statepath))
         daemon.all_listen_required = bool(listen or cfg.upsd.listen)
     except (OSError, ValueError) as exc:
         log.error("cannot start: %s", exc)
@@ -163,18 +142,15 @@ def serve(confpath: Path | None, listen: tuple[str, ...], statepath: Path | None
 
 
 def _sim_socket(confpath: Path | None, statepath: Path | None, ups: str | None) -> Path:
-    from .daemon import default_statepath
-
-    if statepath is None and confpath is not None:
+    """The simulator's control socket, in the statepath `nutups serve` uses with the same options."""
+    configured = None
+    if confpath is not None:
         cfg = load_configuration(confpath)
-        if cfg.upsd.statepath:
-            statepath = Path(cfg.upsd.statepath)
+        configured = cfg.upsd.statepath
         if ups is None:
             sims = [s.name for s in cfg.ups if s.driver == "x120x"]
             ups = sims[0] if len(sims) == 1 else None
-    if statepath is None:
-        statepath = default_statepath()  # $NUT_STATEPATH, else the runtime directory
-    return statepath / f"nutups-{ups or 'ups'}.sim"
+    return resolve_statepath(statepath, configured) / f"nutups-{ups or 'ups'}.sim"
 
 
 def _on_off(value: str) -> bool:
@@ -249,7 +225,6 @@ def battery(confpath: Path | None, datapath: Path | None, only: str | None, as_j
     from .battery.learning import judge
     from .battery.report import report
     from .battery.store import load_record, record_path
-    from .datapath import resolve_datapath
     from .hardware.boards import BOARDS
 
     confpath = confpath or (default_confpath() if default_confpath().is_dir() else None)
@@ -299,10 +274,9 @@ def battery(confpath: Path | None, datapath: Path | None, only: str | None, as_j
 def events(confpath: Path | None, datapath: Path | None, types: tuple[str, ...], since: str | None,
            until: str | None, follow: bool, as_json: bool, list_types: bool) -> None:
     """Read the event log (rotated files included)."""
-    from .datapath import resolve_datapath
-    from .events.engine import HostSensors
     from .events.log import follow_events, log_files, matches, parse_time, read_events
     from .events.types import SOURCES, EventType
+    from .hardware.host import HostSensors
 
     if list_types:
         have = HostSensors().available()
@@ -377,7 +351,6 @@ def upsd(args: tuple[str, ...]) -> None:
 @datapath_option
 def doctor(bus: int, confpath: Path | None, datapath: Path | None) -> None:
     """Check this machine for an X120X HAT and what it needs; exit 1 if anything fails."""
-    from .datapath import resolve_datapath
     from .doctor import Machine, datapath_check, format_table, hat_absent, run_checks
 
     checks = run_checks(Machine(), bus=bus)

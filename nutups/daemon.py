@@ -11,24 +11,28 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, ConfigProblem, Configuration
-from .datapath import DatapathLock, migrate_from_statepath
+from .battery.testing import BatteryTest
+from .config import ConfigError, ConfigProblem
+from .configuration import Configuration, load_configuration
 from .drivers import DRIVERS, Driver, DriverError, NutSocketDriver, driver_factory
 from .durable import writable_directory
 from .events.devices import MqttSettings, make_device
-from .events.engine import EventEngine, HostSensors
+from .events.engine import EventEngine
 from .events.log import BACKLOG as EVENT_BACKLOG
 from .events.log import EventLog
 from .events.outlets import Outlets
 from .events.outputs import Outputs
 from .events.types import Event, EventType
-from .hardware.gpio import GpioError, import_gpiod
-from .hardware.sim import SimSensors
+from .hardware.backend import Hardware
+from .hardware.gpio import GpioError
+from .hardware.simcontrol import SimControlServer, SocketInUse
 from .monitor.remote import RemoteUps
 from .notify import SystemdNotifier
 from .nut.descriptions import Descriptions
 from .nut.protocol import ServerCore
 from .nut.server import ListenError, NutServer
+from .paths import DatapathLock, migrate_from_statepath, resolve_nut_statepath, resolve_statepath
+from .process import supervise
 from .shutdown.runner import ShutdownRunner, shutdown_runner, watched_state
 from .shutdown.settings import ShutdownSettings
 from .state import UpsState
@@ -37,24 +41,6 @@ log = logging.getLogger("nutups")
 
 RESTART_DELAY = 5.0  # seconds before a crashed driver is started again
 STOP_STAGE_S = 3.0  # the most one part of the daemon may take to stop
-
-
-def default_statepath() -> Path:
-    """Where sockets and persisted settings go when nothing says otherwise."""
-    env = os.environ.get("NUT_STATEPATH")
-    if env:
-        return Path(env)
-    if os.geteuid() == 0:
-        return Path("/run/nutups")
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime:
-        return Path(runtime) / "nutups"
-    return Path(f"/tmp/nutups-{os.getuid()}")
-
-
-def nut_statepath(config: Configuration) -> Path:
-    """Where NUT's drivers put their sockets: $NUT_STATEPATH, upsd.conf STATEPATH, else /run/nut."""
-    return Path(os.environ.get("NUT_STATEPATH") or config.upsd.statepath or "/run/nut")
 
 
 def raise_fd_limit(wanted: int) -> None:
@@ -79,14 +65,17 @@ class Daemon:
         # serve: every LISTEN (or --listen) must be bound, as upsd without ALLOW_NOT_ALL_LISTENERS
         self.all_listen_required = False
         self.listen = listen or config.upsd.listen_addresses()
-        self.statepath = statepath or (Path(config.upsd.statepath) if config.upsd.statepath
-                                       else default_statepath())
-        # what must survive a restart; STATEPATH keeps sockets only (nutups/datapath.py)
+        self.statepath = resolve_statepath(statepath, config.upsd.statepath)
+        # what must survive a restart; STATEPATH keeps sockets only (nutups/paths.py)
         self.datapath: Path = config.datapath
         self.datapath_lock = DatapathLock(self.datapath)
         migrate_from_statepath(self.statepath, self.datapath, log)
         self.states: list[UpsState] = []
         self.drivers: dict[str, Driver] = {}
+        # the machine's hardware: that of the first UPS that runs on any (the HAT the Pi sits on,
+        # or its simulator), else the Pi's own; the event layer's lines and sensors are on it
+        self.hardware: Hardware | None = None
+        self.controls: list[SimControlServer] = []  # the simulators' control sockets
         for section in config.ups:
             state = UpsState(section.name, section.desc, maxage=config.upsd.maxage)
             self.states.append(state)
@@ -97,12 +86,16 @@ class Daemon:
                           section.name, what, ", ".join(sorted(DRIVERS)))
                 continue
             # NUT's drivers put their sockets in NUT's STATEPATH, which may not be ours
-            where = nut_statepath(config) if cls is NutSocketDriver else self.statepath
+            where = resolve_nut_statepath(config.upsd.statepath) if cls is NutSocketDriver else self.statepath
             try:
+                hardware = cls.hardware_for(section, config.confpath)
                 self.drivers[section.name] = cls(state, section, config.confpath, statepath=where,
-                                                 datapath=self.datapath)
+                                                 datapath=self.datapath, hardware=hardware)
             except (DriverError, ValueError) as exc:
                 log.error("%s: the UPS is listed but reports DRIVER-NOT-CONNECTED", exc)
+                continue
+            self.hardware = self.hardware or hardware
+        self.hardware = self.hardware or Hardware()
         certfile = config.upsd.certfile
         if certfile and not os.path.isabs(certfile):
             certfile = str(config.confpath / certfile)
@@ -122,20 +115,14 @@ class Daemon:
         # UPSes of other NUT servers (monitor: in nutups.yaml): watched and shown, never served
         self.remote: list[RemoteUps] = [RemoteUps(target) for target in config.monitor]
 
-    def _simulated_hat(self):
-        for driver in self.drivers.values():
-            hat = driver.simulated_hardware
-            if hat is not None:
-                return hat
-        return None
-
     def event_log_path(self) -> Path:
         return self.config.events.event_log or self.datapath / "ups_events.log"
 
     def _build_events(self) -> EventEngine:
         """The event layer: log, outputs (the simulator's lines, or the Pi's), sensors."""
         ev = self.config.events
-        hat = self._simulated_hat()
+        hardware = self.hardware
+        assert hardware is not None
         try:
             event_log = EventLog(self.event_log_path(), ev.max_bytes, ev.backups, ev.syslog)
         except OSError as exc:
@@ -148,42 +135,28 @@ class Daemon:
         if ev.buzzer is not None:
             lines["buzzer"] = ev.buzzer
         gpiod = None
-        chip_paths = None
         if lines:
-            if hat is not None:
-                gpiod, chip_paths = hat.gpio, ["/dev/gpiochip0"]
-            else:
-                try:
-                    gpiod = import_gpiod()
-                except GpioError as exc:
-                    log.warning("outputs: %s; LED, relay and buzzer actions are logged only", exc)
-        outputs = Outputs(gpiod, lines, chip_paths=chip_paths) if lines else None
-        sensors = SimSensors(hat) if hat is not None else HostSensors()
+            try:
+                gpiod = hardware.gpiod()
+            except GpioError as exc:
+                log.warning("outputs: %s; LED, relay and buzzer actions are logged only", exc)
+        outputs = Outputs(gpiod, lines, chip_paths=hardware.chip_paths) if lines else None
+        sensors = hardware.sensors()
         mqtt = MqttSettings(**ev.mqtt)
         devices = {name: make_device(dc, mqtt, ev.action_timeout) for name, dc in ev.devices.items()}
         engine = EventEngine(ev, self.states, event_log, outputs, sensors, devices)
         if self.states and (outputs is not None or devices):
             engine.outlets = Outlets(self.states[0], outputs, devices, ev.device_poll)
-        if hat is not None and outputs is not None:
-            hat.outputs_state = outputs.state
         return engine
 
     async def _supervise(self, name: str, driver: Driver) -> None:
         """Run a driver; restart it after a crash; give up only on a configuration error."""
-        while True:
-            try:
-                await driver.run()
-                return
-            except asyncio.CancelledError:
-                raise
-            except DriverError as exc:
-                log.error("%s", exc)
-                driver.state.connected = False
-                return
-            except Exception:
-                log.exception("driver for [%s] crashed; restarting in %.0f s", name, RESTART_DELAY)
-                driver.state.connected = False
-                await asyncio.sleep(RESTART_DELAY)
+
+        def crashed() -> None:
+            driver.state.connected = False
+
+        if not await supervise(driver.run, f"driver for [{name}]", log, (DriverError,), crashed, RESTART_DELAY):
+            driver.state.connected = False
 
     async def start(self) -> None:
         try:
@@ -217,14 +190,12 @@ class Daemon:
 
             self._tasks.append(loop.create_task(
                 self.engine.outlets.poll(plug_reading, self._supply_meters()), name="outlets"))
-        for driver in self.drivers.values():
-            if driver.simulated_hardware is not None:
-                driver.on_control = self._after_sim_change
         self._battery_tests()
         if self.config.shutdown is not None:
             self._start_shutdown(self.config.shutdown)
         for name, driver in self.drivers.items():
             self._tasks.append(loop.create_task(self._supervise(name, driver), name=f"driver-{name}"))
+        await self._start_controls()
         for remote in self.remote:
             self.engine.watch_remote(remote.state)
             self._tasks.append(loop.create_task(remote.run(), name=f"monitor-{remote.name}"))
@@ -242,6 +213,24 @@ class Daemon:
                                   self.event_log_path(), self.certfile, broker=self.config.events.mqtt,
                                   nut_maxconn=self.config.upsd.maxconn, remote=self.remote)
             await self.web.start()
+
+    async def _start_controls(self) -> None:
+        """The control socket of each simulated UPS (`nutups sim`); real hardware has none."""
+        outputs = self.engine.outputs if self.engine is not None else None
+        for name, driver in self.drivers.items():
+            if driver.hardware is None:
+                continue
+            control = driver.hardware.control_server(
+                self.statepath / f"nutups-{name}.sim", driver, after_change=self._after_sim_change,
+                outputs_state=outputs.state if outputs is not None else None)
+            if control is None:
+                continue
+            try:
+                await control.start()
+            except SocketInUse as exc:
+                log.error("%s", exc)
+                continue
+            self.controls.append(control)
 
     def _auth_failure_reporter(self, loop: asyncio.AbstractEventLoop, engine: EventEngine):
         """Failed logins (at most once a minute per address, from either thread) become an
@@ -279,7 +268,7 @@ class Daemon:
             if ups is None:
                 continue
             driver = self.drivers.get(names.get(str(ups).lower(), ""))
-            if driver is None or not hasattr(driver, "mains_meter"):
+            if driver is None or not driver.takes_mains_meter:
                 log.error("integrations.ac_devices %s: feeds: %s: no x120x UPS of that name in ups.conf (it has: "
                           "%s); its meter is not used as the load", dev.name, ups, ", ".join(names.values()))
                 continue
@@ -292,15 +281,13 @@ class Daemon:
     def _battery_tests(self) -> None:
         """test.battery.start.quick/.deep/stop for each x120x UPS a plug with a timer of its own
         feeds (`feeds:`): without one the commands are not there (upscmd -l tells the truth)."""
-        from .battery.testing import BatteryTest
-
         names = {s.name.lower(): s.name for s in self.states}
         devices = self.engine.devices if self.engine is not None else {}
         for dev_cfg in self.config.events.devices.values():
             ups = dev_cfg.options.get("feeds")
             driver = self.drivers.get(names.get(str(ups).lower(), "")) if ups is not None else None
             plug = devices.get(dev_cfg.name)
-            if driver is None or plug is None or not hasattr(driver, "battery_test_kind"):
+            if driver is None or plug is None or not driver.takes_battery_tests:
                 continue
             if not getattr(plug, "has_timer", False):
                 log.info("%s feeds [%s] but has no timer of its own: no battery test through it",
@@ -311,9 +298,9 @@ class Daemon:
                 engine.emit(Event(EventType.BATTERY_TEST, ups, text))
 
             BatteryTest(driver.state, driver, plug, say,
-                        quick_s=driver.float_option("battery_test_quick", 60, 1, 600),
-                        deep_margin_s=driver.float_option("battery_test_margin", 600, 0, 86400),
-                        grace_s=driver.float_option("battery_test_grace", 30, 1, 600))
+                        quick_s=driver.value("battery_test_quick"),
+                        deep_margin_s=driver.value("battery_test_margin"),
+                        grace_s=driver.value("battery_test_grace"))
             log.info("battery tests of [%s] switch %s", driver.state.name, plug.name)
 
     def _start_notifier(self) -> None:
@@ -360,8 +347,6 @@ class Daemon:
     def reload(self) -> None:
         """SIGHUP, as upsd: read upsd.users again (and the event mapping of nutups.yaml).
         A file with errors is reported and the running settings are kept."""
-        from .config import load_configuration
-
         confpath = self.config.confpath
         if not (confpath / "ups.conf").exists():
             log.info("SIGHUP: no configuration files to reload")
@@ -407,7 +392,8 @@ class Daemon:
         for task in self._tasks:
             task.cancel()
         stages = [("drivers", asyncio.gather(*self._tasks, return_exceptions=True)),
-                  ("NUT server", self.server.close())]
+                  ("NUT server", self.server.close()),
+                  ("simulator", asyncio.gather(*(c.close() for c in self.controls), return_exceptions=True))]
         if self.web is not None:
             stages.append(("dashboard", self.web.stop()))
         if self.engine is not None:

@@ -14,22 +14,38 @@ import asyncio
 import inspect
 import logging
 import os
-import pwd
 import signal
 import sys
 from pathlib import Path
 
 from . import __version__
 from .config.nutconf import parse_ups_conf, ups_conf_globals
+from .configuration import load_configuration
 from .drivers import DRIVERS, Driver, DriverError
+from .events.devices import MqttSettings, make_device
+from .events.outlets import Outlets
+from .events.outputs import Outputs
+from .hardware.backend import Hardware
+from .hardware.gpio import GpioError
+from .hardware.simcontrol import SocketInUse
 from .nut import sockproto
-from .pidfile import write_pid_file
+from .paths import NUT_CONFPATH, resolve_confpath, resolve_nut_statepath
+from .process import (
+    ProcessError,
+    become,
+    daemonize,
+    remove_pid_file,
+    report_ready,
+    setup_logging,
+    signal_running,
+    supervise,
+    target_user,
+    write_pid_file,
+)
 from .state import CommandResult, UpsState
 
 log = logging.getLogger("nutups.driver")
 
-NUT_CONFPATH = "/etc/nut"  # Debian's compiled-in paths (strings /lib/nut/dummy-ups)
-NUT_STATEPATH = "/run/nut"
 RESTART_DELAY = 5.0
 # ups.conf driver names this host runs, and which of our drivers each one is.
 HOSTED = {"nutups-x120x": "x120x", "nutups-dummy-ups": "dummy-ups", "x120x": "x120x", "dummy-ups": "dummy-ups"}
@@ -192,80 +208,6 @@ def _die(prog: str, message: str, code: int = 1) -> int:
     return code
 
 
-def _statepath() -> Path:
-    return Path(os.environ.get("NUT_STATEPATH") or NUT_STATEPATH)
-
-
-def _confpath() -> Path:
-    return Path(os.environ.get("NUT_CONFPATH") or NUT_CONFPATH)
-
-
-def _target_user(requested: str | None, ups_globals: dict[str, str]) -> pwd.struct_passwd | None:
-    """Who the driver runs as: -u, else ups.conf's `user`, else NUT's default `nut` (only as root)."""
-    if os.geteuid() != 0:
-        return None
-    name = requested or ups_globals.get("user") or "nut"
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        if requested or ups_globals.get("user"):
-            raise DriverError(f"user {name!r} does not exist") from None
-        return None
-
-
-def _become(user: pwd.struct_passwd | None) -> None:
-    if user is None:
-        return
-    os.setgroups(os.getgrouplist(user.pw_name, user.pw_gid))
-    os.setgid(user.pw_gid)
-    os.setuid(user.pw_uid)
-
-
-def _signal_running(pidfile: Path, pid: int | None, command: str, prog: str) -> int:
-    if pid is None:
-        try:
-            pid = int(pidfile.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return _die(prog, f"cannot read a pid from {pidfile}: is the driver running?")
-    try:
-        os.kill(pid, signal.SIGHUP if command == "reload" else signal.SIGTERM)
-    except ProcessLookupError:
-        return _die(prog, f"no process {pid} (from {pidfile})")
-    except PermissionError:
-        return _die(prog, f"not allowed to signal process {pid}")
-    return 0
-
-
-def _setup_logging(debug: int, quiet: int, background: bool) -> None:
-    root = logging.getLogger()
-    if background and Path("/dev/log").exists():
-        from logging.handlers import SysLogHandler
-
-        handler: logging.Handler = SysLogHandler(address="/dev/log")
-        handler.setFormatter(logging.Formatter("%(name)s[%(process)d]: %(message)s"))
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
-
-
-def _daemonize() -> int:
-    """Fork; the parent waits until the child's socket is up (or it failed) and exits with its
-    status, as a NUT driver backgrounds once it is ready. Returns the write end for the child."""
-    read_fd, write_fd = os.pipe()
-    if os.fork() > 0:
-        os.close(write_fd)
-        status = os.read(read_fd, 1)
-        os._exit(0 if status == b"0" else 1)
-    os.close(read_fd)
-    os.setsid()
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):  # upsdrvctl (and whoever started us) must not wait on our output
-        os.dup2(devnull, fd)
-    return write_fd
-
-
 def main(argv: list[str] | None = None, prog: str | None = None, driver_kind: str | None = None) -> int:
     """A NUT driver's main(): `driver_kind` is the driver an executable stands for (None:
     the one ups.conf names)."""
@@ -283,7 +225,7 @@ def main(argv: list[str] | None = None, prog: str | None = None, driver_kind: st
         return 0
     if not args.ups:
         return _die(prog, "give the UPS with -a <id> (a section of ups.conf)")
-    confpath, statepath = _confpath(), _statepath()
+    confpath, statepath = resolve_confpath(NUT_CONFPATH), resolve_nut_statepath()
     sections, problems = parse_ups_conf(confpath / "ups.conf")
     ups_globals = ups_conf_globals(confpath / "ups.conf")
     section = next((s for s in sections if s.name == args.ups), None)
@@ -298,7 +240,11 @@ def main(argv: list[str] | None = None, prog: str | None = None, driver_kind: st
                           f"(nutups runs: {', '.join(sorted(HOSTED))})")
     pidfile = statepath / f"{progname}-{section.name}.pid"
     if args.command:
-        return _signal_running(pidfile, args.pid, args.command, prog)
+        try:
+            signal_running(pidfile, args.pid, args.command, "the driver")
+        except ProcessError as exc:
+            return _die(prog, str(exc))
+        return 0
     for item in args.extra:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -311,23 +257,25 @@ def main(argv: list[str] | None = None, prog: str | None = None, driver_kind: st
             section.options[key.lower()] = value
     if args.interval:
         section.options["pollinterval"] = args.interval
-    _setup_logging(args.debug, args.quiet, background=False)
+    setup_logging(args.debug, args.quiet)
     state = UpsState(section.name, section.desc, maxage=float("inf"))
+    cls = DRIVERS[kind]
     try:
-        driver = DRIVERS[kind](state, section, confpath, statepath=statepath)
+        hardware = cls.hardware_for(section, confpath)  # chosen once: the HAT, or its simulator
+        driver = cls(state, section, confpath, statepath=statepath, hardware=hardware)
     except (DriverError, ValueError) as exc:
         return _die(prog, str(exc))
     if args.kill:
         return _shutdown(prog, driver)
-    outlets = _outlets(confpath, state, driver)
+    outlets = _outlets(confpath, state, hardware or Hardware())
     try:
-        user = _target_user(args.user, ups_globals)
-    except DriverError as exc:
+        user = target_user(args.user, ups_globals.get("user"))
+    except ProcessError as exc:
         return _die(prog, str(exc))
     foreground = (args.foreground or args.debug) and not args.background
-    ready_fd = None if foreground else _daemonize()
+    ready_fd = None if foreground else daemonize(wait_for_ready=True)
     if ready_fd is not None:
-        _setup_logging(args.debug, args.quiet, background=True)
+        setup_logging(args.debug, args.quiet, syslog=True)
     try:
         code = asyncio.run(_run(driver, state, statepath / f"{progname}-{section.name}", pidfile, user,
                                 ready_fd, outlets))
@@ -341,21 +289,9 @@ def _shutdown(prog: str, driver: Driver) -> int:
     return _die(prog, f"-k: the {driver.name} driver cannot switch the UPS off; nothing was done")
 
 
-def _ready(fd: int | None, ok: bool) -> None:
-    if fd is not None:
-        os.write(fd, b"0" if ok else b"1")
-        os.close(fd)
-
-
-def _outlets(confpath: Path, state: UpsState, driver: Driver):
+def _outlets(confpath: Path, state: UpsState, hardware: Hardware):
     """The relay and smart plugs of nutups.yaml (beside ups.conf) as outlet.N with their
     commands, as `nutups serve` offers them: so that upscmd through upsd switches them."""
-    from .config import load_configuration
-    from .events.devices import MqttSettings, make_device
-    from .events.outlets import Outlets
-    from .events.outputs import Outputs
-    from .hardware.gpio import GpioError, import_gpiod
-
     if not (confpath / "nutups.yaml").exists():
         return None
     cfg = load_configuration(confpath, require_ups_conf=False)
@@ -368,10 +304,8 @@ def _outlets(confpath: Path, state: UpsState, driver: Driver):
         return None
     outputs = None
     if ev.relay is not None:
-        hat = driver.simulated_hardware
         try:
-            gpiod = hat.gpio if hat is not None else import_gpiod()
-            outputs = Outputs(gpiod, {"relay": ev.relay}, chip_paths=["/dev/gpiochip0"] if hat else None)
+            outputs = Outputs(hardware.gpiod(), {"relay": ev.relay}, chip_paths=hardware.chip_paths)
         except GpioError as exc:
             log.warning("relay: %s; no relay outlet", exc)
     devices = {name: make_device(dc, MqttSettings(**ev.mqtt), ev.action_timeout) for name, dc in ev.devices.items()}
@@ -385,15 +319,24 @@ async def _run(driver: Driver, state: UpsState, sock: Path, pidfile: Path, user,
     server = DriverSocketServer(state, sock)
     try:
         if user is not None and os.geteuid() == 0:
-            _become(user)  # as NUT's drivers: the socket and pid file then belong to the user
+            become(user)  # as NUT's drivers: the socket and pid file then belong to the user
         await server.start()
         write_pid_file(pidfile)
     except OSError as exc:
         log.error("cannot serve %s: %s", sock, exc.strerror or exc)
-        _ready(ready_fd, False)
+        report_ready(ready_fd, False)
         return 1
-    _ready(ready_fd, True)
+    report_ready(ready_fd, True)
     log.info("%s: serving [%s] on %s", driver.name, state.name, sock)
+    control = None  # a simulated HAT's control socket (`nutups sim`)
+    if driver.hardware is not None:
+        control = driver.hardware.control_server(sock.parent / f"nutups-{state.name}.sim", driver)
+    if control is not None:
+        try:
+            await control.start()
+        except SocketInUse as exc:
+            log.error("%s", exc)
+            control = None
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -411,27 +354,20 @@ async def _run(driver: Driver, state: UpsState, sock: Path, pidfile: Path, user,
         task.cancel()
     await asyncio.gather(runner, stopper, *extra, return_exceptions=True)
     await server.close()
-    try:
-        pidfile.unlink()
-    except OSError:
-        pass
+    if control is not None:
+        await control.close()
+    remove_pid_file(pidfile)
     return code
 
 
 async def _supervise(driver: Driver) -> int:
     """Run the driver; restart it after a crash; stop (exit 1) on a configuration error."""
-    while True:
-        try:
-            await driver.run()
-            return 0
-        except DriverError as exc:
-            log.error("%s", exc)
-            return 1
-        except Exception:
-            log.exception("driver crashed; restarting in %.0f s", RESTART_DELAY)
-            driver.state.connected = False
-            driver.state.data_stale("driver restarting")
-            await asyncio.sleep(RESTART_DELAY)
+
+    def crashed() -> None:
+        driver.state.connected = False
+        driver.state.data_stale("driver restarting")
+
+    return 0 if await supervise(driver.run, "driver", log, (DriverError,), crashed, RESTART_DELAY) else 1
 
 
 def x120x_main() -> None:

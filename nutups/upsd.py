@@ -12,18 +12,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
-import pwd
-import signal
 import sys
-from pathlib import Path
 
 from . import __version__
-from .pidfile import write_pid_file
+from .config.nutconf import DEFAULT_PORT
+from .configuration import load_configuration
+from .daemon import Daemon
+from .paths import NUT_CONFPATH, resolve_confpath, resolve_nut_statepath
+from .process import (
+    ProcessError,
+    become,
+    daemonize,
+    remove_pid_file,
+    setup_logging,
+    signal_running,
+    target_user,
+    write_pid_file,
+)
 
 log = logging.getLogger("nutups.upsd")
-
-NUT_CONFPATH = "/etc/nut"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,21 +57,6 @@ def _fatal(message: str) -> int:
     return 1
 
 
-def _signal(pidfile: Path, pid: int | None, command: str) -> int:
-    if pid is None:
-        try:
-            pid = int(pidfile.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return _fatal(f"cannot read a PID from {pidfile}: is upsd running?")
-    try:
-        os.kill(pid, signal.SIGHUP if command == "reload" else signal.SIGTERM)
-    except ProcessLookupError:
-        return _fatal(f"no process {pid}")
-    except PermissionError:
-        return _fatal(f"not allowed to signal process {pid}")
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     args_parser = build_parser()
     try:
@@ -77,19 +69,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.version:
         print(f"Network UPS Tools upsd (nutups {__version__})")
         return 0
-    from .cli import setup_logging
-    from .config import load_configuration
-    from .config.nutconf import DEFAULT_PORT
-
-    setup_logging(args.debug)
-    if args.quiet:
-        logging.getLogger().setLevel(logging.WARNING)
-    confpath = Path(os.environ.get("NUT_CONFPATH") or NUT_CONFPATH)
+    setup_logging(0 if args.quiet else args.debug, args.quiet)
+    confpath = resolve_confpath(NUT_CONFPATH)
     cfg = load_configuration(confpath, require_ups_conf=False)
-    statepath = Path(os.environ.get("NUT_STATEPATH") or cfg.upsd.statepath or "/run/nut")
+    statepath = resolve_nut_statepath(cfg.upsd.statepath)
     pidfile = statepath / "upsd.pid"
     if args.command:
-        return _signal(pidfile, args.pid, args.command)
+        try:
+            signal_running(pidfile, args.pid, args.command, "upsd")
+        except ProcessError as exc:
+            return _fatal(str(exc))
+        return 0
     if not confpath.is_dir():
         return _fatal(f"configuration directory {confpath} not found (set NUT_CONFPATH)")
     if not (confpath / "ups.conf").is_file():
@@ -105,18 +95,16 @@ def main(argv: list[str] | None = None) -> int:
         listen = [(h, p) for h, p in listen if (":" in h) == args.ipv6] or \
                  [("127.0.0.1" if args.ipv4 else "::1", DEFAULT_PORT)]
     try:
-        user = _target_user(args.user)
-    except KeyError:
-        return _fatal(f"user {args.user!r} does not exist")
-    from .daemon import Daemon  # everything is imported before the privileges are dropped
-
+        user = target_user(args.user)
+    except ProcessError as exc:
+        return _fatal(str(exc))
     try:
         daemon = Daemon(cfg, listen=listen, statepath=statepath, builtin_drivers=False)
     except (OSError, ValueError) as exc:
         return _fatal(f"cannot start: {exc}")
     foreground = (args.foreground or args.debug) and not args.background
     if not foreground:
-        _daemonize()
+        daemonize()
     write_pid = not foreground or args.foreground >= 2
 
     def bound() -> None:
@@ -126,10 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 write_pid_file(pidfile)
             except OSError as exc:
                 log.warning("cannot write %s: %s", pidfile, exc.strerror)
-        if user is not None:
-            os.setgroups(os.getgrouplist(user.pw_name, user.pw_gid))
-            os.setgid(user.pw_gid)
-            os.setuid(user.pw_uid)
+        become(user)
 
     try:
         asyncio.run(daemon.run_forever(after_start=bound))
@@ -139,29 +124,5 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         if write_pid:
-            try:
-                pidfile.unlink()
-            except OSError:
-                pass
+            remove_pid_file(pidfile)
     return 0
-
-
-def _target_user(requested: str | None) -> pwd.struct_passwd | None:
-    """-u USER, else NUT's default `nut`; only when started as root."""
-    if os.geteuid() != 0:
-        return None
-    if requested:
-        return pwd.getpwnam(requested)
-    try:
-        return pwd.getpwnam("nut")
-    except KeyError:
-        return None
-
-
-def _daemonize() -> None:
-    if os.fork() > 0:
-        os._exit(0)
-    os.setsid()
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)

@@ -12,6 +12,7 @@ from runtime_trials import ManualTime, load_cell
 
 from nutups.config.nutconf import UpsSection
 from nutups.drivers.x120x import X120xDriver
+from nutups.hardware.backend import SimulatedHardware
 from nutups.hardware.sim import SimClock, SimulatedHat
 from nutups.state import UpsState
 
@@ -41,7 +42,7 @@ class Life:
         opts = {"sim": "yes", "board": self.board, "load_meter": self.load_meter, "load_w": "5"}
         opts.update(self.options)
         driver = X120xDriver(self.state, UpsSection("ups", 0, "x120x", None, None, opts), Path("."),
-                             clock=self.clock, hardware=self.hat, datapath=self.datapath)
+                             clock=self.clock, hardware=SimulatedHardware(self.hat), datapath=self.datapath)
         driver._init_variables()
         self.state.connected = True
         return driver

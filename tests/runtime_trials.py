@@ -8,6 +8,7 @@ from pathlib import Path
 
 from nutups.config.nutconf import UpsSection
 from nutups.drivers.x120x import X120xDriver
+from nutups.hardware.backend import SimulatedHardware
 from nutups.hardware.boards import BOARDS
 from nutups.hardware.cells import CellCurves
 from nutups.hardware.sim import SimClock, SimulatedHat
@@ -79,7 +80,7 @@ def run_outage(cell: str, board: str = "x1202", load_w: float = 5.0, prior_load_
     opts.update(options or {})
     state = UpsState("ups", clock=clock)
     driver = X120xDriver(state, UpsSection("ups", 0, "x120x", None, None, opts), Path("."), clock=clock,
-                         hardware=hat)
+                         hardware=SimulatedHardware(hat))
     driver._init_variables()
     state.connected = True
     if measured_capacity_ah is not None or measured_resistance_ohm is not None:  # the battery learning's
@@ -147,7 +148,7 @@ def run_drill(cell: str, board: str, load_w: float, start_soc: float = 100.0, ho
     opts.update(options or {})
     state = UpsState("ups", clock=clock)
     driver = X120xDriver(state, UpsSection("ups", 0, "x120x", None, None, opts), Path("."), clock=clock,
-                         hardware=hat)
+                         hardware=SimulatedHardware(hat))
     driver._init_variables()
     state.connected = True
     if measured_capacity_ah is not None or measured_resistance_ohm is not None:  # the battery learning's

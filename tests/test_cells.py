@@ -8,7 +8,7 @@ from runtime_trials import AGED_CELL_NAMES, ALL_CELL_NAMES, CELL_NAMES, CELLS_DI
 
 from nutups.config.nutconf import UpsSection
 from nutups.drivers.base import DriverError
-from nutups.drivers.x120x import make_x120x
+from nutups.drivers.x120x import X120xDriver
 from nutups.hardware.cells import CellCurves, CellDataError
 from nutups.hardware.gauge import REG_SOC
 from nutups.hardware.sim import SimClock, SimSMBus, SimulatedHat
@@ -141,8 +141,8 @@ def test_bad_cell_files_name_file_and_line(tmp_path):
 def test_sim_cell_option_loads_relative_to_the_confpath_and_explains_a_missing_file(tmp_path):
     (tmp_path / "cell.csv").write_text((CELLS_DIR / "nca-kim2011.csv").read_text())
     section = UpsSection("ups", 3, "x120x", None, None, {"sim": "yes", "sim_cell": "cell.csv"})
-    driver = make_x120x(UpsState("ups"), section, tmp_path)
-    assert driver.hardware.state()["cell"] == "cell"
+    driver = X120xDriver(UpsState("ups"), section, tmp_path, hardware=X120xDriver.hardware_for(section, tmp_path))
+    assert driver.hardware.hat.state()["cell"] == "cell"
     section = UpsSection("ups", 3, "x120x", None, None, {"sim": "yes", "sim_cell": "nope.csv"})
     with pytest.raises(DriverError, match=r"\[ups\] sim_cell = nope.csv: .*nope.csv: cannot read: No such file"):
-        make_x120x(UpsState("ups"), section, tmp_path)
+        X120xDriver.hardware_for(section, tmp_path)

@@ -11,6 +11,7 @@ from runtime_trials import load_cell
 from nutups.config.nutconf import UpsSection
 from nutups.drivers.base import DriverError
 from nutups.drivers.x120x import X120xDriver
+from nutups.hardware.backend import SimulatedHardware
 from nutups.hardware.chemistry import CHEMISTRIES, GENERIC_OCV, OcvCurve
 from nutups.hardware.sim import SimClock, SimulatedHat
 from nutups.shutdown.policy import ShutdownPolicy
@@ -56,7 +57,7 @@ def driver(**options: str) -> X120xDriver:
     hat = SimulatedHat("x1202", clock=clock)
     opts = {"sim": "yes", "board": "x1202", **options}
     d = X120xDriver(UpsState("ups", clock=clock), UpsSection("ups", 0, "x120x", None, None, opts), Path("."),
-                    clock=clock, hardware=hat)
+                    clock=clock, hardware=SimulatedHardware(hat))
     d._init_variables()
     return d
 

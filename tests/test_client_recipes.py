@@ -33,6 +33,7 @@ def recipe(name: str) -> str:
     return text
 
 
+@pytest.mark.realnut
 @pytest.mark.parametrize("name, role", [("synology-upsmon.conf", "slave"),
                                         ("upsmon-secondary.conf", "secondary")])
 def test_recipe_logs_in_and_shuts_down_on_low_battery(name, role):

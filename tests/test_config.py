@@ -11,9 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from nutups.cli import main
-from nutups.config import load_configuration
 from nutups.config.nutconf import parse_listen, parse_ups_conf, parse_upsd_conf
 from nutups.config.users import parse_users
+from nutups.configuration import load_configuration
+from nutups.nut.users import UserTable
 
 GOOD_USERS = """\
 [admin]
@@ -40,7 +41,8 @@ def write(tmp: Path, files: dict[str, str]) -> Path:
 
 
 def test_users_semantics(tmp_path):
-    table, problems = parse_users(write(tmp_path, {"upsd.users": GOOD_USERS}) / "upsd.users")
+    users, problems = parse_users(write(tmp_path, {"upsd.users": GOOD_USERS}) / "upsd.users")
+    table = UserTable(users)
     assert not [p for p in problems if not p.warning]
     assert table.check_action("admin", "pass word", "SET")
     assert table.check_action("admin", "pass word", "FSD")

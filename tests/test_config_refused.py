@@ -88,6 +88,7 @@ def test_unreadable_ups_conf_is_refused():
     refused(serve(d, "--listen", f"127.0.0.1:{free_port()}"), f"{d}/ups.conf: cannot read: Is a directory")
 
 
+@pytest.mark.realnut
 def test_ups_conf_without_a_ups_is_refused_as_by_upsd():
     require_nut()
     d = conf("# every UPS commented out\n# [ups]\n#  driver = x120x\n", f"LISTEN 127.0.0.1 {free_port()}\n")
@@ -96,6 +97,7 @@ def test_ups_conf_without_a_ups_is_refused_as_by_upsd():
     refused(serve(d), f"{d}/ups.conf: no UPS defined")
 
 
+@pytest.mark.realnut
 def test_a_listen_address_in_use_is_refused_as_by_upsd():
     require_nut()
     with socket.socket() as taken:
@@ -130,11 +132,12 @@ def test_known_driver_built_in_or_a_nut_driver_program(tmp_path):
     assert not known_driver("../fake-ups", dirs=[str(tmp_path / "x")])
 
 
+@pytest.mark.realnut
 def test_an_installed_nut_driver_is_not_unknown():
     require_nut()
     if not any(Path(d, "usbhid-ups").exists() for d in ("/lib/nut", "/usr/lib/nut")):
         pytest.skip("NUT's usbhid-ups is not installed")
-    from nutups.config import load_configuration
+    from nutups.configuration import load_configuration
 
     d = conf("[box]\n driver = usbhid-ups\n port = auto\n")
     assert not [p for p in load_configuration(d).errors if "unknown driver" in p.message]

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from nutprocs import free_port, make_confdir, nut_tmpdir
 
 from nutups.cli import main
-from nutups.config import load_configuration, yaml_sections
+from nutups.configuration import load_configuration, yaml_sections
 
 SIM_UPS = "[ups]\n driver = x120x\n sim = yes\n"
 PYTHON_INTERNALS = ("Traceback", "invalid literal", "is not a valid", "driver None", "KeyError", "TypeError",

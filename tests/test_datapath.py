@@ -14,10 +14,17 @@ import pytest
 from conftest import USERS
 from nutprocs import HAVE_REAL_NUT, RawClient, free_port, make_confdir, nut_tmpdir, poll_until, wait_port
 
-from nutups.config import load_configuration
-from nutups.datapath import default_datapath, migrate_from_statepath, resolve_datapath
+from nutups.configuration import load_configuration
 from nutups.events.log import read_events
 from nutups.hardware.simcontrol import request
+from nutups.paths import (
+    default_datapath,
+    migrate_from_statepath,
+    resolve_confpath,
+    resolve_datapath,
+    resolve_nut_statepath,
+    resolve_statepath,
+)
 
 SIM_UPS = "[ups]\n driver = x120x\n sim = yes\n"
 
@@ -32,6 +39,26 @@ def test_precedence():
     assert default_datapath({"HOME": "/home/pi"}, euid=1000) == Path("/home/pi/.local/state/nutups")
     assert default_datapath({"HOME": "/home/pi", "XDG_STATE_HOME": "rel"}, euid=1000) == \
         Path("/home/pi/.local/state/nutups")  # XDG: a relative path is ignored
+
+
+def test_confpath_and_statepath_precedence():
+    """$NUT_CONFPATH and $NUT_STATEPATH replace the compiled-in defaults, as NUT's confpath() and
+    dflt_statepath() (common/common.c) do; nutups keeps the environment before upsd.conf's
+    STATEPATH (as it did before the paths were in one place); nutups serve's own defaults are
+    /etc/nutups and a runtime directory."""
+    assert resolve_confpath(environ={}) == Path("/etc/nutups")
+    assert resolve_confpath(Path("/etc/nut"), environ={}) == Path("/etc/nut")
+    assert resolve_confpath(Path("/etc/nut"), environ={"NUT_CONFPATH": "/srv/c"}) == Path("/srv/c")
+    env = {"NUT_STATEPATH": "/srv/s", "XDG_RUNTIME_DIR": "/run/user/1000"}
+    assert resolve_statepath(Path("/given"), "/conf", env, euid=1000) == Path("/given")  # --statepath
+    assert resolve_statepath(None, "/conf", env, euid=1000) == Path("/srv/s")
+    assert resolve_statepath(None, "/conf", {}, euid=1000) == Path("/conf")  # upsd.conf STATEPATH
+    assert resolve_statepath(None, None, {}, euid=0) == Path("/run/nutups")
+    assert resolve_statepath(None, None, {"XDG_RUNTIME_DIR": "/run/user/1000"}, euid=1000) == \
+        Path("/run/user/1000/nutups")
+    assert resolve_nut_statepath(None, {}) == Path("/run/nut")  # Debian's compiled-in STATEPATH
+    assert resolve_nut_statepath("/conf", {}) == Path("/conf")
+    assert resolve_nut_statepath("/conf", {"NUT_STATEPATH": "/srv/s"}) == Path("/srv/s")
 
 
 def test_nutups_yaml_datapath_is_relative_to_the_confpath(tmp_path, monkeypatch):
@@ -104,6 +131,7 @@ def upsrw(port: int, setting: str) -> None:
     assert p.returncode == 0, p.stderr
 
 
+@pytest.mark.realnut
 def test_upsrw_values_and_learned_load_survive_a_restart():
     if not HAVE_REAL_NUT:
         if os.environ.get("CI") == "true":

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nutprocs import normalize, session
 
-from nutups.nut.tokenizer import LineTokenizer
+from nutups.parseconf import LineTokenizer
 
 pytestmark = [requires_nut, pytest.mark.realnut]
 

@@ -122,6 +122,7 @@ def _mask_versions(dump: bytes) -> bytes:
     return b"\n".join(line for line in dump.split(b"\n") if not line.startswith(b"SETINFO driver.version"))
 
 
+@pytest.mark.realnut
 def test_dumpall_ping_and_tracking_match_nut_dummy_ups():
     """The same .dev file behind NUT's dummy-ups and behind nutups-dummy-ups: DUMPALL, PING,
     SET and INSTCMD with TRACKING give the same bytes (driver.version* aside)."""
@@ -173,12 +174,14 @@ def hosted_pair():
     shutil.rmtree(confdir, ignore_errors=True)
 
 
+@pytest.mark.realnut
 @pytest.mark.parametrize("data", SIMPLE, ids=[repr(d[:40]) for d in SIMPLE])
 def test_real_upsd_with_our_driver_answers_like_our_server(hosted_pair, data):
     real, ours = hosted_pair
     assert normalize(session(ours.port, data)) == normalize(session(real.port, data)), f"request {data!r}"
 
 
+@pytest.mark.realnut
 def test_set_through_real_upsd_reaches_our_driver(hosted_pair):
     real, _ = hosted_pair
     with RawClient(real.port) as c:
@@ -214,6 +217,7 @@ def _nut(*args: str) -> str:
     return out.stdout + out.stderr
 
 
+@pytest.mark.realnut
 def test_upsc_upsrw_upscmd_reach_our_driver(x120x_upsd):
     real, _ = x120x_upsd
     ups = f"hat@127.0.0.1:{real.port}"
@@ -230,6 +234,7 @@ def test_upsc_upsrw_upscmd_reach_our_driver(x120x_upsd):
         assert _nut("upsc", ups, "outlet.1.status").splitlines()[0] == status
 
 
+@pytest.mark.realnut
 @pytest.mark.skipif(not (UPSMON.exists() and shutil.which("unshare") and os.geteuid() == 0),
                     reason="needs NUT's upsmon, unshare and root")
 def test_mains_loss_in_the_simulator_reaches_stock_upsmon(x120x_upsd):
@@ -271,6 +276,7 @@ POLLFREQALERT 1
 # --- upsdrvctl, pid files, -c -----------------------------------------------------------
 
 
+@pytest.mark.realnut
 def test_upsdrvctl_starts_and_stops_our_driver_from_its_driverpath():
     """`driver = nutups-x120x` with the executable in upsdrvctl's driver path (a symlink, as
     the README says for /lib/nut) starts, writes its pid file, and stops with upsdrvctl stop."""
@@ -303,6 +309,7 @@ def test_upsdrvctl_starts_and_stops_our_driver_from_its_driverpath():
         shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.mark.realnut
 def test_dash_c_exit_stops_a_running_driver():
     need_nut()
     confdir = make_confdir(nut_tmpdir(), "[d]\n driver = nutups-dummy-ups\n port = d.dev\n", "", "",
@@ -332,6 +339,7 @@ def test_bad_invocations_say_why():
 
 
 
+@pytest.mark.realnut
 def test_two_servers_on_one_hosted_driver_see_the_same_updates():
     """The real upsd and `nutups serve` (reading the socket, as nutups_socket_drivers asks) both
     connected to one nutups-dummy-ups: a SET through either reaches both, byte for byte."""
@@ -360,6 +368,7 @@ def test_two_servers_on_one_hosted_driver_see_the_same_updates():
         shutil.rmtree(confdir, ignore_errors=True)
 
 
+@pytest.mark.realnut
 def test_a_driver_that_loses_its_device_says_datastale():
     """Our dummy-ups whose file goes away: the real upsd reports DATA-STALE (NUT's dummy-ups
     would exit instead: DRIVER-NOT-CONNECTED), and fresh data once the file is back."""
@@ -380,6 +389,7 @@ def test_a_driver_that_loses_its_device_says_datastale():
         shutil.rmtree(confdir, ignore_errors=True)
 
 
+@pytest.mark.realnut
 def test_nobroadcast_x_override_and_k():
     """-x overrides ups.conf; a NOBROADCAST connection gets answers but no pushed updates while
     another connection's SET is pushed to the rest; -k says it cannot cut power."""

@@ -155,6 +155,7 @@ def test_outlets_in_nut(chain):
         assert c.request(b"GET VAR ups outlet.2.switchable\n") == b'VAR ups outlet.2.switchable "yes"\n'
 
 
+@pytest.mark.realnut
 @pytest.mark.skipif(not HAVE_REAL_NUT, reason="needs nut-client")
 def test_upscmd_switches_the_relay_and_the_plug(chain):
     port = chain["port"]
@@ -212,6 +213,7 @@ def test_simulator_produces_ups_fault_with_a_stuck_pld(chain):
     request(sock, {"cmd": "set", "ac": True, "pld_stuck": False, "soc": 100, "load_w": 5})
 
 
+@pytest.mark.realnut
 @pytest.mark.skipif(not HAVE_REAL_NUT, reason="needs nut-client")
 def test_upscmd_waits_for_the_tracked_result(chain):
     """upscmd -w: SET TRACKING ON, INSTCMD, then GET TRACKING until it is no longer PENDING."""

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nutups.cli import main
-from nutups.config import load_configuration
+from nutups.configuration import load_configuration
 from nutups.events.config import ActionSet, EventsConfig
 from nutups.events.detector import EventDetector, Snapshot, Thresholds
 from nutups.events.engine import EventEngine

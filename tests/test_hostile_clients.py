@@ -185,6 +185,7 @@ REQUESTS = b"".join(b"GET VAR hat ups.status\nGET TYPE hat battery.charge\nLIST 
                     for _ in range(500))
 
 
+@pytest.mark.realnut
 @requires_nut
 def test_pipelined_requests_then_starttls_are_answered_as_upsd_would(tls_server, pair):
     """Everything before STARTTLS is answered as upsd answers it (compared byte for byte

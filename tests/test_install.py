@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from nutups.config import load_configuration
+from nutups.configuration import load_configuration
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "install.sh"

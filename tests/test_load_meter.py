@@ -22,6 +22,7 @@ from runtime_trials import CELLS_DIR, ManualTime, load_cell
 from nutups.config.nutconf import UpsSection
 from nutups.drivers.base import DriverError
 from nutups.drivers.x120x import X120xDriver
+from nutups.hardware.backend import Hardware, SimulatedHardware
 from nutups.hardware.pmic import PmicError, PmicLoadMeter, parse_pmic_adc
 from nutups.hardware.sim import SimClock, SimulatedHat
 from nutups.hardware.simcontrol import request
@@ -129,7 +130,7 @@ def sim_driver(options: dict[str, str], load_w: float = 6.0, hardware: bool = Tr
     hat = SimulatedHat("x1202", clock=clock, load_w=load_w, cell=load_cell("nca-kim2011"))
     state = UpsState("ups", clock=clock)
     driver = X120xDriver(state, UpsSection("ups", 0, "x120x", None, None, {"sim": "yes", **options}), Path("."),
-                         clock=clock, hardware=hat if hardware else None)
+                         clock=clock, hardware=SimulatedHardware(hat) if hardware else Hardware(clock))
     driver._init_variables()
     state.connected = True
     return time, hat, state, driver

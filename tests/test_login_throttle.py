@@ -20,10 +20,10 @@ from conftest import USERS
 from nutprocs import UPSMON, Nutups, RawClient, make_confdir, nut_tmpdir, poll_until
 from webprocs import WebDaemon
 
-from nutups.config.users import User, UserTable
 from nutups.events.log import read_events
 from nutups.nut.protocol import ServerCore
 from nutups.nut.throttle import LoginThrottle, printable, source_key
+from nutups.nut.users import User, UserTable
 from nutups.state import UpsState
 
 GUESSER = "127.0.0.2"  # loopback too: the guesser binds it, the honest clients use 127.0.0.1
@@ -155,6 +155,7 @@ def post_login(conn: http.client.HTTPConnection, user: str, password: str) -> tu
     return resp.status, json.loads(resp.read()), resp.getheader("Retry-After")
 
 
+@pytest.mark.realnut
 @pytest.mark.timeout(180)
 def test_daemon_throttles_the_guesser_and_not_upsmon():
     """`nutups serve` with the dashboard: a guesser from 127.0.0.2 at full speed on the dashboard
@@ -258,6 +259,7 @@ def test_daemon_throttles_the_guesser_and_not_upsmon():
     assert "Traceback" not in text
 
 
+@pytest.mark.realnut
 def test_stock_upsmon_gets_in_while_another_address_guesses(tmp_path):
     """The NUT server alone (no dashboard): guessing from 127.0.0.2 on many connections, and a
     stock upsmon secondary from 127.0.0.1 still logs in."""

@@ -21,6 +21,9 @@ SYSTEM_PYTHON = Path("/usr/bin/python3")  # user nut must be able to run it (not
 # the runtime dependencies of pyproject.toml, installed once per version of this list
 DEPENDENCIES = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
 IN_CI = os.environ.get("CI") == "true"
+# the subprocesses' own limits; the test may take their sum (the first run builds the venv)
+VENV_TIMEOUT, PIP_TIMEOUT, NIT_TIMEOUT = 300, 600, 600
+pytestmark = pytest.mark.realnut
 
 
 def _missing() -> str | None:
@@ -45,8 +48,8 @@ def _nit_venv() -> Path:
         return venv
     build = Path(tempfile.mkdtemp(prefix=f"{venv.name}-build-"))
     try:
-        subprocess.run([str(SYSTEM_PYTHON), "-m", "venv", str(build)], check=True, timeout=300)
-        subprocess.run([str(build / "bin" / "pip"), "install", "-q", *DEPENDENCIES], check=True, timeout=600)
+        subprocess.run([str(SYSTEM_PYTHON), "-m", "venv", str(build)], check=True, timeout=VENV_TIMEOUT)
+        subprocess.run([str(build / "bin" / "pip"), "install", "-q", *DEPENDENCIES], check=True, timeout=PIP_TIMEOUT)
         # only bin/python is used (a symlink; the venv is found from pyvenv.cfg beside bin/), so
         # the venv works under its final name; pip's own scripts would not, and are not used
         subprocess.run(["chmod", "-R", "a+rX", str(build)], check=True)
@@ -59,6 +62,7 @@ def _nit_venv() -> Path:
     return venv
 
 
+@pytest.mark.timeout(VENV_TIMEOUT + PIP_TIMEOUT + NIT_TIMEOUT + 60)
 def test_nit_passes_with_nutups_upsd():
     missing = _missing()
     if missing:
@@ -82,7 +86,7 @@ def test_nit_passes_with_nutups_upsd():
         run = subprocess.run(
             ["su", "nut", "-s", "/bin/sh", "-c",
              f"cd {work} && PATH={env_path} NUT_PORT={free_port()} sh ./nit.sh"],
-            capture_output=True, text=True, timeout=600)
+            capture_output=True, text=True, timeout=NIT_TIMEOUT)
         out = run.stdout + run.stderr
         assert "OVERALL: PASSED=10 FAILED=0" in out, out[-4000:]
         assert "Traceback" not in out, out[-4000:]

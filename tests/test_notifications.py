@@ -423,7 +423,7 @@ notify:
 
 
 def test_a_daemon_without_notify_does_not_load_apprise():
-    code = ("import sys; from nutups.config import load_configuration; from pathlib import Path; "
+    code = ("import sys; from nutups.configuration import load_configuration; from pathlib import Path; "
             "import nutups.daemon; print('apprise' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           env=dict(os.environ))

@@ -51,6 +51,7 @@ def socket_conf(sections: str) -> str:
     return "nutups_socket_drivers = dummy-ups\n" + sections
 
 
+@pytest.mark.realnut
 @pytest.mark.parametrize("batch", range(len(BATCHES)) if DUMPS else [None], ids=lambda b: f"batch{b}")
 def test_ddl_dumps_through_nut_dummy_ups_read_alike(batch):
     """NUT's dummy-ups serving each DDL dump; the real upsd and `nutups serve` read its socket."""
@@ -88,6 +89,7 @@ def test_ddl_dumps_through_nut_dummy_ups_read_alike(batch):
         shutil.rmtree(confdir, ignore_errors=True)
 
 
+@pytest.mark.realnut
 def test_driver_restart_and_commands_pass_through():
     """DRIVER-NOT-CONNECTED while NUT's dummy-ups is down, its data again once it is back, and a
     SET with TRACKING answered by the driver, on both servers alike."""
@@ -188,6 +190,7 @@ class FakeDriver:
                 conn.close()
 
 
+@pytest.mark.realnut
 def test_datastale_silence_and_command_lines_as_upsd():
     """DATASTALE gives ERR DATA-STALE until DATAOK; a driver that stops talking (no PONG) goes
     stale after MAXAGE; the INSTCMD/SET lines sent down are upsd's, tracking id included."""

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from served import Served
 from webprocs import WebDaemon
 
-from nutups.config import load_configuration
+from nutups.configuration import load_configuration
 from nutups.daemon import Daemon
 from nutups.events.log import read_events
 
@@ -219,10 +219,10 @@ def test_a_result_after_tracking_keep_does_not_raise(caplog):
     later tracked commands, is dropped on the server's thread (where the Tracker lives
     alone): nothing raises, GET TRACKING says ERR UNKNOWN (upsd forgets it too), the server
     answers on."""
-    from nutups.config.users import User, UserTable
     from nutups.nut.descriptions import Descriptions
     from nutups.nut.protocol import TRACKING_KEEP, ServerCore
     from nutups.nut.server import NutServer
+    from nutups.nut.users import User, UserTable
     from nutups.state import CommandResult, UpsState
 
     clock = FakeClock()

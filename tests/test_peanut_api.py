@@ -59,6 +59,7 @@ def as_peanut(values: dict[str, str]) -> dict:
 
 
 @needs_upsc
+@pytest.mark.realnut
 def test_the_widget_reads_charge_load_and_status_from_the_flat_object(webd):
     # the request Homepage's widget makes: {url}/api/v1/devices/{key}
     def agreeing():
@@ -79,6 +80,7 @@ def test_the_widget_reads_charge_load_and_status_from_the_flat_object(webd):
 
 
 @needs_upsc
+@pytest.mark.realnut
 def test_a_zero_stays_a_string_and_text_stays_text_as_peanut_gives_them(webd):
     status, rack = webd.get("/api/v1/devices/RACK")  # upsd matches UPS names without regard to case
     assert status == 200

@@ -6,11 +6,11 @@ import asyncio
 
 import pytest
 
-from nutups.config.users import User, UserTable
 from nutups.nut.descriptions import Descriptions
 from nutups.nut.effects import EffectRunner, apply_here
 from nutups.nut.protocol import ServerCore
-from nutups.nut.tokenizer import Line, LineTokenizer, quote, split_line
+from nutups.nut.users import User, UserTable
+from nutups.parseconf import Line, LineTokenizer, quote, split_line
 from nutups.state import CommandResult, UpsState
 
 

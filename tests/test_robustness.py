@@ -198,6 +198,7 @@ def test_failed_tls_handshake_does_not_hurt(tls_server):
     assert healthy(server.port)
 
 
+@pytest.mark.realnut
 def test_upsc_over_starttls(tls_server):
     server, _ = tls_server
     p = subprocess.run(["upsc", f"hat@127.0.0.1:{server.port}", "ups.status"], capture_output=True, text=True,

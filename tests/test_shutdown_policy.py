@@ -14,11 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nutprocs import make_confdir, nut_tmpdir
 
-from nutups.config import load_configuration
-from nutups.config.users import UserTable
+from nutups.configuration import load_configuration
 from nutups.events.detector import EventDetector, Snapshot
 from nutups.events.types import EventType
 from nutups.nut.protocol import ServerCore
+from nutups.nut.users import UserTable
 from nutups.shutdown.policy import (
     COMMAND_ATTEMPTS,
     COMMAND_RETRY_S,
@@ -392,7 +392,7 @@ def test_logins_reach_the_listener():
     counts = []
     ups.on_logins(counts.append)
     users = UserTable()
-    from nutups.config.users import User
+    from nutups.nut.users import User
 
     users.users["mon"] = User("mon", "pw", {"LOGIN"})
     core = ServerCore.for_states([ups], users)

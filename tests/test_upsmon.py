@@ -15,10 +15,10 @@ import pytest
 from conftest import USERS
 from nutprocs import UPSMON, Nutups, RawClient, make_confdir, nut_tmpdir
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.skipif(
     not (UPSMON.exists() and shutil.which("unshare") and os.geteuid() == 0),
     reason="needs NUT's upsmon, unshare and root",
-)
+), pytest.mark.realnut]
 
 TIMEOUT = 60.0
 

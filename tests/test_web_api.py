@@ -55,6 +55,7 @@ def agreeing(webd, read):
     return poll_until(attempt, "a reading that upsc agrees with")
 
 
+@pytest.mark.realnut
 @needs_upsc
 def test_api_shows_what_upsc_shows(webd):
     def read():
@@ -72,6 +73,7 @@ def test_api_shows_what_upsc_shows(webd):
     assert webd.get("/api/v1/ups/nope")[0] == 404
 
 
+@pytest.mark.realnut
 @needs_upsc
 def test_metrics_in_nut_exporter_names(webd):
     def attempt():
@@ -273,7 +275,7 @@ def test_history_downsamples_and_expires(tmp_path):
 
 
 def test_a_bad_web_section_is_reported_with_its_line(tmp_path):
-    from nutups.config import load_configuration
+    from nutups.configuration import load_configuration
 
     (tmp_path / "ups.conf").write_text("[ups]\n driver = x120x\n sim = yes\n")
     (tmp_path / "nutups.yaml").write_text("web:\n  listen: 127.0.0.1:99999\nhistory:\n  keep: forever\n"

@@ -209,6 +209,7 @@ def _limit_1024() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
 
 
+@pytest.mark.realnut
 @pytest.mark.timeout(300)
 def test_1100_idle_web_connections_leave_nut_answering():
     """The red team's case under `ulimit -n 1024` (soft and hard, so nutups cannot raise it):
@@ -311,6 +312,7 @@ def test_low_items_through_the_daemon():
     assert "FORGED" in log and "\nnutups: FORGED" not in log and "evil\\nnutups: FORGED" in log
 
 
+@pytest.mark.realnut
 @pytest.mark.timeout(300)
 def test_nut_out_of_descriptors_says_so_once_and_recovers():
     """MAXCONN above what `ulimit -n 1024` allows: the NUT port runs out of descriptors.  It

@@ -15,9 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nutups.config.nutconf import UpsSection
-from nutups.config.users import UserTable
-from nutups.drivers.estimation import ChargeWindow, Debounce, RuntimeEstimator, theil_sen_slope
+from nutups.debounce import Debounce
+from nutups.drivers.estimation import ChargeWindow, RuntimeEstimator, theil_sen_slope
 from nutups.drivers.x120x import X120xDriver
+from nutups.hardware.backend import SimulatedHardware
 from nutups.hardware.boards import ocv, soc_at_ocv
 from nutups.hardware.gauge import (
     FuelGauge,
@@ -33,6 +34,7 @@ from nutups.hardware.gpio import ChargeControl, GpioError, PowerLossLine, find_c
 from nutups.hardware.sim import CHARGE_OFFSET, PLD_OFFSET, SimClock, SimSMBus, SimulatedHat
 from nutups.nut.descriptions import Descriptions
 from nutups.nut.protocol import ServerCore
+from nutups.nut.users import UserTable
 from nutups.state import CommandResult, UpsState
 
 
@@ -51,7 +53,7 @@ def make(chip="MAX17048", options=None, statepath=None, board="x1202"):
     state = UpsState("ups", clock=clock)
     opts = {"sim": "yes", "board": board, **(options or {})}
     driver = X120xDriver(state, UpsSection("ups", 0, "x120x", None, None, opts), Path("."), clock=clock,
-                         statepath=statepath, hardware=hat)
+                         statepath=statepath, hardware=SimulatedHardware(hat))
     driver._init_variables()
     state.connected = True
     return src, hat, state, driver

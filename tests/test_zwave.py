@@ -353,7 +353,7 @@ def test_config_check_names_each_zwave_mistake(tmp_path):
 def test_a_zwave_plug_in_nutups_yaml(tmp_path):
     from test_config_schema import check
 
-    from nutups.config import load_configuration
+    from nutups.configuration import load_configuration
 
     r, _ = check(tmp_path, "integrations:\n  ac_devices:\n"
                            "    - {type: zwave, name: rack, host: 127.0.0.1, node_id: 12, endpoint: 2, feeds: ups}\n"

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..nut.tokenizer import read_config_lines
+from ..parseconf import read_config_lines
 from .problems import DROPPED_BYTE, ConfigProblem
 
 DEFAULT_PORT = 3493

@@ -1,23 +1,14 @@
-"""upsd.users: who may log in, set variables, force shutdown and run commands (NUT semantics)."""
+"""Reads upsd.users: who may log in, set variables, force shutdown and run commands (NUT semantics)."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
-import secrets
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..nut.tokenizer import read_config_lines
+from ..parseconf import read_config_lines
 from .problems import DROPPED_BYTE, ConfigProblem
-
-_NOBODY = secrets.token_hex(16)  # compared against when the user does not exist
-
-
-def _digest(text: str) -> bytes:
-    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).digest()
 
 
 @dataclass(slots=True)
@@ -26,36 +17,6 @@ class User:
     password: str | None = None
     actions: set[str] = field(default_factory=set)  # upper case: SET, FSD, LOGIN, PRIMARY, MASTER
     instcmds: set[str] = field(default_factory=set)  # lower case, or "all"
-
-
-class UserTable:
-    """The users of upsd.users and NUT's checks on them (server/user.c)."""
-
-    def __init__(self, users: dict[str, User] | None = None) -> None:
-        self.users = users or {}
-
-    def _find(self, username: str | None, password: str | None) -> User | None:
-        # upsd compares the user name and then the password, both case-sensitively.
-        if username is None or password is None:
-            return None
-        # The password is compared in constant time, and compared even when the user does not
-        # exist, so that timing tells a guesser neither.
-        user = self.users.get(username)
-        stored = user.password if user is not None and user.password is not None else None
-        same = hmac.compare_digest(_digest(password), _digest(stored if stored is not None else _NOBODY))
-        return user if same and stored is not None else None
-
-    def authenticate(self, username: str | None, password: str | None) -> bool:
-        """The name and password match a user of upsd.users (what that user may do is another check)."""
-        return self._find(username, password) is not None
-
-    def check_action(self, username: str | None, password: str | None, action: str) -> bool:
-        user = self._find(username, password)
-        return user is not None and action.upper() in user.actions
-
-    def check_instcmd(self, username: str | None, password: str | None, command: str) -> bool:
-        user = self._find(username, password)
-        return user is not None and ("all" in user.instcmds or command.lower() in user.instcmds)
 
 
 _UPSMON_ROLES = {
@@ -67,16 +28,17 @@ _UPSMON_ROLES = {
 _KNOWN_ACTIONS = {"SET", "FSD"}
 
 
-def parse_users(path: Path) -> tuple[UserTable, list[ConfigProblem]]:
-    """Read upsd.users; a missing file means no users (every privileged command is denied)."""
+def parse_users(path: Path) -> tuple[dict[str, User], list[ConfigProblem]]:
+    """Read upsd.users; a missing file means no users (every privileged command is denied).
+    The checks on them are nutups.nut.users.UserTable's."""
     problems: list[ConfigProblem] = []
     fn = str(path)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        return UserTable(), []
+        return {}, []
     except OSError as exc:
-        return UserTable(), [ConfigProblem(fn, None, f"cannot read: {exc.strerror}")]
+        return {}, [ConfigProblem(fn, None, f"cannot read: {exc.strerror}")]
     try:
         mode = path.stat().st_mode
         if mode & stat.S_IROTH and os.name == "posix":
@@ -148,4 +110,4 @@ def parse_users(path: Path) -> tuple[UserTable, list[ConfigProblem]]:
     for user in users.values():
         if user.password is None:
             problems.append(ConfigProblem(fn, None, f"user {user.name} has no password: it can do nothing", True))
-    return UserTable(users), problems
+    return users, problems

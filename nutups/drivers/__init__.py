@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 from .base import Driver, DriverError
 from .dummy import DummyDriver
 from .nutsocket import NutSocketDriver
-from .x120x import make_x120x
+from .x120x import X120xDriver
 
-# name -> factory(state, section, confpath, statepath=...) -> Driver: the drivers built in.
-DRIVERS: dict[str, Callable[..., Driver]] = {
+# name -> the driver built in: cls(state, section, confpath, statepath=..., datapath=...,
+# hardware=cls.hardware_for(section, confpath)); `config check` reads cls.check_section.
+DRIVERS: dict[str, type[Driver]] = {
     "dummy-ups": DummyDriver,
-    "x120x": make_x120x,
+    "x120x": X120xDriver,
 }
 # The executables `nutups driver` installs for NUT's upsdrvctl (driverhost.py): a ups.conf
 # written for stock NUT with them is served in-process by `nutups serve` too.
@@ -37,7 +38,7 @@ def nut_driver(name: str | None, dirs: Iterable[str] = NUT_DRIVER_DIRS) -> Path 
     return None
 
 
-def builtin_driver(name: str | None) -> Callable[..., Driver] | None:
+def builtin_driver(name: str | None) -> type[Driver] | None:
     return DRIVERS.get(ALIASES.get(name or "", name or ""))
 
 
@@ -53,7 +54,7 @@ def in_process(name: str | None, socket_drivers: Collection[str] = ()) -> bool:
 
 
 def driver_factory(name: str | None, socket_drivers: Collection[str] = (),
-                   builtin: bool = True) -> Callable[..., Driver] | None:
+                   builtin: bool = True) -> type[Driver] | None:
     """What serves a ups.conf `driver =` name: ours in-process, else the NUT driver's socket
     (any name at all with builtin=False, as `nutups upsd`, which has no drivers of its own),
     else None (an unknown driver)."""

@@ -6,9 +6,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, ClassVar
 
 from ..config.nutconf import UpsSection
+from ..hardware.backend import Hardware
 from ..state import CommandResult, UpsState
+from .options import Number, Option, check_options
 
 
 class DriverError(Exception):
@@ -27,12 +30,30 @@ class Driver:
     """
 
     name = "driver"
+    # The driver takes a plug's energy meter on its supply as its load (mains_meter).
+    takes_mains_meter: ClassVar[bool] = False
+    # The driver runs battery tests through a plug that feeds it (nutups.battery.testing).
+    takes_battery_tests: ClassVar[bool] = False
     # Cells in series behind battery.voltage, when the driver knows (the shutdown
     # policy's voltage floor is per cell); None: unknown.
     series_cells: int | None = None
     # The loaded voltage per cell under which the cells are nearly empty (the policy's floor unless
     # `shutdown.voltage_floor` sets one); None: the policy's default.
     voltage_floor: float | None = None
+    # The ups.conf options this driver reads, declared (drivers/options.py): `nutups config
+    # check` checks a section against them without building the driver.
+    options: ClassVar[dict[str, Option]] = {}
+
+    @classmethod
+    def hardware_for(cls, section: UpsSection, confpath: Path) -> Hardware | None:
+        """The hardware this section's driver runs on, chosen once by whoever builds the driver
+        (the daemon, the driver host) and passed in; None: the driver needs none of it."""
+        return None
+
+    @classmethod
+    def check_section(cls, section: UpsSection, confpath: Path) -> list[str]:
+        """What is wrong with this section's options, each as `[ups] message` (none: it starts)."""
+        return check_options(cls.options, section.name, section.options, confpath)
 
     def __init__(
         self,
@@ -42,8 +63,10 @@ class Driver:
         clock: Callable[[], float] = time.monotonic,
         statepath: Path | None = None,
         datapath: Path | None = None,
+        hardware: Hardware | None = None,
     ) -> None:
         self.state = state
+        self.hardware = hardware  # from hardware_for()
         self.section = section
         self.confpath = confpath
         self.clock = clock
@@ -61,29 +84,46 @@ class Driver:
     async def run(self) -> None:
         raise NotImplementedError
 
-    @property
-    def simulated_hardware(self):
-        """The simulated HAT this driver runs on (its GPIO stands in for the Pi's), or None."""
-        return None
-
     def instcmd(self, command: str, param: str | None) -> CommandResult | Awaitable[CommandResult]:
         return CommandResult.UNKNOWN
 
+    def mains_meter(self, watts: float) -> None:
+        """A plug's meter reading on this UPS's supply (only where takes_mains_meter)."""
+
+    def shutdown_needs(self, seconds: float | None) -> None:
+        """The runtime the Pi's shutdown policy needs (None: no policy); a driver that judges LB
+        itself (x120x) shows LB when its estimate reaches it, the others have nothing to do."""
+
     def set_var(self, name: str, value: str) -> CommandResult | Awaitable[CommandResult]:
         return CommandResult.UNKNOWN
+
+    @classmethod
+    def section_value(cls, section: UpsSection, confpath: Path, key: str) -> Any:
+        """Option `key` of a section as its declared spec reads it (its default when ups.conf
+        has none); DriverError when it is wrong."""
+        spec = cls.options[key]
+        raw = section.options.get(key)
+        if raw is None:
+            return spec.default
+        try:
+            return spec.parse(key, raw, confpath)
+        except ValueError as exc:
+            raise DriverError(f"[{section.name}] {exc}") from None
+
+    def value(self, key: str) -> Any:
+        """Option `key` of this driver's section (see section_value)."""
+        return self.section_value(self.section, self.confpath, key)
 
     def option(self, key: str, default: str | None = None) -> str | None:
         return self.section.options.get(key, default)
 
     def float_option(self, key: str, default: float, minimum: float | None = None,
                      maximum: float | None = None) -> float:
+        """A number option not declared in ``options`` (declare it: config check then sees it)."""
         raw = self.section.options.get(key)
         if raw is None:
             return default
         try:
-            value = float(raw)
-        except ValueError:
-            raise DriverError(f"[{self.section.name}] {key} = {raw!r}: not a number") from None
-        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-            raise DriverError(f"[{self.section.name}] {key} = {raw}: must be within {minimum}..{maximum}")
-        return value
+            return Number(default, minimum, maximum).parse(key, raw, self.confpath)
+        except ValueError as exc:
+            raise DriverError(f"[{self.section.name}] {exc}") from None

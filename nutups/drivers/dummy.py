@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
-from ..nut.tokenizer import read_config_lines
+from ..parseconf import read_config_lines
 from ..state import CommandResult
 from .base import Driver, DriverError
+from .options import Choice, Number
 
 DUMMY_INTERNAL_VERSION = "0.15"  # what dummy-ups 2.8.0 reports; ours follows its rules
 
@@ -78,19 +79,22 @@ class DummyDriver(Driver):
     """`driver = dummy-ups`, `port = FILE.dev` (relative to the confpath)."""
 
     name = "dummy-ups"
+    options = {
+        "mode": Choice(None, ("dummy-once", "dummy-loop", "dummy"), says="dummy-once, dummy-loop or dummy",
+                       fold=False),
+        "pollinterval": Number(2.0, minimum=0.1),
+    }
 
     async def run(self) -> None:
         port = self.section.port
         if not port:
             raise DriverError(f"[{self.section.name}] dummy-ups needs port = FILE.dev")
         self.path = Path(port) if os.path.isabs(port) else self.confpath / port
-        mode = self.option("mode")
+        mode = self.value("mode")
         if mode is None:
             mode = "dummy-loop" if port.endswith(".seq") else "dummy-once" if port.endswith(".dev") else "dummy"
-        if mode not in ("dummy-once", "dummy-loop", "dummy"):
-            raise DriverError(f"[{self.section.name}] unsupported mode {mode!r} (dummy-once or dummy-loop)")
         self.mode = mode
-        self.pollinterval = self.float_option("pollinterval", 2.0, minimum=0.1)
+        self.pollinterval = self.value("pollinterval")
         self._init_variables()
         self._complained = False
         state = self.state

@@ -1,4 +1,4 @@
-"""Judgement over noisy gauge readings: debounce, runtime estimate, charge window."""
+"""Judgement over noisy gauge readings: runtime estimate, charge window."""
 
 from __future__ import annotations
 
@@ -6,29 +6,6 @@ import statistics
 from collections import deque
 
 from ..hardware.chemistry import EMPTY_V, GENERIC_OCV, OcvCurve
-
-
-class Debounce:
-    """A boolean that changes only after ``count`` consecutive readings agree on the new value."""
-
-    def __init__(self, count: int = 3, initial: bool = False) -> None:
-        self.count = max(1, count)
-        self.value = initial
-        self._streak = 0
-
-    def update(self, raw: bool) -> bool:
-        if raw == self.value:
-            self._streak = 0
-        else:
-            self._streak += 1
-            if self._streak >= self.count:
-                self.value = raw
-                self._streak = 0
-        return self.value
-
-    def reset(self, value: bool) -> None:
-        self.value = value
-        self._streak = 0
 
 
 def theil_sen_slope(points: list[tuple[float, float]], max_points: int = 40) -> float | None:

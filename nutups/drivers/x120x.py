@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
 from ..battery.learning import BatteryKnowledge, BatteryLearner
 from ..battery.store import load_record, record_path, save_record
+from ..debounce import Debounce
 from ..durable import WriteHealth, write_atomically
+from ..hardware.backend import Hardware, SimulatedHardware
 from ..hardware.boards import BOARDS, NOMINAL_CELL_VOLTAGE
+from ..hardware.cells import CellCurves
 from ..hardware.chemistry import CHEMISTRIES, REFUSED
 from ..hardware.gauge import (
     DEFAULT_ADDRESS,
@@ -22,13 +25,14 @@ from ..hardware.gauge import (
     GaugeError,
     GaugeReading,
     ImplausibleReading,
-    open_smbus,
 )
-from ..hardware.gpio import ChargeControl, GpioError, PowerLossLine, find_chip, import_gpiod
+from ..hardware.gpio import ChargeControl, GpioError, PowerLossLine, find_chip
 from ..hardware.pmic import PmicError, PmicLoadMeter
+from ..hardware.sim import SimClock, SimulatedHat
 from ..state import CommandResult
 from .base import Driver, DriverError
-from .estimation import ChargeWindow, Debounce, RuntimeEstimator, pack_resistance
+from .estimation import ChargeWindow, RuntimeEstimator, pack_resistance
+from .options import Address, Choice, DataFile, Flag, Number, Text
 
 DEFAULTS = {
     "battery.charge.low": 20,  # published, but LB comes from it only once set with upsrw (the gauge under-reads)
@@ -53,8 +57,15 @@ RW_RANGES = {
 }
 
 
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "yes", "true", "on", "")
+@dataclass(frozen=True)
+class CellChemistry(Choice):
+    """The cells' chemistry (hardware/chemistry.py): one nutups has curves for; one it refuses says why."""
+
+    def parse(self, key: str, raw: str, confpath: Path) -> str:
+        value = (raw or self.default or "").strip().lower()
+        if value in REFUSED:
+            raise ValueError(f"{key} = {value}: {REFUSED[value]}")
+        return super().parse(key, value, confpath)
 
 
 class X120xDriver(Driver):
@@ -69,49 +80,83 @@ class X120xDriver(Driver):
 
     name = "x120x"
     series_cells = 1  # every X120X is 1S: more cells only add capacity (hardware/boards.py)
+    takes_mains_meter = True
+    takes_battery_tests = True
+    options = {
+        "board": Choice("x1202", tuple(BOARDS), says=f"unknown (one of {', '.join(BOARDS)})"),
+        "capacity_mah": Number(None, 100, 200000),  # None: the board's
+        "i2c_bus": Number(1, 0, 255, integer=True),
+        "i2c_address": Address(DEFAULT_ADDRESS),
+        "gpiochip": Text(None),
+        "pld_line": Text("GPIO6"),
+        "charge_line": Text("GPIO16"),
+        "pld_active": Choice("high", ("high", "low"), says="high or low"),
+        "pollinterval": Number(2.0, 0.1, 60),
+        "chemistry": CellChemistry("generic", tuple(CHEMISTRIES), says=(
+            f"unknown (one of {', '.join(CHEMISTRIES)}; generic when unsure: it reads empty early but never late)")),
+        "critical_voltage": Number(None, 2.5, 3.8),  # None: the chemistry's floor
+        "lb_debounce": Number(3, 1, 50, integer=True),
+        "battery_charge_warning": Number(35, 0, 100),
+        "load_w": Number(5.0, 0.1, 50),
+        "load_meter": Choice("auto", LOAD_METERS),
+        "sim": Flag(False),
+        "sim_load_w": Number(5.0),
+        "sim_chip": Text("MAX17048"),
+        "sim_cell": DataFile(CellCurves.load),
+        # what is learned of the pack (nutups.battery) and the battery tests through a feeds: plug
+        "battery_resistance_new": Number(0, 0, 2),
+        "battery_replace_below": Number(70, 10, 100),
+        "battery_rest": Number(600, 0, 7200),
+        "battery_test_quick": Number(60, 1, 600),
+        "battery_test_margin": Number(600, 0, 86400),
+        "battery_test_grace": Number(30, 1, 600),
+    }
 
-    def __init__(self, *args: Any, hardware: Any = None, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        opt = self.option
-        board_name = (opt("board", "x1202") or "x1202").lower()
-        if board_name not in BOARDS:
-            raise DriverError(f"[{self.section.name}] board = {board_name}: unknown (one of {', '.join(BOARDS)})")
-        self.board = BOARDS[board_name]
-        self.capacity_mah = self.float_option("capacity_mah", self.board.capacity_mah, 100, 200000)
-        self.i2c_bus = int(self.float_option("i2c_bus", 1, 0, 255))
-        addr = opt("i2c_address", hex(DEFAULT_ADDRESS)) or hex(DEFAULT_ADDRESS)
-        try:
-            self.i2c_address = int(addr, 0)
-        except ValueError:
-            raise DriverError(f"[{self.section.name}] i2c_address = {addr}: not a number (e.g. 0x36)") from None
-        self.gpiochip = opt("gpiochip")
-        self.pld_line = opt("pld_line", "GPIO6") or "GPIO6"
-        self.charge_line = opt("charge_line", "GPIO16") or "GPIO16"
-        pld_active = (opt("pld_active", "high") or "high").lower()
-        if pld_active not in ("high", "low"):
-            raise DriverError(f"[{self.section.name}] pld_active = {pld_active}: high or low")
-        self.pld_active_high = pld_active == "high"
-        self.pollinterval = self.float_option("pollinterval", 2.0, 0.1, 60)
-        chemistry = (opt("chemistry", "generic") or "generic").strip().lower()
-        if chemistry in REFUSED:
-            raise DriverError(f"[{self.section.name}] chemistry = {chemistry}: {REFUSED[chemistry]}")
-        if chemistry not in CHEMISTRIES:
-            raise DriverError(f"[{self.section.name}] chemistry = {chemistry}: unknown (one of "
-                              f"{', '.join(CHEMISTRIES)}; generic when unsure: it reads empty early but never late)")
-        self.chemistry = CHEMISTRIES[chemistry]
-        self.critical_voltage = self.float_option("critical_voltage", self.chemistry.floor_v, 2.5, 3.8)
+    @classmethod
+    def hardware_for(cls, section, confpath) -> Hardware:
+        """`sim = yes`: the simulated HAT the section describes; else the Pi's own hardware."""
+        if cls.section_value(section, confpath, "sim"):
+            return SimulatedHardware(simulated_hat(section, confpath))
+        return Hardware()
+
+    @classmethod
+    def check_section(cls, section, confpath) -> list[str]:
+        """The declared options, then the simulator's own limits (a replayed cell's loads)."""
+        problems = super().check_section(section, confpath)
+        if not problems and cls.section_value(section, confpath, "sim"):
+            try:
+                simulated_hat(section, confpath)
+            except DriverError as exc:
+                problems.append(str(exc))
+        return problems
+
+    def __init__(self, *args: Any, hardware: Hardware | None = None, **kw: Any) -> None:
+        hardware = hardware or Hardware()
+        kw.setdefault("clock", hardware.clock)
+        super().__init__(*args, hardware=hardware, **kw)
+        self.hardware: Hardware = hardware
+        self.board = BOARDS[self.value("board")]
+        self.capacity_mah = self.value("capacity_mah") or self.board.capacity_mah
+        self.i2c_bus = self.value("i2c_bus")
+        self.i2c_address = self.value("i2c_address")
+        self.gpiochip = self.value("gpiochip")
+        self.pld_line = self.value("pld_line")
+        self.charge_line = self.value("charge_line")
+        self.pld_active_high = self.value("pld_active") == "high"
+        self.pollinterval = self.value("pollinterval")
+        self.chemistry = CHEMISTRIES[self.value("chemistry")]
+        self.critical_voltage = self.value("critical_voltage") or self.chemistry.floor_v
         self.voltage_floor = self.chemistry.floor_v  # per cell: the shutdown policy's floor unless it sets one
-        self.lb_debounce = int(self.float_option("lb_debounce", 3, 1, 50))
-        self.charge_warning = self.float_option("battery_charge_warning", 35, 0, 100)
-        self.sim = "sim" in self.section.options and _truthy(opt("sim"))
-        self.hardware = hardware  # injected: a SimulatedHat, or None for the real HAT
+        self.lb_debounce = self.value("lb_debounce")
+        self.charge_warning = self.value("battery_charge_warning")
+        self.sim = self.value("sim")
         self.settings = dict(DEFAULTS)
         self.user_set: set[str] = set()  # the variables set with upsrw (they win over what nutups works out)
         self.runtime_needed: float | None = None  # what the Pi's shutdown policy needs, seconds
         self.settings_path = (self.datapath / f"nutups-{self.section.name}.json") if self.datapath else None
         self._settings_health = WriteHealth("the settings", self.settings_path or Path("."), self.log)
         self._load_settings()
-        prior = float(self.settings.get("learned_load_w") or self.float_option("load_w", 5.0, 0.1, 50))
+        prior = float(self.settings.get("learned_load_w") or self.value("load_w"))
         self.estimator = RuntimeEstimator(self.capacity_mah / 1000.0, prior,
                                           resistance_ohm=pack_resistance(self.board.cells_parallel,
                                                                          self.chemistry.cell_ohm,
@@ -121,14 +166,11 @@ class X120xDriver(Driver):
         self._use_learned()
         self.battery_test_kind: str | None = None  # set while a battery test (nutups.battery.testing) runs
         self._load_fresh = False
-        meter = (opt("load_meter", "auto") or "auto").lower()
-        if meter not in LOAD_METERS:
-            raise DriverError(f"[{self.section.name}] load_meter = {meter}: one of {', '.join(LOAD_METERS)}")
+        meter = self.value("load_meter")
         self.load_meter_auto = meter == "auto"
         self.load_meter: PmicLoadMeter | None = None
         if meter != "none":
-            self.load_meter = (PmicLoadMeter(source=hardware.vcgencmd_pmic_read_adc) if hardware is not None
-                               else PmicLoadMeter.on_this_machine() or PmicLoadMeter())
+            self.load_meter = hardware.load_meter()
         self.load_w: float | None = None  # the last load meter reading, W at the Pi's 5 V input
         self._load_due = float("-inf")
         self.window = ChargeWindow(self.settings["experimental.battery.charge.stop"],
@@ -146,19 +188,17 @@ class X120xDriver(Driver):
         self.edge_seen = asyncio.Event()
         self.poll_now = asyncio.Event()  # wakes the poll loop (a new simulator speed)
         self._reader_fd: int | None = None
-        self.control = None
-        self.on_control = None  # the daemon's hook after a simulator change
 
     def _battery_learner(self) -> BatteryLearner:
         """What is learned of the pack (nutups.battery), kept in the datapath."""
         path = record_path(self.datapath, self.section.name) if self.datapath else None
         record = load_record(path, self.log) if path else None
-        new = self.float_option("battery_resistance_new", 0, 0, 2) or None
+        new = self.value("battery_resistance_new") or None
         health = WriteHealth("the battery record", path or Path("."), self.log)
         return BatteryLearner(
             self.capacity_mah / 1000.0, record,
-            replace_below=self.float_option("battery_replace_below", 70, 10, 100) / 100.0,
-            rest_s=self.float_option("battery_rest", 600, 0, 7200), resistance_new_ohm=new,
+            replace_below=self.value("battery_replace_below") / 100.0,
+            rest_s=self.value("battery_rest"), resistance_new_ohm=new,
             on_change=lambda rec: self._learned(path, rec, health), log=self.log.info)
 
     def _learned(self, path, record, health) -> None:
@@ -240,12 +280,7 @@ class X120xDriver(Driver):
     def _open_hardware(self) -> None:
         if self.gauge is None:
             try:
-                if self.hardware is not None:
-                    from ..hardware.sim import SimSMBus
-
-                    self.gauge = FuelGauge(SimSMBus(self.hardware, self.i2c_bus), self.i2c_bus, self.i2c_address)
-                else:
-                    self.gauge = open_smbus(self.i2c_bus, self.i2c_address)
+                self.gauge = self.hardware.open_gauge(self.i2c_bus, self.i2c_address)
                 self.gauge.identify()
                 self.state.set("experimental.gauge.chip", self.gauge.chip or "unknown")
                 self._problem("fuel gauge", None)
@@ -256,8 +291,8 @@ class X120xDriver(Driver):
                 self._problem("fuel gauge", exc)
         if self.pld is None:
             try:
-                gpiod = self.hardware.gpio if self.hardware is not None else import_gpiod()
-                paths = ["/dev/gpiochip0"] if self.hardware is not None else None
+                gpiod = self.hardware.gpiod()
+                paths = self.hardware.chip_paths
                 path, offset = find_chip(gpiod, self.pld_line, self.gpiochip, paths)
                 self.pld = PowerLossLine(gpiod, path, offset, self.pld_active_high)
                 cpath, coffset = find_chip(gpiod, self.charge_line, self.gpiochip, paths)
@@ -599,76 +634,34 @@ class X120xDriver(Driver):
     def instcmd(self, command: str, param: str | None) -> CommandResult:
         return CommandResult.UNKNOWN
 
-    @property
-    def simulated_hardware(self):
-        return self.hardware
-
-    def speed(self) -> float:
-        return getattr(getattr(self.hardware, "clock", None), "speed", 1.0) or 1.0
-
     async def run(self) -> None:
         self._init_variables()
         self.state.connected = True
-        if self.hardware is not None and self.statepath is not None:
-            from ..hardware.simcontrol import SimControlServer, SocketInUse
-
-            self.control = SimControlServer(self.hardware, self.statepath / f"nutups-{self.section.name}.sim", self)
-            self.control.after_change = self.on_control
-            try:
-                await self.control.start()
-            except SocketInUse as exc:
-                self.log.error("%s", exc)
         try:
             while True:
                 await self.measure_load()
                 self.poll()
                 self.poll_now.clear()
                 with contextlib.suppress(TimeoutError):  # the interval ended, or the simulator's speed changed
-                    await asyncio.wait_for(self.poll_now.wait(), max(self.pollinterval / self.speed(),
+                    await asyncio.wait_for(self.poll_now.wait(), max(self.pollinterval / self.hardware.speed(),
                                                                       MIN_POLL_SLEEP_S))
         finally:
             self._close_hardware()
-            if self.control is not None:
-                await self.control.close()
             self.state.connected = False
 
 
-def _sim_cell(section, confpath):
-    """`sim_cell = FILE.csv` (relative to the confpath): the simulator replays that cell's curves."""
-    from ..hardware.cells import CellCurves, CellDataError
+def simulated_hat(section, confpath):
+    """The simulated HAT a `sim = yes` section describes (board, capacity, chip, load, cell)."""
+    def value(key):
+        return X120xDriver.section_value(section, confpath, key)
 
-    path = section.options.get("sim_cell")
-    if not path:
-        return None
-    full = Path(path) if os.path.isabs(path) else Path(confpath) / path
+    chip = (value("sim_chip") or "MAX17048").upper()
     try:
-        return CellCurves.load(full)
-    except CellDataError as exc:
-        raise DriverError(f"[{section.name}] sim_cell = {path}: {exc}") from None
-
-
-def make_x120x(state, section, confpath, statepath=None, clock=None, datapath=None):
-    """Driver factory: builds the simulated HAT for `sim = yes`, else the real one."""
-    sim = "sim" in section.options and _truthy(section.options.get("sim"))
-    if not sim:
-        return X120xDriver(state, section, confpath, statepath=statepath, datapath=datapath)
-    from ..hardware.sim import SimClock, SimulatedHat
-
-    board = (section.options.get("board") or "x1202").lower()
-    try:
-        capacity = float(section.options["capacity_mah"]) if "capacity_mah" in section.options else None
-    except ValueError:
-        capacity = None  # the driver reports the bad option
-    chip = section.options.get("sim_chip", "MAX17048").upper()
-    cell = _sim_cell(section, confpath)
-    try:
-        hat = SimulatedHat(board if board in BOARDS else "x1202", capacity_mah=capacity,
-                           chip=chip if chip in ("MAX17040", "MAX17043", "MAX17048") else "MAX17048",
-                           clock=SimClock(), load_w=float(section.options.get("sim_load_w", "5") or 5), cell=cell)
+        return SimulatedHat(value("board"), capacity_mah=value("capacity_mah"),
+                            chip=chip if chip in ("MAX17040", "MAX17043", "MAX17048") else "MAX17048",
+                            clock=SimClock(), load_w=value("sim_load_w"), cell=value("sim_cell"))
     except ValueError as exc:
         raise DriverError(f"[{section.name}] sim_load_w: {exc}") from None
-    return X120xDriver(state, section, confpath, clock=hat.clock, statepath=statepath, datapath=datapath,
-                       hardware=hat)
 
 
-__all__ = ["X120xDriver", "make_x120x"]
+__all__ = ["X120xDriver", "simulated_hat"]

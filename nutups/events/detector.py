@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
-from ..drivers.estimation import Debounce
+from ..debounce import Debounce
 from ..state import UpsState
 from .types import Event, EventType
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .. import __version__
 from .config import DeviceConfig
 
 log = logging.getLogger("nutups.devices")
@@ -446,8 +447,6 @@ class ZWaveDevice(AcDevice):
     async def _connect(self) -> None:
         import aiohttp
         from zwave_js_server.client import Client
-
-        from .. import __version__
 
         library = logging.getLogger("zwave_js_server")
         if library.level == logging.NOTSET:  # its DEBUG is every message, the whole network's state among them

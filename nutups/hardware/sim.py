@@ -324,7 +324,6 @@ class SimulatedHat:
         self.temperature_c = 45.0  # the Pi's thermal zone
         self.dc_out = True  # the HAT's 5 V output reaching the Pi
         self.pld_stuck = False  # the PLD line ignores mains (floating, as with a badly seated HAT)
-        self.outputs_state: Callable[[], dict] | None = None  # set by the daemon: LEDs, relay, buzzer
         self._t = self.clock()
         self.gpio = SimGpiod(self)
 
@@ -392,7 +391,6 @@ class SimulatedHat:
             "clock_s": round(self.clock(), 3), "time_to_empty_s": None if math.isinf(tte) else round(tte, 1),
             "board": self.board.name, "capacity_mah": m.capacity_mah, "chip": self.chip,
             "temperature": self.temperature_c, "dc_out": self.dc_out, "pld_stuck": self.pld_stuck, "output_current_a": round(self.output_current(), 3),
-            "outputs": self.outputs_state() if self.outputs_state else {},
             "cell": m.cell.name if isinstance(m, CellReplayModel) else None,
         }
 
@@ -676,7 +674,7 @@ class SimGpiod:
 
 class SimSensors:
     """The host sensors (thermal zone, 5 V supply, output current), simulated:
-    the same interface as nutups.events.engine.HostSensors."""
+    the same interface as nutups.hardware.host.HostSensors."""
 
     def __init__(self, hat: SimulatedHat) -> None:
         self.hat = hat

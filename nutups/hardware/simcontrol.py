@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import stat
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,9 @@ MAX_LINE = 4096
 EDGE_WAIT_S = 1.0
 
 
-def handle_request(hat: SimulatedHat, line: bytes) -> tuple[dict, dict[str, Any]]:
-    """Validate and apply one request; return (reply, what changed)."""
+def handle_request(hat: SimulatedHat, line: bytes, state: Callable[[], dict] | None = None) -> tuple[dict, dict[str, Any]]:
+    """Validate and apply one request; return (reply, what changed).  `state` is what `get`
+    answers (the HAT's state, by default)."""
     try:
         req = json.loads(line)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -42,7 +44,7 @@ def handle_request(hat: SimulatedHat, line: bytes) -> tuple[dict, dict[str, Any]
         return {"ok": False, "error": "send one JSON object per line"}, {}
     cmd = req.get("cmd")
     if cmd == "get":
-        return {"ok": True, "state": hat.state()}, {}
+        return {"ok": True, "state": (state or hat.state)()}, {}
     if cmd == "stall":
         return stall_event_loop(req.get("until")), {}
     if cmd != "set":
@@ -82,14 +84,21 @@ def stall_event_loop(fifo: Any) -> dict:
 class SimControlServer:
     """Unix socket at ``<STATEPATH>/nutups-<ups>.sim``, mode 0600."""
 
-    def __init__(self, hat: SimulatedHat, path: Path, driver: Any = None) -> None:
+    def __init__(self, hat: SimulatedHat, path: Path, driver: Any = None,
+                 after_change: Callable[[], Awaitable[None]] | None = None,
+                 outputs_state: Callable[[], dict] | None = None) -> None:
         self.hat = hat
         self.path = path
         self.driver = driver
         self.server: asyncio.AbstractServer | None = None
         self._clients: set[asyncio.Task] = set()  # one task per connected client
-        self.after_change = None  # set by the daemon: refresh the sensors the events read
+        self.after_change = after_change  # the daemon's: refresh the sensors the events read
+        self.outputs_state = outputs_state  # the daemon's: LEDs, relay, buzzer as they are now
         self._inode = 0
+
+    def state(self) -> dict:
+        """The HAT's state and the Pi's outputs (what `nutups sim status` shows)."""
+        return {**self.hat.state(), "outputs": self.outputs_state() if self.outputs_state else {}}
 
     async def start(self) -> None:
         """Listen; a socket left by a server that is gone is replaced, one a live server
@@ -124,7 +133,7 @@ class SimControlServer:
                     break
                 if not line.strip():
                     continue
-                reply, changes = handle_request(self.hat, line)
+                reply, changes = handle_request(self.hat, line, self.state)
                 if changes:
                     try:
                         if self.driver is not None:
@@ -132,7 +141,7 @@ class SimControlServer:
                     except Exception as exc:  # the simulator changed; report what went wrong after
                         log.exception("after a simulator change")
                         reply = {"ok": False, "error": f"changed, but: {exc}"}
-                    reply["state"] = self.hat.state()
+                    reply["state"] = self.state()
                 writer.write(json.dumps(reply).encode() + b"\n")
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):

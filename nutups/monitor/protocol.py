@@ -3,7 +3,7 @@
 What upsc, upscmd, upsrw and PeaNUT send, and how upsd 2.8 answers (docs/net-protocol.txt
 in NUT): one reply per request, in order; a reply is one line, or a ``BEGIN LIST ...`` line,
 its items and ``END LIST ...``; a refusal is ``ERR CODE``.  Replies are split into words by
-NUT's own tokenizer (nutups/nut/tokenizer.py: upsd quotes values with pconf_encode, which
+NUT's own tokenizer (nutups/parseconf.py: upsd quotes values with pconf_encode, which
 that tokenizer undoes), so a value with quotes, backslashes or a ``#`` reads back exactly.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ..nut.tokenizer import LineTokenizer, quote
+from ..parseconf import LineTokenizer, quote
 
 # What may be sent bare in a request (a UPS, variable or command name): anything else is refused
 # before it reaches the wire, so a name can never add words or lines to a request.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .tokenizer import read_config_lines
+from ..parseconf import read_config_lines
 
 UNAVAILABLE = "Description unavailable"
 

@@ -20,11 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .. import __version__
-from ..config.users import UserTable
+from ..parseconf import PLAIN_LINE, Line, LineTokenizer, quote
 from ..state import CommandResult, UpsState, Variable, client_status
 from .descriptions import Descriptions
 from .throttle import LoginThrottle
-from .tokenizer import PLAIN_LINE, Line, LineTokenizer, quote
+from .users import UserTable
 
 NUT_VERSION = "2.8.0"  # the upsd release whose behaviour we reproduce (server.version)
 # Exporters parse VER with `upsd (?P<version>.+) -` (greedy, up to the last " -"),

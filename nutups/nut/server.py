@@ -25,10 +25,10 @@ import threading
 import time
 from collections import deque
 
+from ..parseconf import quote
 from ..state import CommandResult
 from .effects import EffectRunner
 from .protocol import ServerCore, Session
-from .tokenizer import quote
 
 log = logging.getLogger("nutups.server")
 

@@ -32,8 +32,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ..parseconf import LineTokenizer, quote
 from ..state import CommandResult, UpsState, Variable
-from .tokenizer import LineTokenizer, quote
 
 # pconf_encode (``\\``, ``"`` and ``#`` get a backslash): dstate.c sends every value through it,
 # as NUT 2.8.0's dummy-ups shows for a value with a ``#`` in it.

@@ -112,13 +112,12 @@ class ShutdownRunner:
 
     def tell_driver(self) -> None:
         """The driver publishes what the shutdown needs as battery.runtime.low (None: no policy)."""
-        needs = getattr(self.driver, "shutdown_needs", None)
-        if needs is None:
+        if self.driver is None:
             return
         if not self._running or not self.policy.enabled:
-            needs(None)
+            self.driver.shutdown_needs(None)
         else:
-            needs(self.policy.runtime_needed())
+            self.driver.shutdown_needs(self.policy.runtime_needed())
 
     def _record_logout(self) -> None:
         measured = self.policy.logout_measured

@@ -25,7 +25,7 @@ from ..events.log import event_timestamp, matches, parse_time, read_events
 from ..events.types import EventType
 from ..monitor.protocol import NutError, ProtocolError
 from ..nut.protocol import ServerCore
-from ..nut.tokenizer import quote
+from ..parseconf import quote
 from ..state import CommandResult, UpsState
 from .connections import LIVE_CLIENTS
 from .history import HistoryStore

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..config.users import UserTable
+from ..nut.users import UserTable
 
 COOKIE = "nutups_session"
 IDLE_S = 12 * 3600.0

@@ -1,12 +1,23 @@
-"""Where nutups keeps what must survive a restart (the datapath), and the move from where it used to be.
+"""Where nutups finds its configuration (confpath), its sockets (statepath) and what must survive a restart (datapath).
 
-Values set with upsrw, the charge window, the learned load, the event log and the
-history live here; STATEPATH (a runtime directory systemd empties at every stop)
-keeps sockets only.  The order, first that applies:
+One place for every directory a process of nutups uses, each resolved from the
+environment first, as NUT's programs do:
 
-1. ``$STATE_DIRECTORY``, which systemd sets for ``StateDirectory=nutups``;
-2. ``datapath:`` in nutups.yaml (relative to the confpath);
-3. ``/var/lib/nutups`` for root, else ``$XDG_STATE_HOME/nutups`` (``~/.local/state/nutups``).
+* confpath: ``$NUT_CONFPATH``, else /etc/nutups (`nutups serve`) or NUT's /etc/nut
+  (`nutups upsd` and the driver host, which stand in for NUT's programs);
+* statepath (sockets only; a runtime directory systemd empties at every stop):
+  for nutups, ``--statepath``, else ``$NUT_STATEPATH``, else upsd.conf's STATEPATH,
+  else /run/nutups for root, ``$XDG_RUNTIME_DIR/nutups``, /tmp/nutups-<uid>;
+  where NUT's drivers put theirs: ``$NUT_STATEPATH``, else STATEPATH, else /run/nut;
+* datapath (values set with upsrw, the charge window, the learned load, the event
+  log and the history), first that applies:
+
+  1. ``$STATE_DIRECTORY``, which systemd sets for ``StateDirectory=nutups``;
+  2. ``datapath:`` in nutups.yaml (relative to the confpath);
+  3. ``/var/lib/nutups`` for root, else ``$XDG_STATE_HOME/nutups`` (``~/.local/state/nutups``).
+
+the lock that keeps a second daemon off a datapath in use, and the one-time move of the
+files an older nutups kept in STATEPATH to the datapath.
 """
 
 from __future__ import annotations
@@ -18,13 +29,44 @@ import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-from .config.schema import Checked, Converted, Section, Text
-
+NUTUPS_CONFPATH = Path("/etc/nutups")
+NUT_CONFPATH = Path("/etc/nut")  # Debian's compiled-in paths (strings /lib/nut/dummy-ups)
+NUT_STATEPATH = Path("/run/nut")
+ROOT_STATEPATH = Path("/run/nutups")
 ROOT_DATAPATH = Path("/var/lib/nutups")
 # Files that nutups kept in STATEPATH before there was a datapath.
 OLD_FILES = ("nutups-*.json", "ups_events.log", "ups_events.log.*")
+
+
+def resolve_confpath(default: Path = NUTUPS_CONFPATH, environ: Mapping[str, str] = os.environ) -> Path:
+    """$NUT_CONFPATH, else `default` (nutups' own /etc/nutups, or NUT's /etc/nut)."""
+    return Path(environ.get("NUT_CONFPATH") or default)
+
+
+def resolve_statepath(given: Path | None = None, configured: str | Path | None = None,
+              environ: Mapping[str, str] = os.environ, euid: int | None = None) -> Path:
+    """nutups' runtime directory (sockets, the simulator's control socket): `given`
+    (--statepath), else $NUT_STATEPATH, else `configured` (upsd.conf STATEPATH), else the
+    runtime directory of this user."""
+    if given is not None:
+        return Path(given)
+    if environ.get("NUT_STATEPATH"):
+        return Path(environ["NUT_STATEPATH"])
+    if configured:
+        return Path(configured)
+    if (os.geteuid() if euid is None else euid) == 0:
+        return ROOT_STATEPATH
+    runtime = environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return Path(runtime) / "nutups"
+    return Path(f"/tmp/nutups-{os.getuid()}")
+
+
+def resolve_nut_statepath(configured: str | Path | None = None, environ: Mapping[str, str] = os.environ) -> Path:
+    """Where NUT's drivers put their sockets (and NUT's upsd its pid file): $NUT_STATEPATH,
+    else `configured` (upsd.conf STATEPATH), else /run/nut."""
+    return Path(environ.get("NUT_STATEPATH") or configured or NUT_STATEPATH)
 
 
 def default_datapath(environ: Mapping[str, str] = os.environ, euid: int | None = None) -> Path:
@@ -113,13 +155,3 @@ def migrate_from_statepath(statepath: Path, datapath: Path, log: logging.Logger)
             log.info("moved %s from STATEPATH to the datapath %s (kept there from now on)", old, datapath)
             moved.append(new)
     return moved
-
-
-def _build(values: dict[str, Any], walk: Checked, confpath: Path) -> Path:
-    configured = values.get("datapath")
-    if configured is not None and not configured.is_absolute():
-        configured = confpath / configured
-    return resolve_datapath(configured)
-
-
-DATAPATH = Section("datapath", {"datapath": Converted(Text("a directory path"), Path)}, _build)
