@@ -82,3 +82,15 @@ def test_the_shutdown_floor_follows_the_driver_unless_set():
     assert ShutdownPolicy(ShutdownSettings(), "ups", 1, cell_floor=2.8).floor == 2.8
     assert ShutdownPolicy(ShutdownSettings(voltage_floor=3.1), "ups", 1, cell_floor=2.8).floor == 3.1
     assert ShutdownPolicy(ShutdownSettings(), "ups", 2).floor == pytest.approx(6.4)  # 2 x the default 3.2 V
+
+
+def test_config_check_says_what_is_wrong_with_the_chemistry(tmp_path):
+    """`nutups config check` reads the declared option without building the driver."""
+    from nutups.configuration import load_configuration
+
+    (tmp_path / "ups.conf").write_text("[hat]\n driver = x120x\n chemistry = LFP\n\n[two]\n driver = x120x\n"
+                                       " chemistry = nimh\n\n[ok]\n driver = x120x\n chemistry = NCA\n")
+    messages = sorted(p.message for p in load_configuration(tmp_path).errors)
+    assert len(messages) == 2, messages
+    assert messages[0].startswith("[hat] chemistry = lfp: LiFePO4 cells must not be charged above 3.65 V")
+    assert messages[1].startswith("[two] chemistry = nimh: unknown (one of generic, nmc, nca, lco")
