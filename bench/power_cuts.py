@@ -4,7 +4,8 @@ SIGKILL at random moments of activity, and after each restart its datapath must 
 Each cut picks one activity and kills the daemon a random 0-150 ms into it:
 - mains flaps (events written and synced),
 - a value set with upsrw (the settings file rewritten),
-- a stop (SIGTERM: the history's last flush, the event log's close).
+- a stop (SIGTERM: the history's last flush, the event log's close),
+- a history flush (every 10 s here): the cut comes the moment its write-ahead log is seen to change.
 After each restart: SQLite's `PRAGMA integrity_check` says ok, the event log parses with no damaged
 line and its numbers have no gap, the settings are the old value or the new one (never a third,
 never an unreadable file), and the daemon serves NUT again.  Prints the seed, the figures (time to
@@ -82,9 +83,20 @@ class Cuts:
 
     def cut(self) -> str:
         """One activity, and SIGKILL a random moment into it."""
-        activity = self.rng.choice(["events", "settings", "stop"])
+        activity = self.rng.choice(["events", "settings", "stop", "history"])
         new = None
-        if activity == "events":
+        if activity == "history":
+            wal = self.datapath / "history.sqlite3-wal"
+
+            def mark():
+                try:
+                    st = wal.stat()
+                    return st.st_size, st.st_mtime_ns
+                except FileNotFoundError:
+                    return None
+            before = mark()
+            poll_until(lambda: mark() != before, "a history flush", timeout=30)
+        elif activity == "events":
             for ac in (False, True):
                 self.sim(ac=ac)
         elif activity == "settings":
@@ -92,7 +104,8 @@ class Cuts:
             self.set_charge_low(new)
         else:
             self.proc.send_signal(signal.SIGTERM)
-        time.sleep(self.rng.uniform(0, 0.15))  # the random moment of the cut (not a synchronisation)
+        # the random moment of the cut (not a synchronisation); a flush is cut as soon as it is seen
+        time.sleep(self.rng.uniform(0, 0.02 if activity == "history" else 0.15))
         self.proc.kill()
         self.proc.wait(10)
         self.client.close()

@@ -22,5 +22,5 @@ def test_power_cuts_leave_the_datapath_whole():
     r = run(12, SEED, log=lambda *a: None)
     print(f"seed {r['seed']}: {r['activities']}, start median {r['start_median_s']:.2f} s")
     assert not r["failures"], f"seed {SEED}: " + "; ".join(r["failures"])
-    assert set(r["activities"]) == {"events", "settings", "stop"}  # every kind of moment was cut
+    assert set(r["activities"]) == {"events", "settings", "stop", "history"}  # every kind of moment was cut
     assert r["events"] > 0
