@@ -9,6 +9,7 @@ from pathlib import Path
 from nutups.config.nutconf import UpsSection
 from nutups.drivers.x120x import X120xDriver
 from nutups.hardware.backend import SimulatedHardware
+from nutups.hardware.boards import BOARDS
 from nutups.hardware.cells import CellCurves
 from nutups.hardware.sim import SimClock, SimulatedHat
 from nutups.state import UpsState
@@ -66,13 +67,15 @@ class Outage:
 
 def run_outage(cell: str, board: str = "x1202", load_w: float = 5.0, prior_load_w: float = 5.0,
                load_meter: str = "auto", options: dict[str, str] | None = None, until_s: float | None = None,
-               poll_s: float = 2.0, measured_capacity_ah: float | None = None) -> Outage:
-    """Mains lost at full charge; poll the driver every ``poll_s`` simulated seconds until the
+               poll_s: float = 2.0, measured_capacity_ah: float | None = None, start_soc: float = 100.0,
+               measured_resistance_ohm: float | None = None) -> Outage:
+    """Mains lost at full charge (or ``start_soc``); poll the driver every ``poll_s`` simulated seconds until the
     cell is empty (or ``until_s``), sampling battery.runtime against the true time to empty.
     ``load_meter``: auto (the simulated Pi 5's PMIC) or none (the estimate starts from the prior)."""
     time = ManualTime()
     clock = SimClock(1.0, source=time)
     hat = SimulatedHat(board, clock=clock, load_w=load_w, cell=load_cell(cell))
+    hat.set(soc=start_soc)
     opts = {"sim": "yes", "board": board, "load_w": str(prior_load_w), "load_meter": load_meter}
     opts.update(options or {})
     state = UpsState("ups", clock=clock)
@@ -80,8 +83,8 @@ def run_outage(cell: str, board: str = "x1202", load_w: float = 5.0, prior_load_
                          hardware=SimulatedHardware(hat))
     driver._init_variables()
     state.connected = True
-    if measured_capacity_ah is not None:  # what the battery learning measured (issue 14 part 2)
-        driver.estimator.use_measured(capacity_ah=measured_capacity_ah)
+    if measured_capacity_ah is not None or measured_resistance_ohm is not None:  # the battery learning's
+        driver.estimator.use_measured(measured_capacity_ah, measured_resistance_ohm)
     loop = asyncio.new_event_loop()
 
     def poll() -> None:  # as the driver's run loop does: the load meter, then the gauge
@@ -129,7 +132,8 @@ class Drill:
 
 def run_drill(cell: str, board: str, load_w: float, start_soc: float = 100.0, hostsync: float = 15.0,
               logout_s: float = 5.0, grace: float = 30.0, blip_s: float | None = None,
-              settings: dict | None = None, options: dict[str, str] | None = None) -> Drill:
+              settings: dict | None = None, options: dict[str, str] | None = None,
+              measured_capacity_ah: float | None = None, measured_resistance_ohm: float | None = None) -> Drill:
     """Mains lost at ``start_soc`` (for good, or back after ``blip_s``); the policy on the simulator's
     clock. Polls every 2 s once the truth is under 20 minutes (every 10 s under 2 hours, every minute before)."""
     from nutups.shutdown.policy import RunCommand, SetFsd, ShutdownPolicy
@@ -147,8 +151,10 @@ def run_drill(cell: str, board: str, load_w: float, start_soc: float = 100.0, ho
                          hardware=SimulatedHardware(hat))
     driver._init_variables()
     state.connected = True
+    if measured_capacity_ah is not None or measured_resistance_ohm is not None:  # the battery learning's
+        driver.estimator.use_measured(measured_capacity_ah, measured_resistance_ohm)
     policy = ShutdownPolicy(ShutdownSettings(grace=grace, hostsync=hostsync, **(settings or {})), "ups",
-                            driver.series_cells, clock=clock)
+                            driver.series_cells, clock=clock, cell_floor=driver.voltage_floor)
     if hasattr(driver, "shutdown_needs"):  # as the daemon's runner tells it
         driver.shutdown_needs(policy.runtime_needed())
     out = Drill(cell, board, load_w, start_soc)
@@ -210,3 +216,16 @@ def soc_leaving(cell: str, board: str, load_w: float, seconds: float) -> float:
         hat.model.set_soc(mid)
         lo, hi = (mid, hi) if hat.model.time_to_empty() < seconds else (lo, mid)
     return round(hi, 2)
+
+
+def step_resistance(cell: str, board: str) -> float:
+    """The pack's resistance as a load step shows it on a full pack (what the battery learning
+    measures, issue 14 part 2): from the cell's lightest load to its heaviest, the voltage drop
+    over the current, one cell's, shared by the cells in parallel."""
+    curves = load_cell(cell)
+    q = 0.01  # Ah per nominal Ah: just off full
+    lo, hi = curves.min_w_per_ah, curves.max_w_per_ah  # W per nominal Ah: a 1 Ah cell's watts
+    v_lo, v_hi = curves.voltage(q, lo), curves.voltage(q, hi)
+    ohm_per_ah = (v_lo - v_hi) / (hi / v_hi - lo / v_lo)  # a 1 Ah cell's resistance
+    cell_ah = BOARDS[board].capacity_mah / 1000 / BOARDS[board].cells_parallel
+    return ohm_per_ah / cell_ah / BOARDS[board].cells_parallel

@@ -312,3 +312,25 @@ def test_drill_secondaries_first_then_the_pi_with_the_reserve_left(cell, board, 
     record_property("margin_s", margin)
     print(f"drill: {cell} on {board} at {load_w:g} W: the Pi's command with {margin / 60:.1f} min left")
     assert margin >= RESERVE
+
+
+@pytest.mark.timeout(180)
+def test_drill_with_the_cells_chemistry_set_the_pi_goes_down_with_3_to_10_minutes_left(record_property):
+    """The drill through the daemon with `chemistry = nmc` in ups.conf, on the LG M50 measured by
+    O'Regan et al. 2022 (the nmc curve comes from the other measurement of it, Chen 2020): the
+    shutdown policy's floor is the chemistry's (2.8 V, not 3.2 V), stock upsmon secondaries go
+    first, and the Pi's command runs with 3 to 10 minutes of true runtime left (issue 14)."""
+    cell, board, load_w = "lgm50-oregan2022", "x1202", 5.0
+    with Outage(grace=5, hostsync=15, cell=cell, board=board, load_w=load_w, driver_options=" chemistry = nmc\n") as o:
+        assert o.var("driver.parameter.chemistry") == "nmc"
+        o.run_low()
+        pi = o.pi("pi-off")
+        poll_until(lambda: sorted(o.order()) == ["sec1", "sec2"], "both secondaries' SHUTDOWNCMD")
+        message = o.shutdown_command_message()
+    assert "floor 2.80 V" in o.log, o.log[-2000:]
+    assert "every client logged out" in message, message
+    margin = float(pi["time_to_empty_s"])
+    record_property("margin_s", margin)
+    print(f"drill with chemistry nmc: {cell} on {board} at {load_w:g} W: the Pi's command with "
+          f"{margin / 60:.1f} min left")
+    assert 3 * 60 <= margin <= 10 * 60, f"the Pi's command with {margin / 60:.1f} min left; {message}"

@@ -37,6 +37,9 @@ class Driver:
     # Cells in series behind battery.voltage, when the driver knows (the shutdown
     # policy's voltage floor is per cell); None: unknown.
     series_cells: int | None = None
+    # The loaded voltage per cell under which the cells are nearly empty (the policy's floor unless
+    # `shutdown.voltage_floor` sets one); None: the policy's default.
+    voltage_floor: float | None = None
     # The ups.conf options this driver reads, declared (drivers/options.py): `nutups config
     # check` checks a section against them without building the driver.
     options: ClassVar[dict[str, Option]] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from collections import deque
 
-from ..hardware.boards import ocv, soc_at_ocv
+from ..hardware.chemistry import EMPTY_V, GENERIC_OCV, OcvCurve
 
 
 def theil_sen_slope(points: list[tuple[float, float]], max_points: int = 40) -> float | None:
@@ -24,14 +24,25 @@ def theil_sen_slope(points: list[tuple[float, float]], max_points: int = 40) -> 
     return statistics.median(slopes) if slopes else None
 
 
-def remaining_energy_j(capacity_ah: float, soc: float, sag_v: float = 0.0) -> float:
-    """Energy left above empty, joules: the capacity times the open-circuit voltage
-    curve integrated from 0 to ``soc`` (less the present voltage sag under load)."""
+def remaining_energy_j(capacity_ah: float, soc: float, sag_v: float = 0.0, curve: OcvCurve = GENERIC_OCV,
+                       empty_v: float = EMPTY_V) -> float:
+    """Energy left above empty, joules: the capacity times the open-circuit voltage curve less the
+    present voltage sag under load, integrated from where that reaches ``empty_v`` up to ``soc``."""
     soc = min(max(soc, 0.0), 100.0)
-    steps = max(int(soc), 1)
-    h = soc / steps
-    volts = sum(max(ocv((i + 0.5) * h) - sag_v, 0.0) for i in range(steps))
-    return capacity_ah * 3600.0 * volts * h / 100.0
+    total = 0.0
+    lo = 0.0
+    for top, h in ((min(soc, 10.0), 0.2), (soc, 1.0)):  # fine steps near empty, where the curves bend
+        span = top - lo
+        if span <= 0:
+            continue
+        steps = max(round(span / h), 1)
+        h = span / steps
+        for i in range(steps):
+            v = curve.ocv(lo + (i + 0.5) * h) - sag_v
+            if v >= empty_v:
+                total += v * h
+        lo = top
+    return capacity_ah * 3600.0 * total / 100.0
 
 
 # The resistance between the cells' open-circuit voltage and battery.voltage: a fresh 18650 has some tens of
@@ -47,19 +58,21 @@ NEAR_EMPTY_SOC = 10.0
 TRUST_GAUGE_SOC = 20.0
 
 
-def pack_resistance(cells_parallel: int, cell_ohm: float = NOMINAL_CELL_RESISTANCE_OHM) -> float:
+def pack_resistance(cells_parallel: int, cell_ohm: float = NOMINAL_CELL_RESISTANCE_OHM,
+                    board_ohm: float = BOARD_RESISTANCE_OHM) -> float:
     """The nominal resistance between the cells' open-circuit voltage and battery.voltage, ohm."""
-    return cell_ohm / max(cells_parallel, 1) + BOARD_RESISTANCE_OHM
+    return cell_ohm / max(cells_parallel, 1) + board_ohm
 
 
-def energy_from_voltage_j(capacity_ah: float, resistance_ohm: float, volts: float, power_w: float) -> float:
+def energy_from_voltage_j(capacity_ah: float, resistance_ohm: float, volts: float, power_w: float,
+                          curve: OcvCurve = GENERIC_OCV, empty_v: float = EMPTY_V) -> float:
     """Energy left above empty, joules, from the loaded voltage alone: the current the pack delivers at
     this power and voltage, through the resistance, gives the open-circuit voltage; the open-circuit
     curve gives the charge left at it, and the energy above empty at this sag."""
     if volts <= 0 or power_w <= 0:
-        return remaining_energy_j(capacity_ah, soc_at_ocv(volts))
+        return remaining_energy_j(capacity_ah, curve.soc_at(volts), curve=curve, empty_v=empty_v)
     sag = power_w / volts * resistance_ohm
-    return remaining_energy_j(capacity_ah, soc_at_ocv(volts + sag), sag)
+    return remaining_energy_j(capacity_ah, curve.soc_at(volts + sag), sag, curve, empty_v)
 
 
 class RuntimeEstimator:
@@ -85,7 +98,10 @@ class RuntimeEstimator:
 
     def __init__(self, capacity_ah: float, prior_load_w: float, efficiency: float = 0.9,
                  settle_s: float = 180.0, trust_s: float = 120.0, window_s: float = 900.0,
-                 measure_window_s: float = 60.0, resistance_ohm: float | None = None) -> None:
+                 measure_window_s: float = 60.0, resistance_ohm: float | None = None,
+                 curve: OcvCurve = GENERIC_OCV, empty_v: float = EMPTY_V) -> None:
+        self.curve = curve  # the cells' open-circuit voltage (hardware/chemistry.py)
+        self.empty_v = empty_v  # the loaded voltage the estimate counts down to
         self.nominal_capacity_ah = capacity_ah
         self.nominal_resistance_ohm = resistance_ohm if resistance_ohm is not None else pack_resistance(1)
         self.capacity_ah = capacity_ah
@@ -102,7 +118,10 @@ class RuntimeEstimator:
         self.started: float | None = None
 
     def use_measured(self, capacity_ah: float | None = None, resistance_ohm: float | None = None) -> None:
-        """A capacity (Ah) and a resistance (ohm) measured on this pack; None: back to the nominal one."""
+        """A capacity (Ah) and a resistance (ohm) measured on this pack; None: back to the nominal one.
+        A resistance above the chemistry's nominal one reads the charge left higher near empty: on the
+        aged NCA pack a resistance from a load step on the full pack put the Pi's command at 1.7-2.8
+        minutes left on an X1201 (docs/runtime.md); the drill is proven on the nominal one."""
         self.capacity_ah = capacity_ah if capacity_ah and capacity_ah > 0 else self.nominal_capacity_ah
         self.resistance_ohm = (resistance_ohm if resistance_ohm and resistance_ohm > 0
                                else self.nominal_resistance_ohm)
@@ -191,12 +210,13 @@ class RuntimeEstimator:
         if power <= 0:
             return 0.0
         if not on_battery:
-            return remaining_energy_j(self.capacity_ah, soc, 0.0) / power
-        sag = max(ocv(soc) - volts, 0.0)
-        by_gauge = remaining_energy_j(self.capacity_ah, soc, sag) / power
+            return remaining_energy_j(self.capacity_ah, soc, 0.0, self.curve, self.empty_v) / power
+        sag = max(self.curve.ocv(soc) - volts, 0.0)
+        by_gauge = remaining_energy_j(self.capacity_ah, soc, sag, self.curve, self.empty_v) / power
         loaded = self.loaded_volts() or volts
-        by_voltage = energy_from_voltage_j(self.capacity_ah, self.resistance_ohm, loaded, power) / power
-        low = min(soc, soc_at_ocv(loaded + power / loaded * self.resistance_ohm))
+        by_voltage = energy_from_voltage_j(self.capacity_ah, self.resistance_ohm, loaded, power, self.curve,
+                                           self.empty_v) / power
+        low = min(soc, self.curve.soc_at(loaded + power / loaded * self.resistance_ohm))
         if low >= TRUST_GAUGE_SOC:
             return by_gauge
         if low <= NEAR_EMPTY_SOC:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from ..durable import WriteHealth, write_atomically
 from ..hardware.backend import Hardware, SimulatedHardware
 from ..hardware.boards import BOARDS, NOMINAL_CELL_VOLTAGE
 from ..hardware.cells import CellCurves
+from ..hardware.chemistry import CHEMISTRIES, REFUSED
 from ..hardware.gauge import (
     DEFAULT_ADDRESS,
     FuelGauge,
@@ -55,11 +57,26 @@ RW_RANGES = {
 }
 
 
+@dataclass(frozen=True)
+class CellChemistry(Choice):
+    """The cells' chemistry (hardware/chemistry.py): one nutups has curves for; one it refuses says why."""
+
+    def parse(self, key: str, raw: str, confpath: Path) -> str:
+        value = (raw or self.default or "").strip().lower()
+        if value in REFUSED:
+            raise ValueError(f"{key} = {value}: {REFUSED[value]}")
+        return super().parse(key, value, confpath)
+
+
 class X120xDriver(Driver):
     """`driver = x120x`.  Options: board, capacity_mah, i2c_bus, i2c_address, gpiochip,
-    pld_line, charge_line, pld_active, pollinterval, load_w, critical_voltage,
+    pld_line, charge_line, pld_active, pollinterval, load_w, chemistry, critical_voltage,
     lb_debounce, battery_charge_warning, load_meter, battery_replace_below, battery_rest,
-    battery_resistance_new, sim (with sim_load_w, sim_chip, sim_cell)."""
+    battery_resistance_new, sim (with sim_load_w, sim_chip, sim_cell).
+
+    ``chemistry`` (generic, nmc, nca, lco; hardware/chemistry.py) picks the cells' open-circuit
+    curve, which the runtime estimate reads near empty, and the loaded-voltage floor under which
+    LB shows (``critical_voltage``) and the shutdown policy's floor defaults to."""
 
     name = "x120x"
     series_cells = 1  # every X120X is 1S: more cells only add capacity (hardware/boards.py)
@@ -75,7 +92,9 @@ class X120xDriver(Driver):
         "charge_line": Text("GPIO16"),
         "pld_active": Choice("high", ("high", "low"), says="high or low"),
         "pollinterval": Number(2.0, 0.1, 60),
-        "critical_voltage": Number(3.2, 2.8, 3.8),
+        "chemistry": CellChemistry("generic", tuple(CHEMISTRIES), says=(
+            f"unknown (one of {', '.join(CHEMISTRIES)}; generic when unsure: it reads empty early but never late)")),
+        "critical_voltage": Number(None, 2.5, 3.8),  # None: the chemistry's floor
         "lb_debounce": Number(3, 1, 50, integer=True),
         "battery_charge_warning": Number(35, 0, 100),
         "load_w": Number(5.0, 0.1, 50),
@@ -125,7 +144,9 @@ class X120xDriver(Driver):
         self.charge_line = self.value("charge_line")
         self.pld_active_high = self.value("pld_active") == "high"
         self.pollinterval = self.value("pollinterval")
-        self.critical_voltage = self.value("critical_voltage")
+        self.chemistry = CHEMISTRIES[self.value("chemistry")]
+        self.critical_voltage = self.value("critical_voltage") or self.chemistry.floor_v
+        self.voltage_floor = self.chemistry.floor_v  # per cell: the shutdown policy's floor unless it sets one
         self.lb_debounce = self.value("lb_debounce")
         self.charge_warning = self.value("battery_charge_warning")
         self.sim = self.value("sim")
@@ -137,7 +158,10 @@ class X120xDriver(Driver):
         self._load_settings()
         prior = float(self.settings.get("learned_load_w") or self.value("load_w"))
         self.estimator = RuntimeEstimator(self.capacity_mah / 1000.0, prior,
-                                          resistance_ohm=pack_resistance(self.board.cells_parallel))
+                                          resistance_ohm=pack_resistance(self.board.cells_parallel,
+                                                                         self.chemistry.cell_ohm,
+                                                                         self.chemistry.board_ohm),
+                                          curve=self.chemistry.curve, empty_v=self.chemistry.empty_v)
         self.battery = self._battery_learner()
         self._use_learned()
         self.battery_test_kind: str | None = None  # set while a battery test (nutups.battery.testing) runs
@@ -572,6 +596,7 @@ class X120xDriver(Driver):
             ("battery.charge.warning", f"{self.charge_warning:.0f}"),
             ("driver.parameter.pollinterval", f"{self.pollinterval:g}"),
             ("driver.parameter.board", self.board.name),
+            ("driver.parameter.chemistry", self.chemistry.name),
         ):
             st.set(key, value)
         if self.sim:

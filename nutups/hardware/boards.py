@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass
+
+from .chemistry import GENERIC_OCV
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,32 +30,16 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
 NOMINAL_CELL_VOLTAGE = 3.7
 FULL_CELL_VOLTAGE = 4.2
 
-# Resting (open-circuit) voltage of one Li-ion cell against its state of charge.
-OCV_CURVE: tuple[tuple[float, float], ...] = (
-    (0, 3.27), (5, 3.61), (10, 3.69), (15, 3.71), (20, 3.73), (25, 3.75), (30, 3.77),
-    (35, 3.79), (40, 3.80), (45, 3.82), (50, 3.84), (55, 3.85), (60, 3.87), (65, 3.91),
-    (70, 3.95), (75, 3.98), (80, 4.02), (85, 4.08), (90, 4.11), (95, 4.15), (100, 4.20),
-)
-_SOCS = [p[0] for p in OCV_CURVE]
-_VOLTS = [p[1] for p in OCV_CURVE]
+# Resting (open-circuit) voltage of one Li-ion cell against its state of charge: the generic, conservative
+# curve (the simulator's own cell; the estimate's default). The chemistries' curves: hardware/chemistry.py.
+OCV_CURVE: tuple[tuple[float, float], ...] = GENERIC_OCV.points
 
 
 def ocv(soc: float) -> float:
     """Open-circuit cell voltage at a state of charge (percent), linear between table points."""
-    soc = min(max(soc, 0.0), 100.0)
-    i = min(bisect.bisect_right(_SOCS, soc), len(_SOCS) - 1)
-    s0, s1 = _SOCS[i - 1], _SOCS[i]
-    v0, v1 = _VOLTS[i - 1], _VOLTS[i]
-    return v0 + (v1 - v0) * (soc - s0) / (s1 - s0)
+    return GENERIC_OCV.ocv(soc)
 
 
 def soc_at_ocv(volts: float) -> float:
     """Inverse of :func:`ocv` (the curve rises monotonically)."""
-    if volts <= _VOLTS[0]:
-        return 0.0
-    if volts >= _VOLTS[-1]:
-        return 100.0
-    i = bisect.bisect_right(_VOLTS, volts)
-    v0, v1 = _VOLTS[i - 1], _VOLTS[i]
-    s0, s1 = _SOCS[i - 1], _SOCS[i]
-    return s0 + (s1 - s0) * (volts - v0) / (v1 - v0)
+    return GENERIC_OCV.soc_at(volts)

@@ -12,7 +12,8 @@ HOSTSYNC -> SHUTDOWNCMD) with what a Pi on an X120X needs besides:
   publishes it as battery.runtime.low and shows LB when the estimated runtime reaches it
   (unless a value set with upsrw wins), so every NUT client sees LB at that moment.
 - Critical is LB as the driver computes it (the x120x driver debounces it), OR the
-  loaded battery voltage under ``voltage_floor`` per cell for ``debounce`` readings
+  loaded battery voltage under ``voltage_floor`` per cell (default: the driver's, which on the x120x
+  follows its cells' ``chemistry``; else 3.2 V) for ``debounce`` readings
   in a row, whatever the gauge says (MAX17043-class gauges read 6 % with about 29 %
   of the energy left, and the X120X has no undervoltage cut-off), OR the gauge
   unreadable on battery: then the last trustworthy reading's runtime less the time
@@ -37,7 +38,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from ..events.types import EventType
-from .settings import ShutdownSettings
+from .settings import DEFAULT_VOLTAGE_FLOOR, ShutdownSettings
 
 log = logging.getLogger("nutups.shutdown")
 
@@ -96,9 +97,10 @@ class ShutdownPolicy:
     :meth:`deadline`; each returns the actions to carry out, in order."""
 
     def __init__(self, settings: ShutdownSettings, ups: str, cells: int | None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, cell_floor: float | None = None) -> None:
         self.ups = ups
         self.driver_cells = cells
+        self.driver_floor = cell_floor  # the driver's floor per cell (its cells' chemistry), None: it has none
         self._apply(settings)
         self.enabled = True  # off when a reload removed `shutdown:` (the outage is still tracked)
         self.clock = clock
@@ -126,7 +128,9 @@ class ShutdownPolicy:
     def _apply(self, settings: ShutdownSettings) -> None:
         self.settings = settings
         self.cells = settings.cells or self.driver_cells
-        self.floor = settings.voltage_floor * self.cells if self.cells else None
+        self.cell_floor = (settings.voltage_floor if settings.voltage_floor is not None
+                           else self.driver_floor or DEFAULT_VOLTAGE_FLOOR)
+        self.floor = self.cell_floor * self.cells if self.cells else None
 
     def secondaries_time(self) -> float:
         """Seconds the other hosts get to log out: hostsync, or the longest past shutdowns showed."""
@@ -338,5 +342,5 @@ class ShutdownPolicy:
             return "LB (the driver's low battery)"
         if self.floor is not None and self.under_floor >= self.settings.debounce:
             return (f"battery voltage {r.voltage:.2f} V under the floor of {self.floor:.2f} V "
-                    f"({self.cells} x {self.settings.voltage_floor:g} V) for {self.under_floor} readings")
+                    f"({self.cells} x {self.cell_floor:g} V) for {self.under_floor} readings")
         return None

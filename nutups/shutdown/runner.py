@@ -255,7 +255,8 @@ def shutdown_runner(settings: ShutdownSettings, states: list[UpsState], drivers:
         log.error("shutdown.ups: no UPS %r in ups.conf (it has: %s); the policy watches [%s]",
                   settings.ups, ", ".join(s.name for s in states), state.name)
     driver = drivers.get(state.name)
-    policy = ShutdownPolicy(settings, state.name, driver.series_cells if driver is not None else None)
+    policy = ShutdownPolicy(settings, state.name, driver.series_cells if driver is not None else None,
+                            cell_floor=getattr(driver, "voltage_floor", None))
     history = LogoutHistory(datapath / f"nutups-{state.name}-shutdown.json" if datapath is not None else None)
     runner = ShutdownRunner(policy, state, driver, emit, history=history)
     log.info("%s", describe(policy))

@@ -9,6 +9,8 @@ from typing import Any
 
 from ..config.schema import Checked, Fields, Number, Section, Text
 
+DEFAULT_VOLTAGE_FLOOR = 3.2  # per cell: any Li-ion (the driver's own floor, when it has one, comes first)
+
 
 @dataclass(frozen=True)
 class ShutdownSettings:
@@ -18,7 +20,9 @@ class ShutdownSettings:
     reserve: float = 180.0  # seconds of battery kept in hand beyond what the shutdown takes
     command: str = "systemctl poweroff"  # the Pi goes down, mains still off
     reboot_command: str = "systemctl reboot"  # used instead when mains is back by then
-    voltage_floor: float = 3.2  # volts per cell under load: under it the Pi goes down, whatever the gauge says
+    # volts per cell under load: under it the Pi goes down, whatever the gauge says; None: the driver's (its
+    # cells' chemistry: x120x `chemistry`), else DEFAULT_VOLTAGE_FLOOR
+    voltage_floor: float | None = None
     cells: int | None = None  # cells in series behind battery.voltage; None: what the driver says
     debounce: int = 3  # readings in a row under the floor before it counts
     ups: str | None = None  # the UPS (ups.conf section) that powers this Pi; None: the first
