@@ -65,6 +65,18 @@ def test_users_readable_by_others_warns(tmp_path):
     assert any("readable by others" in str(p) and p.warning for p in problems)
 
 
+def test_the_shipped_example_users_draw_no_readable_warning_from_a_clone(tmp_path):
+    """git keeps no file modes: a clone's nut-config/upsd.users is 0644, and holds only placeholder
+    passwords and Synology's public monuser/secret; a real password in it brings the warning back."""
+    example = (Path(__file__).resolve().parents[1] / "nut-config" / "upsd.users").read_text()
+    path = tmp_path / "upsd.users"
+    path.write_text(example)
+    os.chmod(path, 0o644)
+    assert not [p for p in parse_users(path)[1] if "readable by others" in str(p)]
+    path.write_text(example.replace("change-me-too", "Tr0ub4dor&3"))
+    assert [p for p in parse_users(path)[1] if "readable by others" in str(p)]
+
+
 def test_ups_conf_sections_and_errors(tmp_path):
     path = tmp_path / "ups.conf"
     path.write_text('maxretry = 3\n[a]\n driver = dummy-ups\n port = a.dev\n desc = "x \\"y\\""\n'

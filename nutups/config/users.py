@@ -39,15 +39,6 @@ def parse_users(path: Path) -> tuple[dict[str, User], list[ConfigProblem]]:
         return {}, []
     except OSError as exc:
         return {}, [ConfigProblem(fn, None, f"cannot read: {exc.strerror}")]
-    try:
-        mode = path.stat().st_mode
-        if mode & stat.S_IROTH and os.name == "posix":
-            problems.append(
-                ConfigProblem(fn, None, "readable by others: it holds passwords (chmod 640)", warning=True)
-            )
-    except OSError:
-        pass
-
     users: dict[str, User] = {}
     current: User | None = None
 
@@ -110,4 +101,21 @@ def parse_users(path: Path) -> tuple[dict[str, User], list[ConfigProblem]]:
     for user in users.values():
         if user.password is None:
             problems.append(ConfigProblem(fn, None, f"user {user.name} has no password: it can do nothing", True))
+    secret = [u for u in users.values() if u.password is not None and not _public(u)]
+    try:
+        if secret and path.stat().st_mode & stat.S_IROTH and os.name == "posix":
+            problems.insert(0, ConfigProblem(fn, None, "readable by others: it holds passwords (chmod 640)", True))
+    except OSError:
+        pass
     return users, problems
+
+
+# Passwords anyone can read already: the placeholders of nut-config/upsd.users and Synology's published
+# monuser/secret.  A file that holds only these (the example, straight from a clone, where git keeps no
+# file modes) exposes nothing by being readable, so it draws no "readable by others" warning.
+_PLACEHOLDERS = {"change-me", "change-me-too"}
+_PUBLIC_PAIRS = {("monuser", "secret")}
+
+
+def _public(user: User) -> bool:
+    return user.password in _PLACEHOLDERS or (user.name, user.password) in _PUBLIC_PAIRS
