@@ -48,7 +48,8 @@ def test_the_driver_reads_what_the_check_accepts():
     assert X120xDriver.section_value(s, Path("."), "lb_debounce") == 7
     assert X120xDriver.section_value(s, Path("."), "board") == "x1203"
     assert X120xDriver.section_value(s, Path("."), "sim") is True  # `sim` alone means yes
-    with pytest.raises(DriverError, match=r"^\[hat\] critical_voltage = 4.5: must be within 2.8..3.8$"):
+    # 2.5 V: the discharge cut-off of the Li-ion 18650 datasheets (LG M50: 2.5 V); the nmc floor is 2.8 V
+    with pytest.raises(DriverError, match=r"^\[hat\] critical_voltage = 4.5: must be within 2.5..3.8$"):
         X120xDriver(UpsState("hat"), section(critical_voltage="4.5"), Path("."))
 
 
