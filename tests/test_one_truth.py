@@ -11,6 +11,7 @@ import os
 import shutil
 import threading
 
+import aiomqtt
 import pytest
 from conftest import MOSQUITTO, USERS
 from fakeplugs import FakeShelly
@@ -39,11 +40,29 @@ def metric(webd, name: str, **labels) -> float | None:
 
 
 @needs_mosquitto
+async def mqtt_command_result(d, mosquitto: int) -> dict:
+    """Start daemon ``d``, send outlet.1.load.on over MQTT once it publishes a live state, and return
+    the result it publishes."""
+    sent: list[bool] = []
+    async with aiomqtt.Client("127.0.0.1", mosquitto) as client:
+        await client.subscribe("nutups/ups/result")
+        await client.subscribe("nutups/ups/state")  # the daemon sends it once it listens for commands
+        await asyncio.to_thread(d.start)
+        async with asyncio.timeout(30):
+            async for message in client.messages:
+                # a live state (not the broker's retained copy: that has retain set)
+                if str(message.topic) == "nutups/ups/state" and not message.retain and not sent:
+                    sent.append(True)
+                    await client.publish("nutups/ups/command", "outlet.1.load.on")
+                elif str(message.topic) == "nutups/ups/result":
+                    return json.loads(message.payload)
+    raise AssertionError("no result on MQTT")
+
+
 def test_a_policy_fsd_shows_lb_on_the_api_mqtt_and_metrics(mosquitto):
     """The Pi's own policy sets FSD on battery before the driver has LB: NUT clients see
     FSD OB DISCHRG LB (net-protocol: FSD with OB LB is what DSM and upsmon act on), and so
     must the API, MQTT (Home Assistant's low-battery sensor) and /metrics."""
-    import aiomqtt
 
     d = WebDaemon(f"integrations:\n  mqtt:\n    host: 127.0.0.1\n    port: {mosquitto}\n    publish: true\n"
                   "shutdown:\n  grace: 0\n  hostsync: 0\n  voltage_floor: 4.0\n  debounce: 1\n"
@@ -167,31 +186,14 @@ def test_an_mqtt_command_without_rights_is_refused_and_audited_and_the_api_tells
     one, as a client that gave no USERNAME: switching the relay's outlet is USERNAME-REQUIRED,
     logged as a refusal, and the relay stays off.  The API answers with the driver's result: a plug
     nobody answers for is FAILED (502), not a premature OK."""
-    import aiomqtt
 
     dead = free_port()
     d = WebDaemon(f"outputs:\n  relay: 17\nintegrations:\n  mqtt:\n    host: 127.0.0.1\n    port: {mosquitto}\n"
                   "    publish: true\n  ac_devices:\n"
                   f"    - {{type: shelly, name: plug, host: 127.0.0.1, port: {dead}}}\naction_timeout: 1\n")
 
-    async def go() -> dict:
-        sent: list[bool] = []
-        async with aiomqtt.Client("127.0.0.1", mosquitto) as client:
-            await client.subscribe("nutups/ups/result")
-            await client.subscribe("nutups/ups/state")  # the daemon sends it once it listens for commands
-            await asyncio.to_thread(d.start)
-            async with asyncio.timeout(30):
-                async for message in client.messages:
-                    # a live state (not the broker's retained copy: that has retain set)
-                    if str(message.topic) == "nutups/ups/state" and not message.retain and not sent:
-                        sent.append(True)
-                        await client.publish("nutups/ups/command", "outlet.1.load.on")
-                    elif str(message.topic) == "nutups/ups/result":
-                        return json.loads(message.payload)
-        raise AssertionError("no result on MQTT")
-
     try:
-        assert asyncio.run(go()) == {"command": "outlet.1.load.on", "result": "USERNAME-REQUIRED"}
+        assert asyncio.run(mqtt_command_result(d, mosquitto)) == {"command": "outlet.1.load.on", "result": "USERNAME-REQUIRED"}
         assert ("WARNING nutups.mqtt: MQTT: outlet.1.load.on on ups refused: USERNAME-REQUIRED (set "
                 "integrations.mqtt.command_user to a user of upsd.users)") in d.stderr()
         assert d.get("/api/v1/ups/ups")[1]["variables"]["outlet.1.status"] == "off"
@@ -335,7 +337,6 @@ def test_a_slow_plug_holds_up_no_other_mqtt_command(mosquitto):
     """MQTT commands run as tasks: while a plug that never answers holds its command (for
     action_timeout), the relay's command is carried out and answered; then the plug's is
     answered FAILED, the driver's real result."""
-    import aiomqtt
 
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -380,29 +381,12 @@ def test_a_slow_plug_holds_up_no_other_mqtt_command(mosquitto):
 def test_an_mqtt_command_user_without_the_right_is_refused_by_the_core_and_audited(mosquitto):
     """command_user cmduser may run load.off only (upsd.users): the core refuses the relay's
     outlet.1.load.on with ACCESS-DENIED and writes its audit line, as for upscmd."""
-    import aiomqtt
 
     d = WebDaemon(f"outputs:\n  relay: 17\nintegrations:\n  mqtt:\n    host: 127.0.0.1\n    port: {mosquitto}\n"
                   "    publish: true\n    command_user: cmduser\n")
 
-    async def go() -> dict:
-        sent: list[bool] = []
-        async with aiomqtt.Client("127.0.0.1", mosquitto) as client:
-            await client.subscribe("nutups/ups/result")
-            await client.subscribe("nutups/ups/state")  # the daemon sends it once it listens for commands
-            await asyncio.to_thread(d.start)
-            async with asyncio.timeout(30):
-                async for message in client.messages:
-                    # a live state (not the broker's retained copy: that has retain set)
-                    if str(message.topic) == "nutups/ups/state" and not message.retain and not sent:
-                        sent.append(True)
-                        await client.publish("nutups/ups/command", "outlet.1.load.on")
-                    elif str(message.topic) == "nutups/ups/result":
-                        return json.loads(message.payload)
-        raise AssertionError("no result on MQTT")
-
     try:
-        assert asyncio.run(go()) == {"command": "outlet.1.load.on", "result": "ACCESS-DENIED"}
+        assert asyncio.run(mqtt_command_result(d, mosquitto)) == {"command": "outlet.1.load.on", "result": "ACCESS-DENIED"}
         assert "Instant command denied: cmduser@mqtt may not do outlet.1.load.on on ups" in d.stderr()
         assert d.get("/api/v1/ups/ups")[1]["variables"]["outlet.1.status"] == "off"
     finally:
